@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/url"
+	"os"
+
+	"github.com/autoprune/autoprune/agent"
+	"github.com/autoprune/autoprune/eval"
+)
+
+// tokenEnv names the environment variable that holds the agent token when --token is not
+// given, so that the token stays out of process listings and shell history.
+const tokenEnv = "AUTOPRUNE_AGENT_TOKEN"
+
+func init() {
+	register(&command{name: "agent", summary: "serve latency measurements on this device (run it on the phone or board)", run: runAgent})
+}
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("agent", "agent [--listen HOST:PORT] [--token TOKEN]", `
+Runs the latency agent: an HTTP server that times forward passes of the architectures a
+search or "autoprune bench --agent" sends it, on this machine, one at a time. Start it on
+the target device; point the search at it with its URL.
+
+It listens on loopback (127.0.0.1:7070) by default: reach it through a forwarded port
+(adb forward tcp:7070 tcp:7070, ssh -L 7070:127.0.0.1:7070 HOST). To listen on a network
+address it needs a token, which clients send as "Authorization: Bearer TOKEN"; the token
+can also come from the environment variable `+tokenEnv+`.
+
+Endpoints: POST /v1/measure (a model architecture -> latency distribution), GET /v1/info.
+Requests are limited to 1 MiB, batch 256, 20e9 multiply-adds per pass, 1 GiB of memory,
+10000 runs and a 60 s budget.
+
+Examples:
+  autoprune agent                                   # 127.0.0.1:7070, no token
+  autoprune agent --listen 0.0.0.0:7070 --token "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"`, stderr)
+	listen := fs.String("listen", agent.DefaultAddr, "address to listen on (HOST:PORT; port 0 picks a free one)")
+	token := fs.String("token", "", "secret that every request must carry (required off loopback; default $"+tokenEnv+")")
+	quiet := fs.Bool("quiet", false, "do not log each request on stderr")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("agent: unexpected argument %q (all options are flags; see --help)", pos[0])
+	}
+	tok := tokenOrEnv(*token)
+	if err := agent.CheckListen(*listen, tok); err != nil {
+		return usagef("agent: %v", err)
+	}
+	logger := log.New(stderr, "agent: ", log.LstdFlags)
+	if *quiet {
+		logger = log.New(io.Discard, "", 0)
+	}
+	a := agent.New(agent.Config{Token: tok, Log: logger})
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	auth := "no token"
+	if tok != "" {
+		auth = "token required"
+	}
+	fmt.Fprintf(stderr, "autoprune agent %s: listening on http://%s (%s; device %s); Ctrl-C to stop\n",
+		agent.Version, ln.Addr(), auth, a.Device())
+	return a.Serve(ctx, ln)
+}
+
+// tokenOrEnv returns the token given on the command line, or the one in the environment.
+func tokenOrEnv(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return os.Getenv(tokenEnv)
+}
+
+// remoteMeter builds the meter of a command's --agent and --token flags; a malformed URL
+// is a usage error.
+func remoteMeter(agentURL, token string) (*eval.RemoteMeter, error) {
+	u, err := url.Parse(agentURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, usagef("--agent %q: want the agent's URL, such as http://127.0.0.1:7070", agentURL)
+	}
+	return &eval.RemoteMeter{URL: agentURL, Token: tokenOrEnv(token)}, nil
+}

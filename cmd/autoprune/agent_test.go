@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/prune"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runLatencyCmd runs one command line and returns its exit code, stdout and stderr.
+func runLatencyCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// startAgentCmd runs "autoprune agent" on a free loopback port until the test ends and
+// returns its URL.
+func startAgentCmd(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"agent", "--listen", "127.0.0.1:0", "--quiet"}, args...), &stderr, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitInterrupt {
+				t.Errorf("agent exit code %d after cancel, want %d; stderr:\n%s", code, exitInterrupt, stderr.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("agent did not stop")
+		}
+	})
+	re := regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(stderr.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("agent exited with %d: %s", code, stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("agent did not start: %s", stderr.String())
+	return ""
+}
+
+func TestAgentCommandRefusesOpenAddressWithoutToken(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	for _, addr := range []string{"0.0.0.0:7070", ":7070"} {
+		code, _, stderr := runLatencyCmd(t, "agent", "--listen", addr)
+		if code != exitUsage || !strings.Contains(stderr, "without authentication") || !strings.Contains(stderr, "--token") {
+			t.Errorf("agent --listen %s: exit %d, stderr %q", addr, code, stderr)
+		}
+	}
+	if code, _, stderr := runLatencyCmd(t, "agent", "--listen", "nonsense"); code != exitUsage {
+		t.Errorf("bad address: exit %d, %s", code, stderr)
+	}
+}
+
+func TestBenchCommand(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	code, out, stderr := runLatencyCmd(t, "bench", "zoo:lenet5", "--runs", "3", "--warmup", "1")
+	if code != exitOK || !strings.Contains(out, "latency   median") || !strings.Contains(out, "this machine") {
+		t.Errorf("local bench: exit %d\n%s%s", code, out, stderr)
+	}
+	code, out, _ = runLatencyCmd(t, "bench", "zoo:lenet5", "--macs", "0.5")
+	if code != exitOK || !strings.Contains(out, "proxy") {
+		t.Errorf("MACs bench: exit %d\n%s", code, out)
+	}
+
+	url := startAgentCmd(t, "--token", "tok")
+	code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", url, "--token", "tok", "--runs", "3", "--warmup", "1")
+	if code != exitOK || !strings.Contains(out, "agent "+url) || !strings.Contains(out, eval.ThisDevice().String()) {
+		t.Errorf("remote bench: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Setenv(tokenEnv, "tok")
+	if code, out, stderr = runLatencyCmd(t, "bench", "zoo:mlp", "--agent", url, "--runs", "3"); code != exitOK {
+		t.Errorf("token from the environment: exit %d\n%s%s", code, out, stderr)
+	}
+	t.Setenv(tokenEnv, "")
+	code, _, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", url, "--token", "nope")
+	if code != exitFailure || !strings.Contains(stderr, "401") {
+		t.Errorf("wrong token: exit %d, %s", code, stderr)
+	}
+
+	for _, args := range [][]string{
+		{"bench"},
+		{"bench", "zoo:lenet5", "--runs", "0"},
+		{"bench", "zoo:lenet5", "--agent", url, "--macs", "1"},
+		{"bench", "zoo:lenet5", "--agent", "127.0.0.1:7070"},
+		{"bench", "zoo:nosuchmodel"},
+		{"bench", "zoo:lenet5", "--lut", filepath.Join(t.TempDir(), "missing.json")},
+	} {
+		if code, _, stderr := runLatencyCmd(t, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr)
+		}
+	}
+}
+
+func TestProfileCommand(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	url := startAgentCmd(t)
+	lut := filepath.Join(t.TempDir(), "lut.json")
+	code, out, stderr := runLatencyCmd(t, "profile", "--agent", url, "--model", "zoo:lenet5", "--ratios", "0,0.5",
+		"--out", lut, "--runs", "3", "--warmup", "1", "--budget", "50ms", "--calibrate", "1", "--lut-check", "2")
+	if code != exitOK || !strings.Contains(out, "wrote "+lut) || !strings.Contains(out, "LUT error over 2 plans") ||
+		!strings.Contains(stderr, "profile: ") {
+		t.Fatalf("profile: exit %d\n%s%s", code, out, stderr)
+	}
+	table, err := eval.LoadLUT(lut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table.Device != eval.ThisDevice() || table.Model != "lenet5" || len(table.Entries) < 10 {
+		t.Errorf("table from %v for %q with %d entries", table.Device, table.Model, len(table.Entries))
+	}
+	code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--lut", lut)
+	if code != exitOK || !strings.Contains(out, "proxy") {
+		t.Errorf("bench --lut: exit %d\n%s%s", code, out, stderr)
+	}
+	// Checking an existing table measures only the plans.
+	code, out, stderr = runLatencyCmd(t, "profile", "--agent", url, "--model", "zoo:lenet5", "--ratios", "0,0.5",
+		"--lut", lut, "--lut-check", "1", "--runs", "3", "--warmup", "1")
+	if code != exitOK || !strings.Contains(out, "LUT error over 1 plans") || strings.Contains(out, "wrote") {
+		t.Errorf("profile --lut: exit %d\n%s%s", code, out, stderr)
+	}
+	// A ratio that was not profiled is an error naming the layer.
+	code, _, stderr = runLatencyCmd(t, "profile", "--agent", url, "--model", "zoo:lenet5", "--ratios", "0.25",
+		"--lut", lut, "--lut-check", "1", "--runs", "3")
+	if code != exitFailure || !strings.Contains(stderr, "not in the latency lookup table") || !strings.Contains(stderr, "layer \"conv1\"") {
+		t.Errorf("unprofiled width: exit %d, %s", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"profile"},
+		{"profile", "--model", "zoo:lenet5", "--ratios", "0,1.5"},
+		{"profile", "--model", "zoo:lenet5", "--lut", lut},
+		{"profile", "--model", "zoo:lenet5", "extra"},
+	} {
+		if code, _, stderr := runLatencyCmd(t, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr)
+		}
+	}
+}
+
+func TestWidthVariantsCoverRandomPlans(t *testing.T) {
+	m, err := loadModelArg("zoo:vgg-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, err := prune.Groups(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratios, _ := parseProfileRatios(defaultRatios)
+	layers, err := widthVariants(m, gs, ratios, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	convs := 0
+	for _, l := range layers {
+		sig := eval.LayerSignature(l.Layers[0], l.Input, 1, 1)
+		if have[sig] {
+			t.Errorf("signature %q twice", sig)
+		}
+		have[sig] = true
+		if l.Layers[0].Kind == "conv2d" {
+			convs++
+		}
+	}
+	// conv1 reads the fixed input: 10 widths; conv2, conv3 and conv4 sit between two groups:
+	// 10 x 10 each, but conv3 and conv4 both run at 14x14 and share the 50 shapes whose
+	// input width is one of the 5 that a 32- and a 64-channel group both can have.
+	if want := 10 + 100 + 2*100 - 50; convs != want {
+		t.Errorf("%d convolution shapes, want %d", convs, want)
+	}
+	plans, err := randomProfilePlans(m, gs, ratios, 10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := eval.NewLUT(eval.ThisDevice(), 1, 1)
+	for _, p := range plans {
+		sigs, err := table.Signatures(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range sigs {
+			if !have[s] {
+				t.Errorf("plan %s: layer %s (%s) not profiled", p.Name, p.Layers[i].Name, s)
+			}
+		}
+	}
+}
+
+// TestLUTAccuracyLong profiles vgg-small on a loopback agent and checks the table against
+// direct measurements of 20 random per-group plans. It takes a few minutes:
+//
+//	AUTOPRUNE_LONG=1 go test ./cmd/autoprune/ -run LUTAccuracyLong -v -timeout 30m
+func TestLUTAccuracyLong(t *testing.T) {
+	if os.Getenv("AUTOPRUNE_LONG") != "1" {
+		t.Skip("set AUTOPRUNE_LONG=1 to profile vgg-small and check the lookup table (minutes)")
+	}
+	t.Setenv(tokenEnv, "")
+	url := startAgentCmd(t)
+	lut := filepath.Join(t.TempDir(), "vgg-lut.json")
+	code, out, stderr := runLatencyCmd(t, "profile", "--agent", url, "--model", "zoo:vgg-small",
+		"--out", lut, "--lut-check", "20", "--runs", "100", "--budget", "2s")
+	t.Logf("stdout:\n%s\nstderr:\n%s", out, stderr)
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	m := regexp.MustCompile(`median ([0-9.]+) %`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatal("no error summary")
+	}
+	if e, _ := strconv.ParseFloat(m[1], 64); e > 10 {
+		t.Errorf("median absolute error %.1f %%, goal 10 %%", e)
+	}
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/autoprune/autoprune/config"
+	"github.com/autoprune/autoprune/search"
+)
+
+func init() {
+	register(&command{name: "search", summary: "search per-group pruning ratios for a latency or size budget (resumable)", run: runSearch})
+	register(&command{name: "report", summary: "summarise a study from its database: best trial, Pareto front", run: runReport})
+}
+
+func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("search", "search CONFIG.toml [flags]", `
+Runs the pruning search a config describes. Each trial: the sampler (TPE, CMA-ES or random)
+proposes a ratio per prunable group; the base model is pruned for real (channels removed),
+its batch norms recalibrated, it is fine-tuned briefly with knowledge distillation from the
+dense model, scored on validation accuracy and on latency measured on the target, and ranked
+by the objective. Hopeless trials are stopped early. At the end the best plan is fine-tuned
+longer and saved with its plan, and compared with the dense model on the test set.
+
+The study lives in the storage the config names (a SQLite file by default). Running the same
+command again resumes it: trials left running by a killed process are detected and retried,
+and the study ends with the requested number of trials. Several workers may run the same
+config at once (same SQLite file on one machine, or a postgres:// storage across machines).
+Ctrl-C stops cleanly (exit 130); the study stays resumable.
+
+Examples:
+  autoprune search configs/mobile.toml
+  autoprune search configs/mobile.toml --trials 40     # ask for more trials
+  autoprune report configs/mobile.db --study mobile`, stderr)
+	trials := fs.Int("trials", 0, "override study.trials")
+	worker := fs.String("worker", "", "label for this worker's trials (default host:pid)")
+	noFinal := fs.Bool("no-final", false, "skip the final fine-tuning and export")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return usagef("search: want exactly one config file, got %d arguments", len(pos))
+	}
+	cfg, err := config.Load(pos[0])
+	if err != nil {
+		return asUsage(err)
+	}
+	if *trials < 0 {
+		return usagef("search: --trials %d must be positive", *trials)
+	}
+	if *trials > 0 {
+		cfg.Study.Trials = *trials
+	}
+	start := time.Now()
+	s, err := search.Open(ctx, cfg, search.Options{Log: stderr, Worker: *worker})
+	if err != nil {
+		return classify(err)
+	}
+	defer s.Close()
+	fmt.Fprintf(stderr, "searching %d groups with %s, objective %s, %d trials, storage %s\n",
+		len(s.Groups()), cfg.Study.Sampler, cfg.Objective.Kind, cfg.Study.Trials, cfg.Resolve(cfg.Study.Storage))
+	if err := s.Run(ctx); err != nil {
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintf(stderr, "interrupted: the study is saved; run the same command to resume\n")
+		}
+		return err
+	}
+	if *noFinal {
+		return nil
+	}
+	res, err := s.Finalize(ctx)
+	if err != nil {
+		return err
+	}
+	if err := res.Write(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "total time %s\n", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// classify turns config and input problems into usage errors (exit 2).
+func classify(err error) error {
+	if errors.Is(err, config.ErrConfig) {
+		return asUsage(err)
+	}
+	return err
+}
+
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("report", "report STUDY-DB [--study NAME] [--json]", `
+Reads a study from its database alone (no model, no data needed): counts of trials, the
+dense model, the accuracy-vs-latency Pareto front of complete trials, the best trial's plan
+and the reasons of failed trials. STUDY-DB is the SQLite file or a postgres:// URL.
+
+Examples:
+  autoprune report configs/mobile.db
+  autoprune report configs/mobile.db --json > study.json`, stderr)
+	name := fs.String("study", "", "study name (default: the only study in the database)")
+	asJSON := fs.Bool("json", false, "print every trial with its raw metrics as JSON")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return usagef("report: want exactly one study database, got %d arguments", len(pos))
+	}
+	store, err := search.OpenExisting(pos[0])
+	if err != nil {
+		return asUsage(err)
+	}
+	defer store.Close()
+	if *name == "" {
+		names, err := store.StudyNames()
+		if err != nil {
+			return err
+		}
+		switch len(names) {
+		case 0:
+			return usagef("report: %s holds no study", pos[0])
+		case 1:
+			*name = names[0]
+		default:
+			return usagef("report: %s holds several studies %v: choose one with --study", pos[0], names)
+		}
+	}
+	sum, err := search.Summarize(store, *name)
+	if err != nil {
+		return asUsage(err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	return sum.Write(stdout)
+}

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/autoprune/autoprune/data"
+	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/train"
+)
+
+func init() {
+	register(&command{name: "train", summary: "train a zoo model on MNIST or Fashion-MNIST and save it", run: runTrain})
+}
+
+func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("train", "train [flags]", `
+Trains a network from the model zoo (or continues from a model file) on a dataset with
+gorgonia, reports test accuracy with the pure-Go engine, and saves a model file
+(safetensors: the weights are readable by other tools, the architecture is in its metadata).
+
+Models: `+strings.Join(zoo.Names, ", ")+`
+Datasets: mnist (built in), fashion-mnist (apt-get install dataset-fashion-mnist, or --data-dir)
+
+Examples:
+  autoprune train                                   # lenet5 on MNIST, 3 epochs
+  autoprune train --model vgg-small --dataset fashion-mnist --epochs 5 --out vgg.safetensors
+  autoprune train --init vgg.safetensors --epochs 1 --lr 1e-4 --out vgg2.safetensors`, stderr)
+	model := fs.String("model", "lenet5", "zoo model to train (ignored with --init)")
+	initFile := fs.String("init", "", "start from this model file instead of a fresh zoo model")
+	dataset := fs.String("dataset", "mnist", "dataset: mnist or fashion-mnist")
+	dataDir := fs.String("data-dir", "", "folder with the dataset's IDX files (default: built-in MNIST, /usr/share/datasets/fashion-mnist)")
+	epochs := fs.Int("epochs", 3, "passes over the training set")
+	steps := fs.Int("steps", 0, "stop after this many optimizer steps (overrides --epochs when > 0)")
+	batch := fs.Int("batch", 64, "mini-batch size")
+	optimizer := fs.String("optimizer", "adam", "optimizer: adam or sgd (with momentum 0.9)")
+	lr := fs.Float64("lr", 0, "learning rate (default 1e-3 for adam, 0.05 for sgd)")
+	schedule := fs.String("schedule", "cosine", "learning-rate schedule: constant or cosine")
+	wd := fs.Float64("weight-decay", 0, "L2 weight decay")
+	seed := fs.Int64("seed", 1, "seed for initial weights and shuffling: the same seed gives the same model")
+	out := fs.String("out", "", "output model file (default MODEL-DATASET.safetensors)")
+	threads := fs.Int("threads", 2, "threads for the test-set evaluation")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("train: unexpected argument %q (all options are flags; see --help)", pos[0])
+	}
+	switch {
+	case *epochs <= 0 && *steps <= 0:
+		return usagef("train: --epochs must be positive (got %d)", *epochs)
+	case *batch <= 0:
+		return usagef("train: --batch must be positive (got %d)", *batch)
+	case *lr < 0:
+		return usagef("train: --lr must not be negative (got %g)", *lr)
+	case *optimizer != "adam" && *optimizer != "sgd":
+		return usagef("train: --optimizer %q: want adam or sgd", *optimizer)
+	case *schedule != "constant" && *schedule != "cosine":
+		return usagef("train: --schedule %q: want constant or cosine", *schedule)
+	}
+	trainSet, testSet, err := data.Load(*dataset, *dataDir)
+	if err != nil {
+		return asUsage(err)
+	}
+	var m *nn.Model
+	if *initFile != "" {
+		if m, err = nn.Load(*initFile); err != nil {
+			return asUsage(err)
+		}
+	} else {
+		shape := nn.Shape{C: trainSet.C, H: trainSet.H, W: trainSet.W}
+		if m, err = zoo.Build(*model, shape, trainSet.Classes, *seed); err != nil {
+			return asUsage(err)
+		}
+	}
+	if *out == "" {
+		*out = fmt.Sprintf("%s-%s.safetensors", m.Name, *dataset)
+	}
+	params, macs, err := m.Totals()
+	if err != nil {
+		return asUsage(err)
+	}
+	fmt.Fprintf(stderr, "training %s (%d params, %.2f M MACs) on %s: %d samples, batch %d\n",
+		m.Name, params, float64(macs)/1e6, trainSet.Name, trainSet.N, *batch)
+	cfg := train.Config{
+		Epochs: *epochs, Steps: *steps, BatchSize: *batch, Optimizer: *optimizer, LR: *lr,
+		Schedule: *schedule, WeightDecay: *wd, Seed: *seed, LogEvery: 100,
+		Progress: func(p train.Progress) {
+			fmt.Fprintf(stderr, "  epoch %d/%d  step %d/%d  loss %.4f  %.0f img/s  %s\n",
+				p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec, p.Elapsed.Round(time.Second))
+		},
+	}
+	trained, res, err := train.Train(ctx, m, trainSet, cfg)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	score, err := eval.Accuracy(ctx, trained, testSet, 500, *threads)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if err := nn.Save(*out, trained); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	fmt.Fprintf(stdout, "model      %s\ndataset    %s (test set, %d images)\naccuracy   %.2f %%\ntest loss  %.4f\ntraining   %d steps in %s (%.0f img/s)\nsaved      %s\n",
+		trained.Name, testSet.Name, score.N, 100*score.Accuracy, score.Loss, res.Steps,
+		res.Elapsed.Round(time.Second), res.ImagesPerSec, *out)
+	return nil
+}
+
+// loadModelArg loads the model file named by a positional argument, or builds a zoo model
+// when the argument has the form "zoo:NAME".
+func loadModelArg(arg string) (*nn.Model, error) {
+	if name, ok := strings.CutPrefix(arg, "zoo:"); ok {
+		return zoo.Build(name, nn.Shape{C: 1, H: 28, W: 28}, 10, 1)
+	}
+	if _, err := os.Stat(arg); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("model file %s: no such file (train one with \"autoprune train\", or use zoo:NAME)", arg)
+	}
+	return nn.Load(arg)
+}

@@ -1,0 +1,552 @@
+// Package config reads a study file: one TOML file that describes a whole pruning search
+// (the base model, the data, the search space, fine-tuning, how latency is measured, the
+// objective, early stopping and the final outputs). Decoding is strict: unknown keys, wrong
+// types and out-of-range values are errors that name the file, the line and the key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// ErrConfig is wrapped by every error about a config file's content.
+var ErrConfig = errors.New("invalid config")
+
+// Duration is a time.Duration written as a string such as "9m" or "500ms".
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"10m\" or \"500ms\", got %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText formats the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Config is a whole study.
+type Config struct {
+	Study     Study     `toml:"study"`
+	Model     Model     `toml:"model"`
+	Data      Data      `toml:"data"`
+	Prune     Prune     `toml:"prune"`
+	Finetune  Finetune  `toml:"finetune"`
+	Latency   Latency   `toml:"latency"`
+	Objective Objective `toml:"objective"`
+	Stopper   Stopper   `toml:"stopper"`
+	Final     Final     `toml:"final"`
+
+	// Path is the file the config was read from; relative paths in it are relative to its
+	// folder.
+	Path string `toml:"-"`
+}
+
+// Study names the study and says where it is stored and how the search runs.
+type Study struct {
+	Name      string    `toml:"name"`       // default: the config file name without extension
+	Storage   string    `toml:"storage"`    // SQLite file path (default NAME.db beside the config) or postgres://...
+	Sampler   string    `toml:"sampler"`    // tpe (default), cmaes, cmaes-ipop, random
+	Trials    int       `toml:"trials"`     // completed trials wanted in total (default 30)
+	TimeLimit Duration  `toml:"time_limit"` // stop starting new trials after this long (0: none)
+	Seed      int64     `toml:"seed"`       // sampler and fine-tuning seed (default 1)
+	Warmstart []float64 `toml:"warmstart"`  // uniform ratios enqueued first (default [0.25, 0.5])
+}
+
+// Model is the base (dense) model.
+type Model struct {
+	Zoo         string `toml:"zoo"`          // zoo model to train when File does not exist
+	File        string `toml:"file"`         // model file; trained from Zoo and cached here when missing
+	TrainEpochs int    `toml:"train_epochs"` // epochs for that training (default 2)
+}
+
+// Data is the dataset and how it is split.
+type Data struct {
+	Dataset        string `toml:"dataset"`         // mnist (default) or fashion-mnist
+	Dir            string `toml:"dir"`             // folder of the IDX files (default: built in / Debian's)
+	ValSamples     int    `toml:"val_samples"`     // held out of the training set for validation (default 5000)
+	TrainSamples   int    `toml:"train_samples"`   // training samples used for fine-tuning (0: all the rest)
+	TestEvaluation bool   `toml:"test_evaluation"` // also report test accuracy of the final model (default true)
+}
+
+// Prune is the search space.
+type Prune struct {
+	Criterion   string   `toml:"criterion"`   // l1 (default), l2, bn, random
+	Include     []string `toml:"include"`     // groups to search (default: all)
+	Exclude     []string `toml:"exclude"`     // groups never pruned
+	MinRatio    float64  `toml:"min_ratio"`   // default 0
+	MaxRatio    float64  `toml:"max_ratio"`   // default 0.8
+	Step        float64  `toml:"step"`        // ratio grid step (default 0.05; 0 for continuous)
+	Sensitivity string   `toml:"sensitivity"` // JSON from "autoprune sensitivity": bounds the ratios per group
+	MaxDrop     float64  `toml:"max_drop"`    // accuracy drop allowed per group with Sensitivity (default 0.02)
+}
+
+// Finetune is the quick fine-tuning of each candidate.
+type Finetune struct {
+	Steps         int     `toml:"steps"`          // optimizer steps per trial (default 200)
+	Batch         int     `toml:"batch"`          // default 64
+	LR            float64 `toml:"lr"`             // default 1e-3 (adam)
+	Temperature   float64 `toml:"temperature"`    // distillation temperature (default 4)
+	DistillWeight float64 `toml:"distill_weight"` // weight of the distillation loss in [0, 1] (default 0.7)
+	BNBatches     int     `toml:"bn_batches"`     // batch-norm recalibration batches before fine-tuning (default 20)
+	Rounds        int     `toml:"rounds"`         // accuracy reports to the stopper per trial (default 4)
+	ValSamples    int     `toml:"val_samples"`    // validation samples scored per round (default: all)
+}
+
+// Latency says how latency is measured.
+type Latency struct {
+	Meter    string   `toml:"meter"`     // local (default), agent, lut, macs
+	Batch    int      `toml:"batch"`     // default 1
+	Threads  int      `toml:"threads"`   // default 1
+	Runs     int      `toml:"runs"`      // timed runs per measurement (default 50)
+	Warmup   int      `toml:"warmup"`    // untimed runs (default 5)
+	Agent    string   `toml:"agent"`     // URL of "autoprune agent" for meter = agent
+	TokenEnv string   `toml:"token_env"` // environment variable holding the agent token
+	Timeout  Duration `toml:"timeout"`   // per request to the agent (default 2m)
+	LUT      string   `toml:"lut"`       // lookup table from "autoprune profile" for meter = lut
+}
+
+// Objective is what the search maximises.
+type Objective struct {
+	Kind       string   `toml:"kind"`        // mnas-soft (default), mnas-hard, budget, weighted, or a registered name
+	Target     string   `toml:"target"`      // latency target: "0.5x" of the dense model (default) or "2ms"
+	Weight     *float64 `toml:"weight"`      // MnasNet exponent (negative) or the latency weight of weighted
+	MaxBytes   int64    `toml:"max_bytes"`   // size budget (budget) or size reference (weighted)
+	SizeWeight float64  `toml:"size_weight"` // weighted only
+}
+
+// Stopper ends hopeless trials early.
+type Stopper struct {
+	Kind      string `toml:"kind"`       // none, median (default), successive-halving
+	Startup   int    `toml:"startup"`    // trials before stopping starts (median; default 5)
+	MinRounds int    `toml:"min_rounds"` // rounds before a trial may be stopped (default 1)
+}
+
+// Final is what happens with the best candidate.
+type Final struct {
+	Steps   int    `toml:"steps"`    // longer fine-tune of the winner (default 1000)
+	Out     string `toml:"out"`      // pruned model file (default NAME-best.safetensors)
+	PlanOut string `toml:"plan_out"` // its plan (default NAME-best-plan.toml)
+	Pareto  bool   `toml:"pareto"`   // also fine-tune and save the Pareto front (default false)
+}
+
+// Load reads, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("config %s: no such file", path)
+		}
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c, err := Parse(string(src), path)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes a config from TOML text; path is used in messages and for relative paths.
+func Parse(src, path string) (*Config, error) {
+	c := &Config{Path: path}
+	md, err := toml.Decode(src, c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			msg := perr.Message
+			if perr.LastKey != "" {
+				msg = fmt.Sprintf("key %s: %s", perr.LastKey, msg)
+			}
+			return nil, fmt.Errorf("config %s:%d: %w: %s", path, perr.Position.Line, ErrConfig, msg)
+		}
+		if m := decodeLine.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fmt.Errorf("config %s:%s: %w: key %s: %s", path, m[1], ErrConfig, m[2], m[3])
+		}
+		return nil, fmt.Errorf("config %s: %w: %v", path, ErrConfig, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		if len(k) == 1 && md.Type(k...) == "Hash" {
+			return nil, fmt.Errorf("config %s:%d: %w: unknown section [%s]%s", path, lineOf(src, k), ErrConfig, k, suggest(k))
+		}
+		return nil, fmt.Errorf("config %s:%d: %w: unknown key %s%s", path, lineOf(src, k), ErrConfig, k, suggest(k))
+	}
+	c.defaults()
+	if err := c.validate(); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return nil, fmt.Errorf("config %s:%d: %w: %s: %s", path, lineOf(src, strings.Split(fe.key, ".")), ErrConfig, fe.key, fe.msg)
+		}
+		return nil, fmt.Errorf("config %s: %w: %v", path, ErrConfig, err)
+	}
+	return c, nil
+}
+
+// decodeLine picks the line, key and message out of the decoder's type errors.
+var decodeLine = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// suggest lists the valid keys of the section an unknown key is in.
+func suggest(k toml.Key) string {
+	sections := map[string]any{"study": Study{}, "model": Model{}, "data": Data{}, "prune": Prune{},
+		"finetune": Finetune{}, "latency": Latency{}, "objective": Objective{}, "stopper": Stopper{}, "final": Final{}}
+	if len(k) == 1 {
+		return "; sections: " + strings.Join(sortedKeys(sections), ", ")
+	}
+	v, ok := sections[k[0]]
+	if !ok {
+		return fmt.Sprintf(" (no section [%s]; sections: %s)", k[0], strings.Join(sortedKeys(sections), ", "))
+	}
+	return fmt.Sprintf(" (keys of [%s]: %s)", k[0], strings.Join(tomlKeys(v), ", "))
+}
+
+func sortedKeys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// lineOf finds the line where a key is set: the "[section]" header, then "key =" below it.
+func lineOf(src string, key []string) int {
+	lines := strings.Split(src, "\n")
+	start := 0
+	if len(key) > 1 {
+		hdr := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(key[0]) + `\s*\]`)
+		for i, l := range lines {
+			if hdr.MatchString(l) {
+				start = i
+				break
+			}
+		}
+	}
+	last := key[len(key)-1]
+	kre := regexp.MustCompile(`^\s*"?` + regexp.QuoteMeta(last) + `"?\s*=`)
+	for i := start; i < len(lines); i++ {
+		if kre.MatchString(lines[i]) {
+			return i + 1
+		}
+	}
+	if len(key) > 1 && start > 0 {
+		return start + 1
+	}
+	return 1
+}
+
+type fieldError struct{ key, msg string }
+
+func (e *fieldError) Error() string { return e.key + ": " + e.msg }
+
+func bad(key, format string, args ...any) error {
+	return &fieldError{key: key, msg: fmt.Sprintf(format, args...)}
+}
+
+// Dir returns the folder relative paths in the config are resolved against.
+func (c *Config) Dir() string {
+	if c.Path == "" {
+		return "."
+	}
+	return filepath.Dir(c.Path)
+}
+
+// Resolve returns p relative to the config's folder, unless it is absolute or a URL.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || strings.Contains(p, "://") {
+		return p
+	}
+	return filepath.Join(c.Dir(), p)
+}
+
+func (c *Config) defaults() {
+	s := &c.Study
+	if s.Name == "" {
+		base := filepath.Base(c.Path)
+		s.Name = strings.TrimSuffix(base, filepath.Ext(base))
+		if s.Name == "" || s.Name == "." {
+			s.Name = "study"
+		}
+	}
+	if s.Storage == "" {
+		s.Storage = s.Name + ".db"
+	}
+	if s.Sampler == "" {
+		s.Sampler = "tpe"
+	}
+	if s.Trials == 0 {
+		s.Trials = 30
+	}
+	if s.Seed == 0 {
+		s.Seed = 1
+	}
+	if s.Warmstart == nil {
+		s.Warmstart = []float64{0.25, 0.5}
+	}
+	if c.Model.Zoo == "" && c.Model.File == "" {
+		c.Model.Zoo = "lenet5"
+	}
+	if c.Model.File == "" {
+		c.Model.File = c.Model.Zoo + "-" + orDefault(c.Data.Dataset, "mnist") + ".safetensors"
+	}
+	if c.Model.TrainEpochs == 0 {
+		c.Model.TrainEpochs = 2
+	}
+	d := &c.Data
+	if d.Dataset == "" {
+		d.Dataset = "mnist"
+	}
+	if d.ValSamples == 0 {
+		d.ValSamples = 5000
+	}
+	p := &c.Prune
+	if p.Criterion == "" {
+		p.Criterion = "l1"
+	}
+	if p.MaxRatio == 0 {
+		p.MaxRatio = 0.8
+	}
+	if p.Step == 0 {
+		p.Step = 0.05
+	}
+	if p.MaxDrop == 0 {
+		p.MaxDrop = 0.02
+	}
+	f := &c.Finetune
+	if f.Steps == 0 {
+		f.Steps = 200
+	}
+	if f.Batch == 0 {
+		f.Batch = 64
+	}
+	if f.LR == 0 {
+		f.LR = 1e-3
+	}
+	if f.Temperature == 0 {
+		f.Temperature = 4
+	}
+	if f.DistillWeight == 0 {
+		f.DistillWeight = 0.7
+	}
+	if f.BNBatches == 0 {
+		f.BNBatches = 20
+	}
+	if f.Rounds == 0 {
+		f.Rounds = 4
+	}
+	l := &c.Latency
+	if l.Meter == "" {
+		l.Meter = "local"
+	}
+	if l.Batch == 0 {
+		l.Batch = 1
+	}
+	if l.Threads == 0 {
+		l.Threads = 1
+	}
+	if l.Runs == 0 {
+		l.Runs = 50
+	}
+	if l.Warmup == 0 {
+		l.Warmup = 5
+	}
+	if l.Timeout.Duration == 0 {
+		l.Timeout.Duration = 2 * time.Minute
+	}
+	o := &c.Objective
+	if o.Kind == "" {
+		o.Kind = "mnas-soft"
+	}
+	if o.Target == "" && o.Kind != "budget" && o.Kind != "weighted" {
+		o.Target = "0.5x"
+	}
+	st := &c.Stopper
+	if st.Kind == "" {
+		st.Kind = "median"
+	}
+	if st.Startup == 0 {
+		st.Startup = 5
+	}
+	if st.MinRounds == 0 {
+		st.MinRounds = 1
+	}
+	fi := &c.Final
+	if fi.Steps == 0 {
+		fi.Steps = 1000
+	}
+	if fi.Out == "" {
+		fi.Out = s.Name + "-best.safetensors"
+	}
+	if fi.PlanOut == "" {
+		fi.PlanOut = s.Name + "-best-plan.toml"
+	}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func oneOf(key, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func (c *Config) validate() error {
+	s := c.Study
+	if !regexp.MustCompile(`^[A-Za-z0-9._-]+$`).MatchString(s.Name) {
+		return bad("study.name", "%q: use letters, digits, '.', '_' and '-'", s.Name)
+	}
+	if err := oneOf("study.sampler", s.Sampler, "tpe", "cmaes", "cmaes-ipop", "random"); err != nil {
+		return err
+	}
+	if s.Trials < 1 || s.Trials > 100000 {
+		return bad("study.trials", "%d: want 1..100000", s.Trials)
+	}
+	if s.TimeLimit.Duration < 0 {
+		return bad("study.time_limit", "%s must not be negative", s.TimeLimit)
+	}
+	for _, r := range s.Warmstart {
+		if !(r >= 0 && r < 1) {
+			return bad("study.warmstart", "ratio %v: want ratios in [0, 1)", r)
+		}
+	}
+	if c.Model.TrainEpochs < 0 || c.Model.TrainEpochs > 100 {
+		return bad("model.train_epochs", "%d: want 1..100", c.Model.TrainEpochs)
+	}
+	d := c.Data
+	if err := oneOf("data.dataset", d.Dataset, "mnist", "fashion-mnist"); err != nil {
+		return err
+	}
+	if d.ValSamples < 100 || d.ValSamples > 30000 {
+		return bad("data.val_samples", "%d: want 100..30000", d.ValSamples)
+	}
+	if d.TrainSamples < 0 {
+		return bad("data.train_samples", "%d must not be negative", d.TrainSamples)
+	}
+	p := c.Prune
+	if err := oneOf("prune.criterion", p.Criterion, "l1", "l2", "bn", "random"); err != nil {
+		return err
+	}
+	if !(p.MinRatio >= 0 && p.MinRatio < 1) {
+		return bad("prune.min_ratio", "%v: want a ratio in [0, 1)", p.MinRatio)
+	}
+	if !(p.MaxRatio > 0 && p.MaxRatio < 1) || p.MaxRatio < p.MinRatio {
+		return bad("prune.max_ratio", "%v: want a ratio in (0, 1), at least min_ratio (%v)", p.MaxRatio, p.MinRatio)
+	}
+	if !(p.Step >= 0 && p.Step <= p.MaxRatio-p.MinRatio) && p.MaxRatio > p.MinRatio {
+		return bad("prune.step", "%v: want 0 (continuous) or a step no larger than max_ratio - min_ratio", p.Step)
+	}
+	if !(p.MaxDrop > 0 && p.MaxDrop < 1) {
+		return bad("prune.max_drop", "%v: want an accuracy drop in (0, 1)", p.MaxDrop)
+	}
+	f := c.Finetune
+	switch {
+	case f.Steps < 0 || f.Steps > 1000000:
+		return bad("finetune.steps", "%d: want 0..1000000", f.Steps)
+	case f.Batch < 1 || f.Batch > 4096:
+		return bad("finetune.batch", "%d: want 1..4096", f.Batch)
+	case !(f.LR > 0 && f.LR < 10):
+		return bad("finetune.lr", "%v: want a learning rate in (0, 10)", f.LR)
+	case !(f.Temperature >= 1 && f.Temperature <= 100):
+		return bad("finetune.temperature", "%v: want 1..100", f.Temperature)
+	case !(f.DistillWeight >= 0 && f.DistillWeight <= 1):
+		return bad("finetune.distill_weight", "%v: want a weight in [0, 1]", f.DistillWeight)
+	case f.BNBatches < 0 || f.BNBatches > 10000:
+		return bad("finetune.bn_batches", "%d: want 0..10000", f.BNBatches)
+	case f.Rounds < 1 || f.Rounds > 100:
+		return bad("finetune.rounds", "%d: want 1..100", f.Rounds)
+	case f.ValSamples < 0:
+		return bad("finetune.val_samples", "%d must not be negative", f.ValSamples)
+	}
+	l := c.Latency
+	if err := oneOf("latency.meter", l.Meter, "local", "agent", "lut", "macs"); err != nil {
+		return err
+	}
+	switch {
+	case l.Batch < 1 || l.Batch > 256:
+		return bad("latency.batch", "%d: want 1..256", l.Batch)
+	case l.Threads < 1 || l.Threads > 64:
+		return bad("latency.threads", "%d: want 1..64", l.Threads)
+	case l.Runs < 1 || l.Runs > 10000:
+		return bad("latency.runs", "%d: want 1..10000", l.Runs)
+	case l.Warmup < 0 || l.Warmup > 1000:
+		return bad("latency.warmup", "%d: want 0..1000", l.Warmup)
+	case l.Meter == "agent" && !strings.HasPrefix(l.Agent, "http://") && !strings.HasPrefix(l.Agent, "https://"):
+		return bad("latency.agent", "%q: meter = \"agent\" needs the agent's URL, such as \"http://192.168.1.20:7070\"", l.Agent)
+	case l.Meter == "lut" && l.LUT == "":
+		return bad("latency.lut", "meter = \"lut\" needs a lookup table file from \"autoprune profile\"")
+	}
+	o := c.Objective
+	if o.Target != "" {
+		if _, err := parseTarget(o.Target); err != nil {
+			return bad("objective.target", "%v", err)
+		}
+	}
+	if o.MaxBytes < 0 {
+		return bad("objective.max_bytes", "%d must not be negative", o.MaxBytes)
+	}
+	if o.Weight != nil && (math.IsNaN(*o.Weight) || math.IsInf(*o.Weight, 0)) {
+		return bad("objective.weight", "%v is not a number", *o.Weight)
+	}
+	if o.Kind == "budget" && o.Target == "" && o.MaxBytes == 0 {
+		return bad("objective.kind", "budget needs target (latency), max_bytes (size) or both")
+	}
+	st := c.Stopper
+	if err := oneOf("stopper.kind", st.Kind, "none", "median", "successive-halving"); err != nil {
+		return err
+	}
+	if st.Startup < 0 || st.MinRounds < 0 {
+		return bad("stopper.startup", "startup and min_rounds must not be negative")
+	}
+	if c.Final.Steps < 0 {
+		return bad("final.steps", "%d must not be negative", c.Final.Steps)
+	}
+	return nil
+}
+
+// parseTarget checks a latency target: "0.5x" or a duration.
+func parseTarget(s string) (float64, error) {
+	if r, ok := strings.CutSuffix(s, "x"); ok {
+		var v float64
+		if _, err := fmt.Sscanf(r, "%g", &v); err != nil || !(v > 0) || math.IsInf(v, 0) {
+			return 0, fmt.Errorf("%q: want a positive ratio to the dense model (0.5x) or a duration (2ms)", s)
+		}
+		return v, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q: want a ratio to the dense model (0.5x) or a duration (2ms)", s)
+	}
+	return 0, nil
+}
+
+// tomlKeys lists the TOML keys of a section struct.
+func tomlKeys(v any) []string {
+	t := reflect.TypeOf(v)
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		if k := strings.Split(t.Field(i).Tag.Get("toml"), ",")[0]; k != "" && k != "-" {
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,98 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestShippedConfigs(t *testing.T) {
+	files, err := filepath.Glob("../configs/*.toml")
+	if err != nil || len(files) < 4 {
+		t.Fatalf("configs: %v %v", files, err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			c, err := Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Study.Trials < 1 || c.Finetune.Steps < 1 || c.Objective.Kind == "" {
+				t.Errorf("defaults missing: %+v", c)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("", "/tmp/x/my-study.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Study.Name != "my-study" || c.Study.Storage != "my-study.db" || c.Model.Zoo != "lenet5" ||
+		c.Objective.Target != "0.5x" || c.Latency.Meter != "local" || c.Study.Sampler != "tpe" {
+		t.Errorf("defaults: %+v", c)
+	}
+	if got := c.Resolve(c.Study.Storage); got != "/tmp/x/my-study.db" {
+		t.Errorf("Resolve = %q", got)
+	}
+	if got := c.Resolve("postgres://localhost/test"); got != "postgres://localhost/test" {
+		t.Errorf("Resolve URL = %q", got)
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	tests := []struct {
+		name, src, want string
+	}{
+		{"unknown key", "[study]\ntrials = 3\ntrails = 4\n", "s.toml:3: invalid config: unknown key study.trails (keys of [study]:"},
+		{"unknown section", "[studdy]\ntrials = 3\n", "unknown section [studdy]"},
+		{"wrong type", "[study]\n\ntrials = \"many\"\n", "s.toml:3: invalid config: key study.trials: incompatible types"},
+		{"syntax", "[study\ntrials = 3\n", "s.toml:2"},
+		{"sampler", "[study]\nsampler = \"grid\"\n", `s.toml:2: invalid config: study.sampler: "grid" is not one of tpe, cmaes, cmaes-ipop, random`},
+		{"trials", "[study]\nseed = 3\ntrials = -1\n", "s.toml:3: invalid config: study.trials: -1"},
+		{"ratio", "[prune]\nmax_ratio = 1.5\n", "prune.max_ratio"},
+		{"min over max", "[prune]\nmin_ratio = 0.6\nmax_ratio = 0.5\n", "prune.max_ratio"},
+		{"dataset", "[data]\ndataset = \"cifar\"\n", "data.dataset"},
+		{"agent url", "[latency]\nmeter = \"agent\"\n", "latency.agent"},
+		{"lut", "[latency]\nmeter = \"lut\"\n", "latency.lut"},
+		{"target", "[objective]\ntarget = \"fast\"\n", "objective.target"},
+		{"duration", "[study]\ntime_limit = \"ten minutes\"\n", "want a duration"},
+		{"distill", "[finetune]\ndistill_weight = 2.0\n", "finetune.distill_weight"},
+		{"budget", "[objective]\nkind = \"budget\"\n", "objective.kind"},
+		{"stopper", "[stopper]\nkind = \"hyperband\"\n", "stopper.kind"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.src, "s.toml")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v\nwant ErrConfig containing %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.toml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, p := range []string{"../configs/mobile.toml", "../configs/embedded.toml"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(b))
+	}
+	f.Add("[study]\ntrials = 3\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		c, err := Parse(src, "fuzz.toml")
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}

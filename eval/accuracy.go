@@ -1,0 +1,97 @@
+// Package eval measures models: accuracy and loss on a dataset, and latency through Meters
+// (this machine, a remote device agent, a lookup table, a MACs proxy).
+package eval
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/autoprune/autoprune/data"
+	"github.com/autoprune/autoprune/nn"
+)
+
+// Score is a model's quality on a dataset.
+type Score struct {
+	Accuracy float64 // fraction of samples whose arg-max logit is the label
+	Loss     float64 // mean softmax cross-entropy
+	N        int     // samples evaluated
+}
+
+// Accuracy runs the pure-Go forward pass over the whole dataset in batches of batch samples
+// (the last batch may be smaller) with the given number of threads, and returns accuracy and
+// mean cross-entropy. It checks ctx between batches.
+func Accuracy(ctx context.Context, m *nn.Model, ds *data.Dataset, batch, threads int) (Score, error) {
+	if ds.N == 0 {
+		return Score{}, fmt.Errorf("eval: dataset %s is empty", ds.Name)
+	}
+	if want := m.Input; want.C != ds.C || want.H != ds.H || want.W != ds.W {
+		return Score{}, fmt.Errorf("eval: model %q expects %v inputs, dataset %s has %dx%dx%d",
+			m.Name, want, ds.Name, ds.C, ds.H, ds.W)
+	}
+	if batch <= 0 {
+		batch = 256
+	}
+	if batch > ds.N {
+		batch = ds.N
+	}
+	full, err := nn.NewExecutor(m, batch, nn.Options{Threads: threads})
+	if err != nil {
+		return Score{}, fmt.Errorf("eval: %w", err)
+	}
+	var tail *nn.Executor
+	if r := ds.N % batch; r != 0 {
+		if tail, err = nn.NewExecutor(m, r, nn.Options{Threads: threads}); err != nil {
+			return Score{}, fmt.Errorf("eval: %w", err)
+		}
+	}
+	classes := full.OutputShape().Size()
+	if classes < ds.Classes {
+		return Score{}, fmt.Errorf("eval: model %q has %d outputs, dataset %s has %d classes",
+			m.Name, classes, ds.Name, ds.Classes)
+	}
+	per := ds.C * ds.H * ds.W
+	var correct int
+	var loss float64
+	for start := 0; start < ds.N; start += batch {
+		if err := ctx.Err(); err != nil {
+			return Score{}, fmt.Errorf("eval: %w", err)
+		}
+		n := min(batch, ds.N-start)
+		ex := full
+		if n != batch {
+			ex = tail
+		}
+		out, err := ex.Forward(ds.Images[start*per : (start+n)*per])
+		if err != nil {
+			return Score{}, fmt.Errorf("eval: %w", err)
+		}
+		for i := 0; i < n; i++ {
+			logits := out[i*classes : (i+1)*classes]
+			label := int(ds.Labels[start+i])
+			best := 0
+			for k, v := range logits {
+				if v > logits[best] {
+					best = k
+				}
+			}
+			if best == label {
+				correct++
+			}
+			loss += crossEntropy(logits, label)
+		}
+	}
+	return Score{Accuracy: float64(correct) / float64(ds.N), Loss: loss / float64(ds.N), N: ds.N}, nil
+}
+
+func crossEntropy(logits []float32, label int) float64 {
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - mx)
+	}
+	return mx + math.Log(sum) - float64(logits[label])
+}

@@ -1,0 +1,459 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/autoprune/autoprune/nn"
+)
+
+// The latency agent protocol, shared by the agent (package agent) and RemoteMeter:
+//
+//	POST /v1/measure   MeasureRequest  -> MeasureResponse
+//	GET  /v1/info                      -> AgentInfo
+//
+// Bodies are JSON. Every error answer is an ErrorResponse with a 4xx or 5xx status. When the
+// agent has a token, every request carries "Authorization: Bearer TOKEN".
+const (
+	// MeasurePath is the path of the measurement endpoint.
+	MeasurePath = "/v1/measure"
+	// InfoPath is the path of the device description endpoint.
+	InfoPath = "/v1/info"
+)
+
+// MeasureRequest asks a latency agent to time a model's forward pass. Zero numbers take
+// the defaults of MeasureLocal (batch 1, 1 thread, 5 warm-up passes, 50 timed passes, a 3 s
+// budget).
+type MeasureRequest struct {
+	// Model is the architecture only (name, input, layers): the agent fills random weights,
+	// since latency does not depend on their values.
+	Model    *nn.Model `json:"model"`
+	Batch    int       `json:"batch,omitempty"`
+	Threads  int       `json:"threads,omitempty"`
+	Warmup   int       `json:"warmup,omitempty"`
+	Runs     int       `json:"runs,omitempty"`
+	BudgetMS int       `json:"budget_ms,omitempty"`
+}
+
+// Budget returns BudgetMS as a duration.
+func (r MeasureRequest) Budget() time.Duration { return time.Duration(r.BudgetMS) * time.Millisecond }
+
+// MeasureResponse is a latency agent's answer to a MeasureRequest.
+type MeasureResponse struct {
+	Latency Latency `json:"latency"` // the measured distribution, with the device
+	Device  Device  `json:"device"`  // the device that measured
+	Hash    string  `json:"hash"`    // nn.Model.Hash of the architecture measured
+}
+
+// AgentInfo is a latency agent's answer to GET /v1/info.
+type AgentInfo struct {
+	Version string `json:"version"`
+	Device  Device `json:"device"`
+	Limits  Limits `json:"limits"`
+}
+
+// ErrorResponse is the body of every error answer of a latency agent.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// Errors of DecodeMeasureRequest, each wrapped with the details.
+var (
+	// ErrBadRequest is malformed JSON, an unknown field or an invalid model (400).
+	ErrBadRequest = errors.New("bad measure request")
+	// ErrBodyTooLarge is a body over Limits.MaxBody (413).
+	ErrBodyTooLarge = errors.New("measure request too large")
+	// ErrOverLimit is a valid request that asks for more than the limits allow (422).
+	ErrOverLimit = errors.New("measure request over the agent's limits")
+)
+
+// Limits bounds what a latency agent accepts, so that no request can exhaust the device's
+// memory or keep it busy for long. Every bound is checked before anything is allocated.
+type Limits struct {
+	MaxBody    int64   `json:"max_body_bytes"`    // request body
+	MaxLayers  int     `json:"max_layers"`        // layers of the model
+	MaxBatch   int     `json:"max_batch"`         // samples per forward pass
+	MaxThreads int     `json:"max_threads"`       // engine threads
+	MaxWarmup  int     `json:"max_warmup"`        // untimed passes
+	MaxRuns    int     `json:"max_runs"`          // timed passes
+	MaxBudget  int     `json:"max_budget_ms"`     // time for the timed passes, milliseconds
+	MaxMACs    float64 `json:"max_macs_per_pass"` // multiply-adds of one forward pass (all samples)
+	MaxMemory  float64 `json:"max_memory_bytes"`  // activations, im2col buffers and weights
+}
+
+// DefaultLimits are the limits of DecodeMeasureRequest and of an agent by default.
+var DefaultLimits = Limits{
+	MaxBody:    1 << 20,
+	MaxLayers:  2000,
+	MaxBatch:   256,
+	MaxThreads: 64,
+	MaxWarmup:  1000,
+	MaxRuns:    10000,
+	MaxBudget:  60000,
+	MaxMACs:    20e9,
+	MaxMemory:  1 << 30,
+}
+
+// DecodeMeasureRequest reads a MeasureRequest under DefaultLimits; see Limits.Decode.
+func DecodeMeasureRequest(r io.Reader) (MeasureRequest, *nn.Model, error) {
+	return DefaultLimits.Decode(r)
+}
+
+// Decode reads one MeasureRequest strictly: at most MaxBody bytes, one JSON object with no
+// unknown fields and nothing after it. It checks the architecture (known layer kinds,
+// consistent shapes), fills the defaults of zero numbers, and refuses requests over the
+// limits. The model it returns has no weights. Errors wrap ErrBadRequest, ErrBodyTooLarge or
+// ErrOverLimit.
+func (lim Limits) Decode(r io.Reader) (MeasureRequest, *nn.Model, error) {
+	var req MeasureRequest
+	body, err := io.ReadAll(io.LimitReader(r, lim.MaxBody+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, nil, fmt.Errorf("%w: body over %d bytes", ErrBodyTooLarge, lim.MaxBody)
+		}
+		return req, nil, fmt.Errorf("%w: reading the body: %v", ErrBadRequest, err)
+	}
+	if int64(len(body)) > lim.MaxBody {
+		return req, nil, fmt.Errorf("%w: body over %d bytes", ErrBodyTooLarge, lim.MaxBody)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, nil, fmt.Errorf("%w: empty body (want a JSON object with a model)", ErrBadRequest)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, nil, fmt.Errorf("%w: unexpected data after the JSON object", ErrBadRequest)
+	}
+	m := req.Model
+	if m == nil {
+		return req, nil, fmt.Errorf("%w: no model (want \"model\": {\"name\", \"input\", \"layers\"})", ErrBadRequest)
+	}
+	if err := req.fill(lim); err != nil {
+		return req, nil, err
+	}
+	if len(m.Layers) > lim.MaxLayers {
+		return req, nil, fmt.Errorf("%w: model has %d layers, limit %d", ErrOverLimit, len(m.Layers), lim.MaxLayers)
+	}
+	// Shapes bounds every layer output but not the input, whose size could overflow.
+	if in := m.Input; float64(in.C)*float64(in.H)*float64(in.W) > 1<<28 {
+		return req, nil, fmt.Errorf("%w: input shape %v has more than %d values", ErrOverLimit, in, 1<<28)
+	}
+	shapes, err := m.Shapes()
+	if err != nil {
+		return req, nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	c := Estimate(m, shapes, req.Batch, req.Threads)
+	if c.MACs > lim.MaxMACs {
+		return req, nil, fmt.Errorf("%w: %.3g multiply-adds per forward pass (batch %d), limit %.3g",
+			ErrOverLimit, c.MACs, req.Batch, lim.MaxMACs)
+	}
+	if c.Memory > lim.MaxMemory {
+		return req, nil, fmt.Errorf("%w: the forward pass needs about %.0f MiB (batch %d), limit %.0f MiB",
+			ErrOverLimit, c.Memory/(1<<20), req.Batch, lim.MaxMemory/(1<<20))
+	}
+	return req, m, nil
+}
+
+// fill checks the numbers of a request against the limits and replaces zeros by defaults.
+func (r *MeasureRequest) fill(lim Limits) error {
+	for _, f := range []struct {
+		name      string
+		v         *int
+		def, most int
+	}{
+		{"batch", &r.Batch, 1, lim.MaxBatch},
+		{"threads", &r.Threads, 1, lim.MaxThreads},
+		{"warmup", &r.Warmup, 5, lim.MaxWarmup},
+		{"runs", &r.Runs, 50, lim.MaxRuns},
+		{"budget_ms", &r.BudgetMS, 3000, lim.MaxBudget},
+	} {
+		switch {
+		case *f.v < 0:
+			return fmt.Errorf("%w: %s %d is negative", ErrBadRequest, f.name, *f.v)
+		case *f.v == 0:
+			*f.v = min(f.def, f.most)
+		case *f.v > f.most:
+			return fmt.Errorf("%w: %s %d exceeds the limit of %d", ErrOverLimit, f.name, *f.v, f.most)
+		}
+	}
+	return nil
+}
+
+// Cost is the work and memory one forward pass of a model needs.
+type Cost struct {
+	MACs   float64 // multiply-adds over the whole batch
+	Memory float64 // bytes: input, every activation, im2col scratch and two copies of the weights
+}
+
+// Estimate computes the cost of one forward pass of m, whose per-layer output shapes are
+// shapes (from m.Shapes), for batch samples and threads workers. It uses floating point so
+// that absurd sizes cannot overflow.
+func Estimate(m *nn.Model, shapes []nn.Shape, batch, threads int) Cost {
+	size := func(s nn.Shape) float64 { return float64(s.C) * float64(s.H) * float64(s.W) }
+	b := float64(max(batch, 1))
+	acts := size(m.Input)
+	var macs, params, col float64
+	for i, l := range m.Layers {
+		out := shapes[i]
+		acts += size(out)
+		switch l.Kind {
+		case nn.Conv2D:
+			k := float64(l.In) / float64(l.GroupsOrOne()) * float64(l.Kernel) * float64(l.Kernel)
+			macs += float64(out.H) * float64(out.W) * float64(l.Out) * k
+			params += float64(l.Out)*k + float64(l.Out)
+			col = math.Max(col, k*float64(out.H)*float64(out.W))
+		case nn.Linear:
+			macs += float64(l.In) * float64(l.Out)
+			params += float64(l.In)*float64(l.Out) + float64(l.Out)
+		case nn.BatchNorm:
+			params += 4 * float64(out.C)
+		}
+	}
+	return Cost{
+		MACs:   b * macs,
+		Memory: 4 * (b*acts + float64(max(threads, 1))*col + 2*params),
+	}
+}
+
+// RemoteMeter measures latency on another device through its latency agent ("autoprune
+// agent"). It sends only the architecture; results are cached by nn.Model.Hash. Network
+// errors and 5xx answers are retried with exponential backoff; 4xx answers are not.
+type RemoteMeter struct {
+	URL     string        // the agent, e.g. "http://127.0.0.1:7070"
+	Token   string        // sent as "Authorization: Bearer TOKEN" when set
+	Batch   int           // samples per pass; default 1
+	Threads int           // engine threads on the device; default 1
+	Warmup  int           // untimed passes; default 5
+	Runs    int           // timed passes; default 50
+	Budget  time.Duration // time for the timed passes (at least 5 runs); default 3s
+	Timeout time.Duration // for one request, queueing on the agent included; default 2*Budget + 60s
+	Retries int           // extra tries after a failed one; 0 means 2, negative means none
+	Backoff time.Duration // wait before the first retry, doubled each time; default 250ms
+	Client  *http.Client  // default: a client without a global timeout
+
+	mu    sync.Mutex
+	cache map[string]Latency
+}
+
+// Measure returns the latency distribution of m measured by the agent, from the cache when
+// the same architecture was measured before.
+func (rm *RemoteMeter) Measure(ctx context.Context, m *nn.Model) (Latency, error) {
+	if _, err := m.Shapes(); err != nil {
+		return Latency{}, fmt.Errorf("remote latency: %w", err)
+	}
+	key := m.Hash()
+	rm.mu.Lock()
+	l, ok := rm.cache[key]
+	rm.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	res, err := rm.MeasureResponse(ctx, m)
+	if err != nil {
+		return Latency{}, err
+	}
+	rm.mu.Lock()
+	if rm.cache == nil {
+		rm.cache = map[string]Latency{}
+	}
+	rm.cache[key] = res.Latency
+	rm.mu.Unlock()
+	return res.Latency, nil
+}
+
+// MeasureResponse asks the agent to measure m, without the cache, and returns its whole
+// answer after checking that it measured the same architecture.
+func (rm *RemoteMeter) MeasureResponse(ctx context.Context, m *nn.Model) (MeasureResponse, error) {
+	var res MeasureResponse
+	body, err := json.Marshal(MeasureRequest{
+		Model: m, Batch: rm.Batch, Threads: rm.Threads, Warmup: rm.Warmup, Runs: rm.Runs,
+		BudgetMS: int(rm.Budget / time.Millisecond),
+	})
+	if err != nil {
+		return res, fmt.Errorf("latency agent at %s: encoding model %q: %w", rm.URL, m.Name, err)
+	}
+	if err := rm.call(ctx, http.MethodPost, MeasurePath, body, &res); err != nil {
+		return res, err
+	}
+	if want := m.Hash(); res.Hash != want {
+		return res, fmt.Errorf("latency agent at %s: measured architecture %.16s, sent %.16s (is the agent the same version?)", rm.URL, res.Hash, want)
+	}
+	if res.Latency.N <= 0 || res.Latency.Median <= 0 {
+		return res, fmt.Errorf("latency agent at %s: answer for model %q has no timings", rm.URL, m.Name)
+	}
+	return res, nil
+}
+
+// Info asks the agent for its version, device and limits.
+func (rm *RemoteMeter) Info(ctx context.Context) (AgentInfo, error) {
+	var info AgentInfo
+	err := rm.call(ctx, http.MethodGet, InfoPath, nil, &info)
+	return info, err
+}
+
+// statusError is an error answer of the agent.
+type statusError struct {
+	status     int
+	msg        string
+	retryAfter time.Duration // from a Retry-After header in seconds
+}
+
+func (e *statusError) Error() string {
+	s := fmt.Sprintf("HTTP %d %s: %s", e.status, http.StatusText(e.status), e.msg)
+	if e.status == http.StatusUnauthorized {
+		s += " (check the token: --token, or AUTOPRUNE_AGENT_TOKEN)"
+	}
+	return s
+}
+
+// call sends one request with retries and decodes a 200 answer into out.
+func (rm *RemoteMeter) call(ctx context.Context, method, path string, body []byte, out any) error {
+	u, err := rm.endpoint(path)
+	if err != nil {
+		return err
+	}
+	tries := 1 + rm.Retries
+	if rm.Retries == 0 {
+		tries = 3
+	} else if rm.Retries < 0 {
+		tries = 1
+	}
+	wait := rm.Backoff
+	if wait <= 0 {
+		wait = 250 * time.Millisecond
+	}
+	var last error
+	network := false
+	for i := 0; i < tries; i++ {
+		if i > 0 {
+			d := wait << (i - 1)
+			var se *statusError
+			if errors.As(last, &se) {
+				d = max(d, se.retryAfter)
+			}
+			t := time.NewTimer(min(d, 10*time.Second))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("latency agent at %s: %w", rm.URL, ctx.Err())
+			case <-t.C:
+			}
+		}
+		var retry bool
+		retry, network, last = rm.try(ctx, method, u, body, out)
+		if last == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("latency agent at %s: %w", rm.URL, ctx.Err())
+		}
+		if !retry {
+			return fmt.Errorf("latency agent at %s: %w", rm.URL, last)
+		}
+	}
+	var ne net.Error
+	if network && (errors.Is(last, context.DeadlineExceeded) || (errors.As(last, &ne) && ne.Timeout())) {
+		return fmt.Errorf("latency agent at %s: no answer after %d tries of %s each: %w (a busy or slow device needs a longer timeout)",
+			rm.URL, tries, rm.timeout(), last)
+	}
+	if network {
+		return fmt.Errorf("latency agent at %s: unreachable after %d tries: %w — is `autoprune agent` running there?", rm.URL, tries, last)
+	}
+	return fmt.Errorf("latency agent at %s: failed after %d tries: %w", rm.URL, tries, last)
+}
+
+// try sends one request. It reports whether a failure is worth retrying and whether it was
+// a network error (no HTTP answer).
+func (rm *RemoteMeter) try(ctx context.Context, method, u string, body []byte, out any) (retry, network bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, rm.timeout())
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return false, false, fmt.Errorf("building request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if rm.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+rm.Token)
+	}
+	client := rm.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return true, true, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return true, true, fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e ErrorResponse
+		msg := strings.TrimSpace(string(data))
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if len(msg) > 500 {
+			msg = msg[:500] + "..."
+		}
+		se := &statusError{status: resp.StatusCode, msg: msg}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			se.retryAfter = time.Duration(min(s, 60)) * time.Second
+		}
+		return resp.StatusCode >= 500, false, se
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return false, false, fmt.Errorf("answer is not valid JSON: %w", err)
+	}
+	return false, false, nil
+}
+
+// timeout returns the time limit of one request.
+func (rm *RemoteMeter) timeout() time.Duration {
+	if rm.Timeout > 0 {
+		return rm.Timeout
+	}
+	budget := rm.Budget
+	if budget <= 0 {
+		budget = 3 * time.Second
+	}
+	return 2*budget + time.Minute
+}
+
+// endpoint joins the agent URL and a path, checking that the URL is http(s)://HOST[:PORT].
+func (rm *RemoteMeter) endpoint(path string) (string, error) {
+	u, err := url.Parse(rm.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("latency agent URL %q: want http://HOST:PORT (the address \"autoprune agent --listen\" prints)", rm.URL)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return "", fmt.Errorf("latency agent URL %q: bad port %q", rm.URL, p)
+		}
+	}
+	return strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/") + path, nil
+}

@@ -1,0 +1,908 @@
+package nn
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/autoprune/autoprune/nn/internal/kernel"
+)
+
+// Options tunes an Executor.
+//
+// With several threads, a batch whose size shares evenly among them (or is at least four
+// times their number) is split by samples: each thread runs its samples through all the
+// layers between fully connected ones. Otherwise, and for fully connected layers,
+// the threads split the work inside each layer (output pixels of a convolution, output
+// features of a fully connected layer, channel planes of the other layers). Layers too
+// small to gain from it run on the calling goroutine alone.
+type Options struct {
+	Threads int // worker goroutines for the heavy loops; <= 0 means 1 (at most 256)
+}
+
+// maxThreads bounds Options.Threads.
+const maxThreads = 256
+
+// parallelWork is the smallest amount of work (multiply-adds or element operations over the
+// whole batch) worth waking the helper goroutines for.
+const parallelWork = 1 << 17
+
+// Executor runs a model's forward pass for a fixed batch size. All buffers are planned once
+// in NewExecutor: Forward allocates nothing in steady state.
+//
+// NewExecutor copies every weight it needs (with batch norms folded into a per-channel scale
+// and shift, and masks applied), so the executor does not see later changes to the model: a
+// model whose weights, masks or architecture changed afterwards needs a new Executor.
+//
+// An Executor is not safe for concurrent use; its helper goroutines (Threads-1 of them)
+// stop once the Executor is garbage collected.
+type Executor struct {
+	batch int
+	in    Shape
+	out   Shape
+
+	input  *tensor            // the model input, set by Forward
+	result *tensor            // the output layer's buffer
+	acts   map[string]*tensor // every layer's output by name
+	steps  []step
+	pool   *pool
+}
+
+// tensor is a batch of activations. Operators hold pointers to tensors so that the model
+// input can be swapped in by Forward.
+type tensor struct{ data []float32 }
+
+// op is one layer's computation, split into independent tasks that workers run in ranges.
+type op interface {
+	run(w *worker, lo, hi int)
+}
+
+type step struct {
+	op       op
+	tasks    int
+	parallel bool
+	job      *job // when parallel
+	work     int  // rough count of multiply-adds or element operations
+	// perSample is the number of tasks per sample when task t only touches sample
+	// t/perSample (every operator but Linear), 0 otherwise.
+	perSample int
+}
+
+func newStep(o op, tasks, work, threads int) step {
+	st := step{op: o, tasks: tasks, work: work, parallel: tasks > 1 && worthThreads(work, threads)}
+	if st.parallel {
+		st.job = newJob(o, tasks, threads)
+	}
+	return st
+}
+
+// worthThreads tells whether work is large enough to share among threads.
+func worthThreads(work, threads int) bool { return threads > 1 && work >= parallelWork }
+
+// segment runs a sequence of per-sample operators depth first: all of them on one sample
+// before the next, so that a sample's activations are still in cache when the next layer
+// reads them, and threads working on different samples need no barrier between layers.
+type segment struct {
+	ops []op
+	per []int
+}
+
+func (s *segment) run(w *worker, lo, hi int) {
+	for n := lo; n < hi; n++ {
+		for i, o := range s.ops {
+			o.run(w, n*s.per[i], (n+1)*s.per[i])
+		}
+	}
+}
+
+// worker is the private state of one thread: its SGEMM (with packing buffers) and its
+// convolution scratch.
+type worker struct {
+	gemm  kernel.SourceGemm
+	pad   []float32 // zero-padded input planes of a convolution
+	src   convSource
+	dense kernel.Dense
+}
+
+// NewExecutor validates m and plans the forward pass for batch samples at a time.
+func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: nil model", ErrInvalid)
+	}
+	if batch <= 0 || batch > 1<<20 {
+		return nil, fmt.Errorf("nn: batch size %d out of range 1..%d", batch, 1<<20)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	shapes, err := m.Shapes()
+	if err != nil {
+		return nil, err
+	}
+	threads := opt.Threads
+	if threads <= 0 {
+		threads = 1
+	}
+	threads = min(threads, maxThreads)
+
+	e := &Executor{
+		batch: batch,
+		in:    m.Input,
+		out:   shapes[len(shapes)-1],
+		input: &tensor{},
+		acts:  make(map[string]*tensor, len(m.Layers)),
+	}
+	// With several samples that share evenly among the threads, each thread runs whole
+	// samples through the layers before the fully connected ones (see segment); otherwise
+	// threads split the work inside each layer.
+	bySample := batch > 1 && (threads == 1 || batch%threads == 0 || batch >= 4*threads)
+	known := map[string]*tensor{InputName: e.input}
+	shapeOf := map[string]Shape{InputName: m.Input}
+	var need scratch
+	packer := kernel.New() // packs weights for the workers' kernels, which are of the same kind
+	for i, l := range m.Layers {
+		outS := shapes[i]
+		if int64(batch)*int64(outS.Size()) > math.MaxInt32 {
+			return nil, fmt.Errorf("nn: layer %q: %d samples of %v do not fit in memory", l.Name, batch, outS)
+		}
+		n := batch * outS.Size()
+		ins := make([]*tensor, len(l.Inputs))
+		inShapes := make([]Shape, len(l.Inputs))
+		for j, name := range l.Inputs {
+			ins[j], inShapes[j] = known[name], shapeOf[name]
+		}
+		var out *tensor
+		if l.Kind == Flatten && ins[0] != e.input {
+			// Flattening NCHW data changes nothing but the shape: share the buffer.
+			out = ins[0]
+		} else {
+			out = &tensor{data: make([]float32, n)}
+		}
+		lt := threads
+		if bySample && l.Kind != Linear {
+			lt = 1
+		}
+		st, sc := plan(l, batch, lt, packer, ins, inShapes, out, outS)
+		need.pad = max(need.pad, sc.pad)
+		if st.op != nil {
+			if l.Kind != Linear {
+				st.perSample = st.tasks / batch
+			}
+			e.steps = append(e.steps, st)
+		}
+		known[l.Name], shapeOf[l.Name] = out, outS
+		e.acts[l.Name] = out
+	}
+	e.result = known[m.Layers[len(m.Layers)-1].Name]
+	if bySample {
+		e.steps = segments(e.steps, batch, threads)
+	}
+
+	workers := make([]*worker, threads)
+	for i := range workers {
+		workers[i] = &worker{gemm: kernel.New(), pad: make([]float32, need.pad)}
+	}
+	e.pool = newPool(workers)
+	if threads > 1 {
+		runtime.AddCleanup(e, (*pool).stop, e.pool)
+	}
+	return e, nil
+}
+
+// segments replaces each run of per-sample steps by one segment step over the samples.
+func segments(steps []step, batch, threads int) []step {
+	var out []step
+	var seg *segment
+	for _, st := range steps {
+		if st.perSample == 0 {
+			out = append(out, st)
+			seg = nil
+			continue
+		}
+		if seg == nil {
+			seg = &segment{}
+			out = append(out, step{op: seg, tasks: batch})
+		}
+		seg.ops = append(seg.ops, st.op)
+		seg.per = append(seg.per, st.perSample)
+		last := &out[len(out)-1]
+		last.work += st.work
+		last.parallel = batch > 1 && worthThreads(last.work, threads)
+	}
+	for i := range out {
+		if out[i].parallel && out[i].job == nil {
+			out[i].job = newJob(out[i].op, out[i].tasks, threads)
+		}
+	}
+	return out
+}
+
+// ErrInputSize is wrapped by Forward's error when the input has the wrong length.
+var ErrInputSize = errors.New("nn: wrong input size")
+
+// Forward runs the model on x, batch samples of C*H*W values each in NCHW order, and returns
+// the output layer's values (batch x OutputShape().Size(), sample by sample). The returned
+// slice belongs to the executor and is overwritten by the next call.
+func (e *Executor) Forward(x []float32) ([]float32, error) {
+	if want := e.batch * e.in.Size(); len(x) != want {
+		return nil, fmt.Errorf("%w: got %d values, want %d (batch %d x %v)", ErrInputSize, len(x), want, e.batch, e.in)
+	}
+	e.input.data = x
+	for _, s := range e.steps {
+		if s.parallel {
+			e.pool.do(s.job)
+		} else {
+			s.op.run(e.pool.workers[0], 0, s.tasks)
+		}
+	}
+	e.input.data = nil
+	return e.result.data, nil
+}
+
+// Activation returns the output buffer of the named layer after the last Forward (batch
+// samples in NCHW order), or nil for an unknown name or the model input. The slice belongs
+// to the executor: it is overwritten by the next Forward and must not be modified.
+func (e *Executor) Activation(name string) []float32 {
+	if t, ok := e.acts[name]; ok {
+		return t.data
+	}
+	return nil
+}
+
+// Batch returns the number of samples per Forward.
+func (e *Executor) Batch() int { return e.batch }
+
+// OutputShape returns the per-sample shape of the model output.
+func (e *Executor) OutputShape() Shape { return e.out }
+
+// scratch gives the size, in values, of the per-worker padding buffer an operator needs.
+type scratch struct{ pad int }
+
+// plan builds the operator of one layer, packing weights with packer. It returns the step
+// (with a nil op for layers that need no work) and the scratch each worker needs for it.
+func plan(l *Layer, batch, threads int, packer kernel.SourceGemm, ins []*tensor, inS []Shape, out *tensor, outS Shape) (step, scratch) {
+	planes := batch * outS.C
+	elems := batch * outS.Size()
+	switch l.Kind {
+	case Conv2D:
+		return planConv(l, batch, threads, packer, ins[0], inS[0], out, outS)
+	case Linear:
+		return planLinear(l, batch, threads, ins[0], out)
+	case BatchNorm:
+		o := &bnOp{in: ins[0], out: out, c: outS.C, hw: outS.H * outS.W,
+			scale: make([]float32, outS.C), shift: make([]float32, outS.C)}
+		eps := float64(l.EpsOrDefault())
+		for c := range o.scale {
+			s := float64(l.Gamma[c]) / math.Sqrt(float64(l.Var[c])+eps)
+			o.scale[c] = float32(s)
+			o.shift[c] = float32(float64(l.Beta[c]) - float64(l.Mean[c])*s)
+		}
+		return newStep(o, planes, elems, threads), scratch{}
+	case ReLU, ReLU6:
+		o := &clipOp{in: ins[0], out: out, hw: outS.H * outS.W, six: l.Kind == ReLU6}
+		return newStep(o, planes, elems, threads), scratch{}
+	case MaxPool, AvgPool:
+		o := &poolOp{in: ins[0], out: out, inS: inS[0], outS: outS, k: l.Kernel,
+			s: l.StrideOrOne(), pad: l.Pad, isMax: l.Kind == MaxPool}
+		o.owLo, o.owHi = validCols(inS[0].W, outS.W, l.Kernel, o.s, l.Pad)
+		return newStep(o, planes, elems*l.Kernel*l.Kernel, threads), scratch{}
+	case GlobalAvgPool:
+		o := &gapOp{in: ins[0], out: out, hw: inS[0].H * inS[0].W}
+		return newStep(o, planes, batch*inS[0].Size(), threads), scratch{}
+	case Flatten:
+		if out == ins[0] {
+			return step{}, scratch{}
+		}
+		return newStep(&copyOp{in: ins[0], out: out, hw: outS.Size()}, batch, elems, 1), scratch{}
+	case Add:
+		o := &addOp{ins: ins, out: out, hw: outS.H * outS.W}
+		return newStep(o, planes, elems*len(ins), threads), scratch{}
+	}
+	// Validate rejects unknown kinds before planning.
+	panic("nn: unknown layer kind " + string(l.Kind))
+}
+
+// validCols returns, for each kernel column kw, the range [lo, hi) of output columns whose
+// input column ow*s-pad+kw falls inside 0..w-1.
+func validCols(w, ow, k, s, pad int) (lo, hi []int) {
+	lo, hi = make([]int, k), make([]int, k)
+	for kw := 0; kw < k; kw++ {
+		l := 0
+		if d := pad - kw; d > 0 {
+			l = (d + s - 1) / s
+		}
+		h := 0
+		if num := w - 1 + pad - kw; num >= 0 {
+			h = num/s + 1
+		}
+		lo[kw], hi[kw] = min(l, ow), min(h, ow)
+		if hi[kw] < lo[kw] {
+			hi[kw] = lo[kw]
+		}
+	}
+	return lo, hi
+}
+
+// ---- convolution ----
+
+// convOp is a 2-D convolution. Groups with one input channel each (depthwise convolutions)
+// are computed directly; others as a matrix product of the weights with the im2col matrix
+// of the input, over a range of output pixels (a chunk) of one sample per task. The im2col
+// matrix is never stored: the GEMM packs its panels straight from the padded input.
+type convOp struct {
+	in, out   *tensor
+	inS, outS Shape
+	k, s, pad int
+	groups    int
+	icg, ocg  int       // input and output channels per group
+	rows      int       // icg*k*k: the inner dimension of the product
+	w         []float32 // direct path: the weights (OC, 1, k, k)
+	bias      []float32
+	direct    bool              // one input channel per group
+	pointwise bool              // 1x1 kernel, stride 1, no padding: the input is the im2col matrix
+	chunks    int               // tasks per sample (GEMM path)
+	chunkCols int               // output pixels per chunk
+	rowOff    []int             // GEMM path: offset of each im2col row in the padded input planes
+	packed    []*kernel.PackedA // GEMM path: each group's weights, packed for the kernel
+}
+
+func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor, inS Shape, out *tensor, outS Shape) (step, scratch) {
+	g := l.GroupsOrOne()
+	o := &convOp{in: in, out: out, inS: inS, outS: outS, k: l.Kernel, s: l.StrideOrOne(),
+		pad: l.Pad, groups: g, icg: l.In / g, ocg: l.Out / g}
+	o.rows = o.icg * o.k * o.k
+	o.w = make([]float32, len(l.Weight))
+	copy(o.w, l.Weight)
+	if l.Mask != nil {
+		for i, m := range l.Mask {
+			o.w[i] *= m
+		}
+	}
+	if l.HasBias {
+		o.bias = append([]float32(nil), l.Bias...)
+	}
+	ohw := outS.H * outS.W
+	work := batch * ohw * l.Out * o.rows
+	par := worthThreads(work, threads)
+	// One input channel per group and at most two outputs per group (depthwise): a direct
+	// loop. A single-channel convolution with many filters is a better matrix product.
+	if o.icg == 1 && o.ocg <= 2 {
+		o.direct = true
+		return newStep(o, batch*l.Out, work, threads), scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack}
+	}
+	o.pointwise = o.k == 1 && o.s == 1 && o.pad == 0
+	o.packed = make([]*kernel.PackedA, g)
+	for i := range o.packed {
+		o.packed[i] = packer.PackA(o.ocg, o.rows, o.w[i*o.ocg*o.rows:], o.rows)
+	}
+	o.w = nil
+	// Split each sample into enough pixel chunks that batch*chunks tasks share evenly
+	// among the threads, with chunks a multiple of the micro-kernel width.
+	chunks := 1
+	if par {
+		chunks = threads / gcd(batch, threads)
+	}
+	o.chunkCols = roundUp((ohw+chunks-1)/chunks, 16)
+	o.chunks = (ohw + o.chunkCols - 1) / o.chunkCols
+	var sc scratch
+	if !o.pointwise {
+		// Offset of each im2col row (input channel, kernel row, kernel column) in the
+		// padded planes of a group.
+		pw := inS.W + 2*o.pad
+		ps := (inS.H + 2*o.pad) * pw
+		o.rowOff = make([]int, o.rows)
+		for r := range o.rowOff {
+			c, kh, kw := r/(o.k*o.k), r/o.k%o.k, r%o.k
+			o.rowOff[r] = c*ps + kh*pw + kw
+		}
+		if o.pad > 0 {
+			sc.pad = o.icg * ps
+		}
+	}
+	return newStep(o, batch*o.chunks, work, threads), sc
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func roundUp(x, to int) int { return (x + to - 1) / to * to }
+
+func (o *convOp) run(w *worker, lo, hi int) {
+	for t := lo; t < hi; t++ {
+		if o.direct {
+			o.runDirect(w, t/o.outS.C, t%o.outS.C)
+		} else {
+			o.runGemm(w, t/o.chunks, t%o.chunks)
+		}
+	}
+}
+
+func (o *convOp) runGemm(w *worker, n, chunk int) {
+	h, wd := o.inS.H, o.inS.W
+	ohw := o.outS.H * o.outS.W
+	j0 := chunk * o.chunkCols
+	j1 := min(j0+o.chunkCols, ohw)
+	nc := j1 - j0
+	inN := o.in.data[n*o.inS.Size() : (n+1)*o.inS.Size()]
+	outN := o.out.data[n*o.outS.Size() : (n+1)*o.outS.Size()]
+	for g := 0; g < o.groups; g++ {
+		plane := inN[g*o.icg*h*wd : (g+1)*o.icg*h*wd]
+		c := outN[g*o.ocg*ohw+j0:]
+		if o.pointwise {
+			w.dense = kernel.Dense{B: plane[j0:], Ld: h * wd}
+			w.gemm.SgemmSource(o.packed[g], nc, &w.dense, 0, c, ohw)
+			w.dense = kernel.Dense{}
+		} else {
+			w.src = convSource{o: o, x: o.padInput(w.pad, plane), j0: j0}
+			w.gemm.SgemmSource(o.packed[g], nc, &w.src, 0, c, ohw)
+			w.src = convSource{}
+		}
+		if o.bias != nil {
+			for oc := 0; oc < o.ocg; oc++ {
+				bv := o.bias[g*o.ocg+oc]
+				row := c[oc*ohw : oc*ohw+nc]
+				for j := range row {
+					row[j] += bv
+				}
+			}
+		}
+	}
+}
+
+// padInput returns the input channels of one group with pad zeros around each plane,
+// written into buf, or the planes themselves when there is no padding.
+func (o *convOp) padInput(buf, planes []float32) []float32 {
+	if o.pad == 0 {
+		return planes
+	}
+	h, w := o.inS.H, o.inS.W
+	ps := (h + 2*o.pad) * (w + 2*o.pad)
+	for c := 0; c < o.icg; c++ {
+		o.padPlane(buf[c*ps:(c+1)*ps], planes[c*h*w:(c+1)*h*w])
+	}
+	return buf[:o.icg*ps]
+}
+
+// padPlane copies one input plane into buf with pad zeros around it and returns buf,
+// which keeps its length (any values past the padded plane are left alone).
+func (o *convOp) padPlane(buf, src []float32) []float32 {
+	pad, h, w := o.pad, o.inS.H, o.inS.W
+	pw := w + 2*pad
+	xp := buf[:(h+2*pad)*pw]
+	clear(xp[:pad*pw])
+	clear(xp[(h+pad)*pw:])
+	for y := 0; y < h; y++ {
+		r := xp[(y+pad)*pw : (y+pad+1)*pw]
+		clear(r[:pad])
+		copy(r[pad:pad+w], src[y*w:(y+1)*w])
+		clear(r[pad+w:])
+	}
+	return buf
+}
+
+// convSource is the im2col matrix of a convolution (one row per input channel and kernel
+// position, one column per output pixel) for one sample and group, read on demand from the
+// zero-padded input planes, as a kernel.PanelSource.
+type convSource struct {
+	o  *convOp
+	x  []float32 // padded input planes of the group
+	j0 int       // output pixel of column 0
+}
+
+// PackB implements kernel.PanelSource. Each sliver of nr output pixels is cut into runs
+// that lie in one output row; a run reads consecutive inputs (every s-th with stride s) from
+// each row of the im2col matrix.
+func (cs *convSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
+	o := cs.o
+	s, ow, pw := o.s, o.outS.W, o.inS.W+2*o.pad
+	rowOff := o.rowOff[p0 : p0+kc]
+	for jr := 0; jr < nc; jr += nr {
+		nw := min(nr, nc-jr)
+		d := dst[jr*kc : jr*kc+nr*kc]
+		q := cs.j0 + j0 + jr
+		y, x := q/ow, q%ow
+		for c0 := 0; c0 < nw; {
+			n := min(nw-c0, ow-x)
+			base := y*s*pw + x*s
+			switch {
+			case s == 1 && n >= 4 && n <= 16:
+				kernel.CopyRows(d[c0:], nr, cs.x, base, rowOff, n)
+			case s == 1:
+				for p, ro := range rowOff {
+					copy(d[p*nr+c0:p*nr+c0+n], cs.x[ro+base:ro+base+n])
+				}
+			default:
+				for p, ro := range rowOff {
+					dp := d[p*nr+c0 : p*nr+c0+n]
+					sx := cs.x[ro+base : ro+base+(n-1)*s+1]
+					for i := range dp {
+						dp[i] = sx[i*s]
+					}
+				}
+			}
+			c0 += n
+			if x += n; x == ow {
+				x, y = 0, y+1
+			}
+		}
+		if nw < nr {
+			for p := 0; p < kc; p++ {
+				clear(d[p*nr+nw : p*nr+nr])
+			}
+		}
+	}
+}
+
+// runDirect computes output channel oc of sample n of a convolution with one input channel
+// per group. The input plane is first copied into a zero-padded scratch plane so that the
+// inner loops need no bounds tests.
+func (o *convOp) runDirect(wk *worker, n, oc int) {
+	h, w := o.inS.H, o.inS.W
+	oh, ow := o.outS.H, o.outS.W
+	k, s, pad := o.k, o.s, o.pad
+	ci := oc / o.ocg
+	src := o.in.data[n*o.inS.Size()+ci*h*w:][:h*w]
+	dst := o.out.data[n*o.outS.Size()+oc*oh*ow:][:oh*ow]
+	wt := o.w[oc*k*k : (oc+1)*k*k]
+	var bv float32
+	if o.bias != nil {
+		bv = o.bias[oc]
+	}
+	pw := w + 2*pad
+	xp := src
+	if k == 3 && s == 1 {
+		// The vector kernel reads a little past the plane: always use the scratch copy.
+		xp = o.padPlane(wk.pad, src)
+		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw)
+		return
+	}
+	if pad > 0 {
+		xp = o.padPlane(wk.pad, src)
+	}
+	if k == 3 {
+		w0, w1, w2, w3, w4, w5, w6, w7, w8 := wt[0], wt[1], wt[2], wt[3], wt[4], wt[5], wt[6], wt[7], wt[8]
+		for y := 0; y < oh; y++ {
+			base := y * s * pw
+			r0 := xp[base : base+pw]
+			r1 := xp[base+pw : base+2*pw]
+			r2 := xp[base+2*pw : base+3*pw]
+			row := dst[y*ow : (y+1)*ow]
+			for x := range row {
+				i := x * s
+				a, b, c := r0[i:i+3], r1[i:i+3], r2[i:i+3]
+				row[x] = bv + (w0*a[0] + w1*a[1] + w2*a[2]) + (w3*b[0] + w4*b[1] + w5*b[2]) +
+					(w6*c[0] + w7*c[1] + w8*c[2])
+			}
+		}
+		return
+	}
+	for y := 0; y < oh; y++ {
+		row := dst[y*ow : (y+1)*ow]
+		for x := range row {
+			acc := bv
+			for kh := 0; kh < k; kh++ {
+				r := xp[(y*s+kh)*pw+x*s:][:k]
+				wr := wt[kh*k : kh*k+k]
+				for kw, v := range r {
+					acc += wr[kw] * v
+				}
+			}
+			row[x] = acc
+		}
+	}
+}
+
+// ---- fully connected ----
+
+// linearOp computes y = x W^T + b as one matrix product per range of output features.
+type linearOp struct {
+	in, out   *tensor
+	batch     int
+	nIn, nOut int
+	w, bias   []float32
+	cols      int // output features per task
+}
+
+func planLinear(l *Layer, batch, threads int, in, out *tensor) (step, scratch) {
+	o := &linearOp{in: in, out: out, batch: batch, nIn: l.In, nOut: l.Out}
+	o.w = make([]float32, len(l.Weight))
+	copy(o.w, l.Weight)
+	if l.Mask != nil {
+		for i, m := range l.Mask {
+			o.w[i] *= m
+		}
+	}
+	if l.HasBias {
+		o.bias = append([]float32(nil), l.Bias...)
+	}
+	work := batch * l.In * l.Out
+	par := worthThreads(work, threads)
+	tasks := 1
+	if par {
+		tasks = min(threads, (l.Out+15)/16)
+	}
+	o.cols = roundUp((l.Out+tasks-1)/tasks, 16)
+	tasks = (l.Out + o.cols - 1) / o.cols
+	return newStep(o, tasks, work, threads), scratch{}
+}
+
+func (o *linearOp) run(w *worker, lo, hi int) {
+	for t := lo; t < hi; t++ {
+		j0 := t * o.cols
+		j1 := min(j0+o.cols, o.nOut)
+		c := o.out.data[j0:]
+		w.gemm.Sgemm(false, true, o.batch, j1-j0, o.nIn, 1, o.in.data, o.nIn, o.w[j0*o.nIn:], o.nIn, 0, c, o.nOut)
+		if o.bias != nil {
+			b := o.bias[j0:j1]
+			for n := 0; n < o.batch; n++ {
+				row := c[n*o.nOut : n*o.nOut+len(b)]
+				for j, v := range b {
+					row[j] += v
+				}
+			}
+		}
+	}
+}
+
+// ---- element-wise operators; a task is one channel plane of one sample ----
+
+// bnOp is an inference batch norm folded into y = x*scale[c] + shift[c].
+type bnOp struct {
+	in, out      *tensor
+	c, hw        int
+	scale, shift []float32
+}
+
+func (o *bnOp) run(_ *worker, lo, hi int) {
+	for p := lo; p < hi; p++ {
+		c := p % o.c
+		kernel.ScaleShift(o.out.data[p*o.hw:(p+1)*o.hw], o.in.data[p*o.hw:(p+1)*o.hw], o.scale[c], o.shift[c])
+	}
+}
+
+// clipOp is ReLU, or ReLU6 when six is set. NaN passes through, as in PyTorch.
+type clipOp struct {
+	in, out *tensor
+	hw      int
+	six     bool
+}
+
+func (o *clipOp) run(_ *worker, lo, hi int) {
+	top := kernel.Inf
+	if o.six {
+		top = 6
+	}
+	kernel.Clamp(o.out.data[lo*o.hw:hi*o.hw], o.in.data[lo*o.hw:hi*o.hw], 0, top)
+}
+
+// poolOp is a max pool (padding counts as -inf) or an average pool (dividing by the full
+// window area, padding included).
+type poolOp struct {
+	in, out    *tensor
+	inS, outS  Shape
+	k, s, pad  int
+	isMax      bool
+	owLo, owHi []int
+}
+
+func (o *poolOp) run(_ *worker, lo, hi int) {
+	h, w := o.inS.H, o.inS.W
+	oh, ow := o.outS.H, o.outS.W
+	k, s, pad := o.k, o.s, o.pad
+	if k == 2 && s == 2 && pad == 0 {
+		o.run2x2(lo, hi)
+		return
+	}
+	init := float32(0)
+	if o.isMax {
+		init = float32(math.Inf(-1))
+	}
+	inv := 1 / float32(k*k)
+	for p := lo; p < hi; p++ {
+		src := o.in.data[p*h*w : (p+1)*h*w]
+		dst := o.out.data[p*oh*ow : (p+1)*oh*ow]
+		for y := 0; y < oh; y++ {
+			row := dst[y*ow : (y+1)*ow]
+			for i := range row {
+				row[i] = init
+			}
+			for kh := 0; kh < k; kh++ {
+				ih := y*s - pad + kh
+				if ih < 0 || ih >= h {
+					continue
+				}
+				srow := src[ih*w : (ih+1)*w]
+				for kw := 0; kw < k; kw++ {
+					a, b := o.owLo[kw], o.owHi[kw]
+					if a >= b {
+						continue
+					}
+					d := row[a:b]
+					start := a*s - pad + kw
+					if o.isMax {
+						// max keeps NaN, as PyTorch does.
+						for i := range d {
+							d[i] = max(d[i], srow[start+i*s])
+						}
+					} else {
+						for i := range d {
+							d[i] += srow[start+i*s]
+						}
+					}
+				}
+			}
+			if !o.isMax {
+				for i := range row {
+					row[i] *= inv
+				}
+			}
+		}
+	}
+}
+
+// run2x2 is run for the common 2x2 window with stride 2 and no padding.
+func (o *poolOp) run2x2(lo, hi int) {
+	h, w := o.inS.H, o.inS.W
+	oh, ow := o.outS.H, o.outS.W
+	for p := lo; p < hi; p++ {
+		src := o.in.data[p*h*w : (p+1)*h*w]
+		dst := o.out.data[p*oh*ow : (p+1)*oh*ow]
+		for y := 0; y < oh; y++ {
+			r0 := src[2*y*w : 2*y*w+2*ow]
+			r1 := src[(2*y+1)*w : (2*y+1)*w+2*ow]
+			row := dst[y*ow : (y+1)*ow]
+			if o.isMax {
+				for x := range row {
+					a, b := r0[2*x:2*x+2], r1[2*x:2*x+2]
+					row[x] = max(max(a[0], a[1]), max(b[0], b[1]))
+				}
+			} else {
+				for x := range row {
+					a, b := r0[2*x:2*x+2], r1[2*x:2*x+2]
+					row[x] = ((a[0] + a[1]) + (b[0] + b[1])) * 0.25
+				}
+			}
+		}
+	}
+}
+
+// gapOp is a global average pool: one mean per channel plane, summed in float64.
+type gapOp struct {
+	in, out *tensor
+	hw      int
+}
+
+func (o *gapOp) run(_ *worker, lo, hi int) {
+	for p := lo; p < hi; p++ {
+		var sum float64
+		for _, v := range o.in.data[p*o.hw : (p+1)*o.hw] {
+			sum += float64(v)
+		}
+		o.out.data[p] = float32(sum / float64(o.hw))
+	}
+}
+
+// copyOp copies its input (a flatten of the model input, which Forward does not own).
+type copyOp struct {
+	in, out *tensor
+	hw      int
+}
+
+func (o *copyOp) run(_ *worker, lo, hi int) {
+	copy(o.out.data[lo*o.hw:hi*o.hw], o.in.data[lo*o.hw:hi*o.hw])
+}
+
+// addOp sums its inputs element by element.
+type addOp struct {
+	ins []*tensor
+	out *tensor
+	hw  int
+}
+
+func (o *addOp) run(_ *worker, lo, hi int) {
+	a, b := lo*o.hw, hi*o.hw
+	dst := o.out.data[a:b]
+	kernel.Add(dst, o.ins[0].data[a:b], o.ins[1].data[a:b])
+	for _, t := range o.ins[2:] {
+		kernel.Add(dst, dst, t.data[a:b])
+	}
+}
+
+// ---- thread pool ----
+
+// job is a parallel step's tasks as the pool shares them out. Each parallel step owns one
+// job, reused by every Forward: o, n and grain never change, next and done count the
+// tasks taken and finished in the current run.
+type job struct {
+	o     op
+	n     int // tasks
+	grain int // tasks taken at a time
+	next  atomic.Int64
+	done  atomic.Int64
+}
+
+func newJob(o op, n, threads int) *job {
+	return &job{o: o, n: n, grain: max(1, n/(4*threads))}
+}
+
+// pool runs a job's tasks on the calling goroutine and len(workers)-1 helper goroutines.
+// Tasks are taken from a shared counter, so a helper that the scheduler runs late (on a
+// busy machine) leaves its share to the others instead of holding everyone up. Which
+// worker runs a task does not change its result. The pool does not refer to the Executor,
+// so that an unreachable Executor can be collected and its helpers stopped.
+type pool struct {
+	workers  []*worker
+	start    []chan struct{} // wakes helper i; start[0] is unused
+	finished chan struct{}   // a helper finished the last task of the current run
+	cur      atomic.Pointer[job]
+	once     sync.Once
+}
+
+func newPool(workers []*worker) *pool {
+	p := &pool{workers: workers, start: make([]chan struct{}, len(workers)),
+		finished: make(chan struct{}, 1)}
+	for i := 1; i < len(workers); i++ {
+		p.start[i] = make(chan struct{}, 1)
+		go p.loop(i)
+	}
+	return p
+}
+
+func (p *pool) loop(i int) {
+	for range p.start[i] {
+		if j := p.cur.Load(); j != nil && p.work(j, p.workers[i]) {
+			p.finished <- struct{}{}
+		}
+	}
+}
+
+// work runs tasks of j on w until none are left to take, and reports whether it finished
+// the last task of the run.
+func (p *pool) work(j *job, w *worker) bool {
+	last := false
+	for {
+		lo := int(j.next.Add(int64(j.grain))) - j.grain
+		if lo >= j.n {
+			return last
+		}
+		hi := min(lo+j.grain, j.n)
+		j.o.run(w, lo, hi)
+		if int(j.done.Add(int64(hi-lo))) == j.n {
+			last = true
+		}
+	}
+}
+
+// do runs all tasks of j and returns when they are finished. A helper that takes a task
+// after the run is over finds none left: the counters only restart in the next do of the
+// same job, after every task of this run has finished.
+func (p *pool) do(j *job) {
+	j.done.Store(0)
+	j.next.Store(0)
+	p.cur.Store(j)
+	for i := 1; i < min(len(p.workers), j.n); i++ {
+		select {
+		case p.start[i] <- struct{}{}:
+		default: // already has a wake-up pending
+		}
+	}
+	if !p.work(j, p.workers[0]) {
+		<-p.finished
+	}
+}
+
+// stop ends the helper goroutines.
+func (p *pool) stop() {
+	p.once.Do(func() {
+		for _, c := range p.start[1:] {
+			close(c)
+		}
+	})
+}

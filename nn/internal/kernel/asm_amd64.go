@@ -1,0 +1,87 @@
+//go:build amd64 && !purego
+
+package kernel
+
+// hasAVX2FMA tells whether the CPU and the operating system support AVX2 and FMA.
+var hasAVX2FMA = detectAVX2FMA()
+
+// asmMicro is the AVX2/FMA micro-kernel: a 6 x 16 tile held in twelve YMM accumulators.
+var asmMicro = micro{mr: 6, nr: 16, kern: asmKern6x16, dot: asmDot}
+
+func detectAVX2FMA() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, ecx1, _ := cpuid(1, 0)
+	const fma, osxsave, avx = 1 << 12, 1 << 27, 1 << 28
+	if ecx1&fma == 0 || ecx1&osxsave == 0 || ecx1&avx == 0 {
+		return false
+	}
+	// The OS must save the XMM and YMM state.
+	if xcr0, _ := xgetbv(); xcr0&6 != 6 {
+		return false
+	}
+	_, ebx7, _, _ := cpuid(7, 0)
+	const avx2 = 1 << 5
+	return ebx7&avx2 != 0
+}
+
+func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+
+func xgetbv() (eax, edx uint32)
+
+// kern6x16 computes the 6 x 16 tile c (row stride ldc) = or += the product of a packed
+// 6 x kc sliver a and a packed kc x 16 sliver b. kc must be at least 1.
+//
+//go:noescape
+func kern6x16(kc int, a, b, c *float32, ldc int, load bool)
+
+// dotAVX returns the dot product of n values of x and y.
+//
+//go:noescape
+func dotAVX(n int, x, y *float32) float32
+
+func asmKern6x16(kc int, a, b, c []float32, ldc int, load bool) {
+	if kc <= 0 {
+		return
+	}
+	_ = a[6*kc-1]
+	_ = b[16*kc-1]
+	_ = c[5*ldc+15]
+	kern6x16(kc, &a[0], &b[0], &c[0], ldc, load)
+}
+
+func asmDot(x, y []float32) float32 {
+	if len(x) == 0 {
+		return 0
+	}
+	_ = y[len(x)-1]
+	return dotAVX(len(x), &x[0], &y[0])
+}
+
+// scaleShiftAVX sets dst[i] = src[i]*a + b for n values, n a multiple of 8.
+//
+//go:noescape
+func scaleShiftAVX(dst, src *float32, n int, a, b float32)
+
+// clampAVX sets dst[i] = min(max(src[i], lo), hi) for n values, n a multiple of 8.
+//
+//go:noescape
+func clampAVX(dst, src *float32, n int, lo, hi float32)
+
+// addAVX sets dst[i] = x[i] + y[i] for n values, n a multiple of 8.
+//
+//go:noescape
+func addAVX(dst, x, y *float32, n int)
+
+// copyRowsAVX copies n values (4 <= n <= 16) from src[offs[p]:] to dst[p*stride:] for p
+// in 0..rows-1.
+//
+//go:noescape
+func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
+
+// depthwise3x3AVX is Depthwise3x3 without the checks.
+//
+//go:noescape
+func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int)

@@ -1,0 +1,371 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL eaxArg+0(FP), AX
+	MOVL ecxArg+4(FP), CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
+	RET
+
+// func xgetbv() (eax, edx uint32)
+TEXT ·xgetbv(SB), NOSPLIT, $0-8
+	MOVL $0, CX
+	XGETBV
+	MOVL AX, eax+0(FP)
+	MOVL DX, edx+4(FP)
+	RET
+
+// func kern6x16(kc int, a, b, c *float32, ldc int, load bool)
+//
+// Y4..Y15 hold the tile: row i in Y(4+2i) (columns 0-7) and Y(5+2i) (columns 8-15).
+TEXT ·kern6x16(SB), NOSPLIT, $0-41
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ c+24(FP), DI
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+
+loop:
+	VMOVUPS (DX), Y0
+	VMOVUPS 32(DX), Y1
+	VBROADCASTSS (SI), Y2
+	VBROADCASTSS 4(SI), Y3
+	VFMADD231PS Y0, Y2, Y4
+	VFMADD231PS Y1, Y2, Y5
+	VFMADD231PS Y0, Y3, Y6
+	VFMADD231PS Y1, Y3, Y7
+	VBROADCASTSS 8(SI), Y2
+	VBROADCASTSS 12(SI), Y3
+	VFMADD231PS Y0, Y2, Y8
+	VFMADD231PS Y1, Y2, Y9
+	VFMADD231PS Y0, Y3, Y10
+	VFMADD231PS Y1, Y3, Y11
+	VBROADCASTSS 16(SI), Y2
+	VBROADCASTSS 20(SI), Y3
+	VFMADD231PS Y0, Y2, Y12
+	VFMADD231PS Y1, Y2, Y13
+	VFMADD231PS Y0, Y3, Y14
+	VFMADD231PS Y1, Y3, Y15
+	ADDQ $24, SI
+	ADDQ $64, DX
+	DECQ CX
+	JNZ loop
+
+	MOVBLZX load+40(FP), AX
+	TESTL AX, AX
+	JZ store
+
+	VADDPS (DI), Y4, Y4
+	VADDPS 32(DI), Y5, Y5
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, 32(DI)
+	ADDQ R8, DI
+	VADDPS (DI), Y6, Y6
+	VADDPS 32(DI), Y7, Y7
+	VMOVUPS Y6, (DI)
+	VMOVUPS Y7, 32(DI)
+	ADDQ R8, DI
+	VADDPS (DI), Y8, Y8
+	VADDPS 32(DI), Y9, Y9
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, 32(DI)
+	ADDQ R8, DI
+	VADDPS (DI), Y10, Y10
+	VADDPS 32(DI), Y11, Y11
+	VMOVUPS Y10, (DI)
+	VMOVUPS Y11, 32(DI)
+	ADDQ R8, DI
+	VADDPS (DI), Y12, Y12
+	VADDPS 32(DI), Y13, Y13
+	VMOVUPS Y12, (DI)
+	VMOVUPS Y13, 32(DI)
+	ADDQ R8, DI
+	VADDPS (DI), Y14, Y14
+	VADDPS 32(DI), Y15, Y15
+	VMOVUPS Y14, (DI)
+	VMOVUPS Y15, 32(DI)
+	VZEROUPPER
+	RET
+
+store:
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, 32(DI)
+	ADDQ R8, DI
+	VMOVUPS Y6, (DI)
+	VMOVUPS Y7, 32(DI)
+	ADDQ R8, DI
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, 32(DI)
+	ADDQ R8, DI
+	VMOVUPS Y10, (DI)
+	VMOVUPS Y11, 32(DI)
+	ADDQ R8, DI
+	VMOVUPS Y12, (DI)
+	VMOVUPS Y13, 32(DI)
+	ADDQ R8, DI
+	VMOVUPS Y14, (DI)
+	VMOVUPS Y15, 32(DI)
+	VZEROUPPER
+	RET
+
+// func dotAVX(n int, x, y *float32) float32
+TEXT ·dotAVX(SB), NOSPLIT, $0-28
+	MOVQ n+0(FP), CX
+	MOVQ x+8(FP), SI
+	MOVQ y+16(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop32:
+	CMPQ CX, $32
+	JL loop8
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP loop32
+
+loop8:
+	CMPQ CX, $8
+	JL reduce
+	VMOVUPS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP loop8
+
+reduce:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+
+scalar:
+	TESTQ CX, CX
+	JZ done
+	VMOVSS (SI), X1
+	VFMADD231SS (DI), X1, X0
+	ADDQ $4, SI
+	ADDQ $4, DI
+	DECQ CX
+	JMP scalar
+
+done:
+	VMOVSS X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func scaleShiftAVX(dst, src *float32, n int, a, b float32)
+TEXT ·scaleShiftAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS a+24(FP), Y0
+	VBROADCASTSS b+28(FP), Y1
+
+ssloop:
+	VMOVUPS (SI), Y2
+	VFMADD213PS Y1, Y0, Y2
+	VMOVUPS Y2, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ ssloop
+	VZEROUPPER
+	RET
+
+// func clampAVX(dst, src *float32, n int, lo, hi float32)
+//
+// VMAXPS and VMINPS return their second source when either is NaN: with the data as second
+// source, NaN passes through.
+TEXT ·clampAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS lo+24(FP), Y0
+	VBROADCASTSS hi+28(FP), Y1
+
+clloop:
+	VMOVUPS (SI), Y2
+	VMAXPS Y2, Y0, Y2
+	VMINPS Y2, Y1, Y2
+	VMOVUPS Y2, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ clloop
+	VZEROUPPER
+	RET
+
+// func addAVX(dst, x, y *float32, n int)
+TEXT ·addAVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ y+16(FP), DX
+	MOVQ n+24(FP), CX
+
+addloop:
+	VMOVUPS (SI), Y0
+	VADDPS (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ addloop
+	VZEROUPPER
+	RET
+
+// func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
+//
+// Rows of 16 values take two 32-byte moves; 8 to 15 values two overlapping 32-byte moves
+// (the first and the last 8); 4 to 7 values two overlapping 16-byte moves.
+TEXT ·copyRowsAVX(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ stride+8(FP), R8
+	SHLQ $2, R8
+	MOVQ src+16(FP), SI
+	MOVQ offs+24(FP), BX
+	MOVQ rows+32(FP), CX
+	MOVQ n+40(FP), DX
+	LEAQ -32(DX*4), R9 // byte offset of the last 8 values
+	LEAQ -16(DX*4), R10 // byte offset of the last 4 values
+	CMPQ DX, $8
+	JLT cr4
+
+cr8:
+	MOVQ (BX), AX
+	LEAQ (SI)(AX*4), AX
+	VMOVUPS (AX), Y0
+	VMOVUPS (AX)(R9*1), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, (DI)(R9*1)
+	ADDQ $8, BX
+	ADDQ R8, DI
+	DECQ CX
+	JNZ cr8
+	VZEROUPPER
+	RET
+
+cr4:
+	MOVQ (BX), AX
+	LEAQ (SI)(AX*4), AX
+	MOVUPS (AX), X0
+	MOVUPS (AX)(R10*1), X1
+	MOVUPS X0, (DI)
+	MOVUPS X1, (DI)(R10*1)
+	ADDQ $8, BX
+	ADDQ R8, DI
+	DECQ CX
+	JNZ cr4
+	RET
+
+// Eight all-ones lanes then eight zero lanes: the 32 bytes at offset 4*(8-n) enable the
+// first n lanes of a masked store.
+DATA lanes<>+0(SB)/8, $0xffffffffffffffff
+DATA lanes<>+8(SB)/8, $0xffffffffffffffff
+DATA lanes<>+16(SB)/8, $0xffffffffffffffff
+DATA lanes<>+24(SB)/8, $0xffffffffffffffff
+DATA lanes<>+32(SB)/8, $0
+DATA lanes<>+40(SB)/8, $0
+DATA lanes<>+48(SB)/8, $0
+DATA lanes<>+56(SB)/8, $0
+GLOBL lanes<>(SB), RODATA|NOPTR, $64
+
+// func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int)
+//
+// Y0-Y8 hold the broadcast weights, Y9 the bias. Each step computes 8 outputs of a row; the
+// last step of a row stores only the remaining lanes.
+TEXT ·depthwise3x3AVX(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ w+16(FP), AX
+	VBROADCASTSS 0(AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	VBROADCASTSS 32(AX), Y8
+	VBROADCASTSS bias+24(FP), Y9
+	MOVQ oh+32(FP), R8
+	MOVQ ow+40(FP), R9
+	MOVQ pw+48(FP), R10
+	SHLQ $2, R10 // row stride in bytes
+
+dwrow:
+	MOVQ SI, R11      // r0
+	LEAQ (SI)(R10*1), R12 // r1
+	LEAQ (R12)(R10*1), R13 // r2
+	MOVQ R9, CX       // outputs left in the row
+
+dwstep:
+	VMOVAPS Y9, Y10
+	VFMADD231PS (R11), Y0, Y10
+	VFMADD231PS 4(R11), Y1, Y10
+	VFMADD231PS 8(R11), Y2, Y10
+	VFMADD231PS (R12), Y3, Y10
+	VFMADD231PS 4(R12), Y4, Y10
+	VFMADD231PS 8(R12), Y5, Y10
+	VFMADD231PS (R13), Y6, Y10
+	VFMADD231PS 4(R13), Y7, Y10
+	VFMADD231PS 8(R13), Y8, Y10
+	CMPQ CX, $8
+	JLT dwtail
+	VMOVUPS Y10, (DI)
+	ADDQ $32, DI
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $32, R13
+	SUBQ $8, CX
+	JNZ dwstep
+	JMP dwnext
+
+dwtail:
+	LEAQ lanes<>(SB), AX
+	MOVQ $8, DX
+	SUBQ CX, DX
+	VMOVUPS (AX)(DX*4), Y11
+	VMASKMOVPS Y10, Y11, (DI)
+	LEAQ (DI)(CX*4), DI
+
+dwnext:
+	ADDQ R10, SI
+	DECQ R8
+	JNZ dwrow
+	VZEROUPPER
+	RET

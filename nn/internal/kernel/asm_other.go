@@ -1,0 +1,20 @@
+//go:build !amd64 || purego
+
+package kernel
+
+// hasAVX2FMA is false where no assembly micro-kernel is built.
+const hasAVX2FMA = false
+
+// asmMicro falls back to the portable micro-kernel.
+var asmMicro = goMicro
+
+func scaleShiftAVX(dst, src *float32, n int, a, b float32) { panic("unreachable") }
+func clampAVX(dst, src *float32, n int, lo, hi float32)    { panic("unreachable") }
+func addAVX(dst, x, y *float32, n int)                     { panic("unreachable") }
+func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int) {
+	panic("unreachable")
+}
+
+func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int) {
+	panic("unreachable")
+}

@@ -1,0 +1,385 @@
+// Package kernel holds the numeric kernels of the inference engine: single precision matrix
+// multiplication (SGEMM) behind a small interface, so that implementations can be swapped
+// and compared, and a few vector loops for element-wise layers.
+//
+// On amd64 CPUs with AVX2 and FMA the inner loops are assembly; elsewhere (or when built
+// with the purego tag) portable Go code does the same work.
+//
+// Every matrix is row-major. The kernels here never start goroutines (except the Gonum
+// reference): callers split work across threads themselves and give each thread its own
+// Gemm value.
+package kernel
+
+// Gemm computes C = alpha*op(A)*op(B) + beta*C on row-major matrices, where op(X) is X or,
+// when the matching trans flag is set, its transpose. op(A) is m x k, op(B) is k x n and C
+// is m x n; lda, ldb and ldc are the row strides of A, B and C as stored. When beta is 0, C
+// is overwritten without being read, so it may hold anything (even NaN).
+//
+// A Gemm value may keep scratch buffers and is not safe for concurrent use: give each
+// goroutine its own.
+type Gemm interface {
+	Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+}
+
+// PanelSource supplies the B operand of a product already packed, panel by panel, so that a
+// matrix that only exists implicitly (such as the im2col matrix of a convolution) need not
+// be written out first.
+type PanelSource interface {
+	// PackB writes rows p0..p0+kc-1 and columns j0..j0+nc-1 of B into dst as consecutive
+	// slivers of nr columns: element (p0+p, j0+j) goes to dst[(j/nr)*kc*nr + p*nr + j%nr],
+	// and the columns of the last sliver past nc are set to zero. With nr == nc this is
+	// the kc x nc block in row-major order.
+	PackB(dst []float32, p0, kc, j0, nc, nr int)
+}
+
+// Dense is a PanelSource over a stored row-major matrix with row stride Ld.
+type Dense struct {
+	B  []float32
+	Ld int
+}
+
+// PackB implements PanelSource.
+func (d *Dense) PackB(dst []float32, p0, kc, j0, nc, nr int) {
+	packB(dst, false, d.B, d.Ld, p0, kc, j0, nc, nr)
+}
+
+// PackedA is a constant left operand (such as a layer's weights) laid out once for the
+// micro-kernel of the SourceGemm that packed it. It is read-only, so one PackedA may serve
+// several SourceGemm values of the same kind at once.
+type PackedA struct {
+	M, K  int
+	mr    int       // sliver height of data (blocked kernels)
+	data  []float32 // per K block of blockK rows, the slivers of every M block
+	plain []float32 // the matrix itself, row-major with stride K (other kernels)
+}
+
+// SourceGemm is a Gemm that also multiplies a packed constant A by a B read from a
+// PanelSource: the convolution case, where A holds the weights and B is the im2col matrix.
+type SourceGemm interface {
+	Gemm
+	// PackA packs the m x k row-major matrix a (row stride lda) for SgemmSource.
+	PackA(m, k int, a []float32, lda int) *PackedA
+	// SgemmSource computes C = A*B + beta*C, where A (m x k) was packed by PackA of a
+	// SourceGemm of the same kind and B (k x n) is given by src.
+	SgemmSource(a *PackedA, n int, src PanelSource, beta float32, c []float32, ldc int)
+}
+
+// WithSource turns any Gemm into a SourceGemm: a SourceGemm is returned as is; otherwise
+// PackA keeps a plain copy of A, and SgemmSource writes B out in full into a scratch buffer
+// before calling g.Sgemm.
+func WithSource(g Gemm) SourceGemm {
+	if sg, ok := g.(SourceGemm); ok {
+		return sg
+	}
+	return &sourceAdapter{Gemm: g}
+}
+
+type sourceAdapter struct {
+	Gemm
+	buf []float32
+}
+
+func (s *sourceAdapter) PackA(m, k int, a []float32, lda int) *PackedA {
+	return &PackedA{M: m, K: k, plain: plainCopy(m, k, a, lda)}
+}
+
+func (s *sourceAdapter) SgemmSource(a *PackedA, n int, src PanelSource, beta float32, c []float32, ldc int) {
+	if a.M <= 0 || n <= 0 {
+		return
+	}
+	s.buf = grow(s.buf, a.K*n)
+	if a.K > 0 {
+		src.PackB(s.buf, 0, a.K, 0, n, n)
+	}
+	s.Sgemm(false, false, a.M, n, a.K, 1, a.plain, a.K, s.buf, n, beta, c, ldc)
+}
+
+func plainCopy(m, k int, a []float32, lda int) []float32 {
+	p := make([]float32, m*k)
+	for i := 0; i < m; i++ {
+		copy(p[i*k:(i+1)*k], a[i*lda:i*lda+k])
+	}
+	return p
+}
+
+// New returns the fastest SGEMM available on this machine: a cache-blocked kernel whose
+// inner micro-kernel uses AVX2 and FMA instructions when the CPU has them, and portable Go
+// code otherwise. It runs on the calling goroutine only.
+func New() SourceGemm {
+	if hasAVX2FMA {
+		return newBlocked(asmMicro)
+	}
+	return newBlocked(goMicro)
+}
+
+// NewPortable returns the cache-blocked SGEMM with its portable Go micro-kernel, whatever
+// the CPU. It is the fallback of New and a reference point for benchmarks.
+func NewPortable() SourceGemm { return newBlocked(goMicro) }
+
+// Accelerated reports whether New uses the AVX2/FMA micro-kernel.
+func Accelerated() bool { return hasAVX2FMA }
+
+// Blocking sizes: a kc x nc panel of B and an mc x kc block of A are packed so that the
+// micro-kernel streams through contiguous memory; a kc x nr sliver of B stays in L1 and
+// the packed A block in L2.
+const (
+	blockK = 256
+	blockM = 96
+	blockN = 2048
+)
+
+// micro describes a register-blocked micro-kernel computing an mr x nr tile of C from a
+// packed mr x kc sliver of A (column by column) and a packed kc x nr sliver of B (row by
+// row). When load is set it adds the product to C, otherwise it overwrites C.
+type micro struct {
+	mr, nr int
+	kern   func(kc int, a, b, c []float32, ldc int, load bool)
+	// dot returns the dot product of two equally long vectors.
+	dot func(x, y []float32) float32
+}
+
+// blocked is the packing SGEMM driver shared by the micro-kernels.
+type blocked struct {
+	micro
+	packA []float32
+	packB []float32
+	tile  []float32
+	mat   matrixB
+}
+
+func newBlocked(u micro) *blocked {
+	return &blocked{micro: u, tile: make([]float32, u.mr*u.nr)}
+}
+
+// operandA is the left operand of run: prepacked, or stored (and packed block by block).
+type operandA struct {
+	packed *PackedA
+	trans  bool
+	alpha  float32
+	a      []float32
+	lda    int
+}
+
+// Sgemm implements Gemm.
+func (g *blocked) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if k <= 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	// A few rows times a transposed B (a fully connected layer on a small batch): plain dot
+	// products over contiguous rows beat packing.
+	if !transA && transB && m < 4 {
+		for i := 0; i < m; i++ {
+			ar := a[i*lda : i*lda+k]
+			cr := c[i*ldc : i*ldc+n]
+			for j := range cr {
+				v := alpha * g.dot(ar, b[j*ldb:j*ldb+k])
+				if beta != 0 {
+					v += beta * cr[j]
+				}
+				cr[j] = v
+			}
+		}
+		return
+	}
+	g.mat = matrixB{b: b, ldb: ldb, trans: transB}
+	g.run(m, n, k, operandA{trans: transA, alpha: alpha, a: a, lda: lda}, &g.mat, beta, c, ldc)
+	g.mat = matrixB{}
+}
+
+// PackA implements SourceGemm.
+func (g *blocked) PackA(m, k int, a []float32, lda int) *PackedA {
+	p := &PackedA{M: m, K: k, mr: g.mr}
+	if m <= 0 || k <= 0 {
+		return p
+	}
+	mp := roundUp(m, g.mr)
+	p.data = make([]float32, mp*k)
+	for pc := 0; pc < k; pc += blockK {
+		kc := min(blockK, k-pc)
+		for ic := 0; ic < m; ic += blockM {
+			mcb := min(blockM, m-ic)
+			packA(p.data[pc*mp+ic*kc:], false, a, lda, ic, mcb, pc, kc, g.mr, 1)
+		}
+	}
+	return p
+}
+
+// SgemmSource implements SourceGemm.
+func (g *blocked) SgemmSource(a *PackedA, n int, src PanelSource, beta float32, c []float32, ldc int) {
+	if a.M <= 0 || n <= 0 {
+		return
+	}
+	if a.K <= 0 {
+		scaleC(a.M, n, beta, c, ldc)
+		return
+	}
+	if a.mr != g.mr {
+		panic("kernel: PackedA was packed for another kernel")
+	}
+	g.run(a.M, n, a.K, operandA{packed: a}, src, beta, c, ldc)
+}
+
+// run is the blocked product: for each kc x nc panel of B, packed once, and each mc x kc
+// block of A, it sweeps the micro-kernel over the matching block of C.
+func (g *blocked) run(m, n, k int, a operandA, src PanelSource, beta float32, c []float32, ldc int) {
+	if beta != 0 && beta != 1 {
+		scaleC(m, n, beta, c, ldc)
+		beta = 1
+	}
+	mr, nr := g.mr, g.nr
+	mp := roundUp(m, mr)
+	for jc := 0; jc < n; jc += blockN {
+		nc := min(blockN, n-jc)
+		ncp := roundUp(nc, nr)
+		for pc := 0; pc < k; pc += blockK {
+			kc := min(blockK, k-pc)
+			load := pc > 0 || beta != 0
+			g.packB = grow(g.packB, kc*ncp)
+			src.PackB(g.packB, pc, kc, jc, nc, nr)
+			for ic := 0; ic < m; ic += blockM {
+				mcb := min(blockM, m-ic)
+				mcp := roundUp(mcb, mr)
+				var ap []float32
+				if a.packed != nil {
+					ap = a.packed.data[pc*mp+ic*kc : pc*mp+ic*kc+kc*mcp]
+				} else {
+					g.packA = grow(g.packA, kc*mcp)
+					packA(g.packA, a.trans, a.a, a.lda, ic, mcb, pc, kc, mr, a.alpha)
+					ap = g.packA
+				}
+				g.macro(ap, mcb, nc, kc, c[ic*ldc+jc:], ldc, load)
+			}
+		}
+	}
+}
+
+// matrixB is a PanelSource over a stored matrix, transposed or not.
+type matrixB struct {
+	b     []float32
+	ldb   int
+	trans bool
+}
+
+func (s *matrixB) PackB(dst []float32, p0, kc, j0, nc, nr int) {
+	packB(dst, s.trans, s.b, s.ldb, p0, kc, j0, nc, nr)
+}
+
+// macro multiplies the packed block ap of A by the packed panel of B into the mcb x nc
+// block of C starting at c[0].
+func (g *blocked) macro(ap []float32, mcb, nc, kc int, c []float32, ldc int, load bool) {
+	mr, nr := g.mr, g.nr
+	for jr := 0; jr < nc; jr += nr {
+		nw := min(nr, nc-jr)
+		bp := g.packB[jr*kc : (jr+nr)*kc]
+		for ir := 0; ir < mcb; ir += mr {
+			mw := min(mr, mcb-ir)
+			as := ap[ir*kc : (ir+mr)*kc]
+			off := ir*ldc + jr
+			if mw == mr && nw == nr {
+				g.kern(kc, as, bp, c[off:], ldc, load)
+				continue
+			}
+			// Edge tile: compute into scratch, then copy the valid part out.
+			t := g.tile
+			g.kern(kc, as, bp, t, nr, false)
+			for i := 0; i < mw; i++ {
+				cr := c[off+i*ldc : off+i*ldc+nw]
+				tr := t[i*nr : i*nr+nw]
+				if load {
+					for j, v := range tr {
+						cr[j] += v
+					}
+				} else {
+					copy(cr, tr)
+				}
+			}
+		}
+	}
+}
+
+// packA copies rows ic..ic+mcb and columns pc..pc+kc of op(A), times alpha, into dst as
+// slivers of mr rows stored column by column; missing rows of the last sliver are zero.
+func packA(dst []float32, trans bool, a []float32, lda, ic, mcb, pc, kc, mr int, alpha float32) {
+	for ir := 0; ir < mcb; ir += mr {
+		mw := min(mr, mcb-ir)
+		d := dst[ir*kc : (ir+mr)*kc]
+		if mw < mr {
+			clear(d)
+		}
+		for i := 0; i < mw; i++ {
+			row := ic + ir + i
+			if !trans {
+				src := a[row*lda+pc : row*lda+pc+kc]
+				for p, v := range src {
+					d[p*mr+i] = alpha * v
+				}
+			} else {
+				for p := 0; p < kc; p++ {
+					d[p*mr+i] = alpha * a[(pc+p)*lda+row]
+				}
+			}
+		}
+	}
+}
+
+// packB copies rows pc..pc+kc and columns jc..jc+nc of op(B) into dst as slivers of nr
+// columns stored row by row; missing columns of the last sliver are zero.
+func packB(dst []float32, trans bool, b []float32, ldb, pc, kc, jc, nc, nr int) {
+	for jr := 0; jr < nc; jr += nr {
+		nw := min(nr, nc-jr)
+		d := dst[jr*kc : (jr+nr)*kc]
+		if !trans {
+			for p := 0; p < kc; p++ {
+				row := (pc+p)*ldb + jc + jr
+				dp := d[p*nr : p*nr+nr]
+				sp := b[row : row+nw]
+				for j, v := range sp {
+					dp[j] = v
+				}
+				for j := nw; j < nr; j++ {
+					dp[j] = 0
+				}
+			}
+			continue
+		}
+		if nw < nr {
+			clear(d)
+		}
+		for j := 0; j < nw; j++ {
+			col := (jc+jr+j)*ldb + pc
+			src := b[col : col+kc]
+			for p, v := range src {
+				d[p*nr+j] = v
+			}
+		}
+	}
+}
+
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		cr := c[i*ldc : i*ldc+n]
+		switch beta {
+		case 0:
+			clear(cr)
+		case 1:
+		default:
+			for j := range cr {
+				cr[j] *= beta
+			}
+		}
+	}
+}
+
+func roundUp(x, to int) int { return (x + to - 1) / to * to }
+
+// grow returns buf resized to n values, reallocating only when its capacity is too small.
+func grow(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}

@@ -1,0 +1,219 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+)
+
+// naive computes C = alpha*op(A)*op(B) + beta*C in float64.
+func naive(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float64
+			for p := 0; p < k; p++ {
+				var av, bv float32
+				if transA {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if transB {
+					bv = b[j*ldb+p]
+				} else {
+					bv = b[p*ldb+j]
+				}
+				s += float64(av) * float64(bv)
+			}
+			v := float64(alpha) * s
+			if beta != 0 {
+				v += float64(beta) * float64(c[i*ldc+j])
+			}
+			c[i*ldc+j] = float32(v)
+		}
+	}
+}
+
+func randSlice(rng *rand.Rand, n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(rng.NormFloat64())
+	}
+	return s
+}
+
+func impls() map[string]Gemm {
+	return map[string]Gemm{"default": New(), "portable": NewPortable(), "gonum": Gonum{}}
+}
+
+func TestSgemm(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	type dims struct{ m, n, k int }
+	sizes := []dims{{1, 1, 1}, {1, 7, 3}, {2, 5, 9}, {3, 17, 40}, {4, 4, 4}, {5, 33, 7},
+		{6, 16, 1}, {7, 19, 300}, {13, 31, 257}, {64, 49, 576}, {97, 130, 20}, {100, 2100, 3},
+		{32, 128, 3136}}
+	for name, g := range impls() {
+		for _, d := range sizes {
+			for _, ta := range []bool{false, true} {
+				for _, tb := range []bool{false, true} {
+					for _, ab := range [][2]float32{{1, 0}, {1, 1}, {0.5, -2}} {
+						alpha, beta := ab[0], ab[1]
+						lda, ldb, ldc := d.k+3, d.n+2, d.n+5
+						if ta {
+							lda = d.m + 1
+						}
+						if tb {
+							ldb = d.k + 4
+						}
+						rowsA, rowsB := d.m, d.k
+						if ta {
+							rowsA = d.k
+						}
+						if tb {
+							rowsB = d.n
+						}
+						a := randSlice(rng, rowsA*lda)
+						b := randSlice(rng, rowsB*ldb)
+						c := randSlice(rng, d.m*ldc)
+						if beta == 0 {
+							for i := range c {
+								c[i] = float32(math.NaN())
+							}
+						}
+						want := append([]float32(nil), c...)
+						naive(ta, tb, d.m, d.n, d.k, alpha, a, lda, b, ldb, beta, want, ldc)
+						got := append([]float32(nil), c...)
+						g.Sgemm(ta, tb, d.m, d.n, d.k, alpha, a, lda, b, ldb, beta, got, ldc)
+						for i := 0; i < d.m; i++ {
+							for j := 0; j < ldc; j++ {
+								w, v := want[i*ldc+j], got[i*ldc+j]
+								if j >= d.n {
+									// Padding between rows must be left alone.
+									if math.Float32bits(v) != math.Float32bits(c[i*ldc+j]) {
+										t.Fatalf("%s %v ta=%v tb=%v: wrote outside C at (%d,%d)", name, d, ta, tb, i, j)
+									}
+									continue
+								}
+								tol := 1e-5 * (1 + math.Sqrt(float64(d.k))) * (1 + math.Abs(float64(w)))
+								if math.Abs(float64(v-w)) > tol || v != v {
+									t.Fatalf("%s %v ta=%v tb=%v alpha=%v beta=%v: C[%d,%d] = %v, want %v", name, d, ta, tb, alpha, beta, i, j, v, w)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// shiftedSource is a PanelSource whose B(p, j) is x[p*3+j]: overlapping rows, as in an
+// implicit im2col matrix.
+type shiftedSource struct{ x []float32 }
+
+func (s *shiftedSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
+	for j := 0; j < roundUp(nc, nr); j++ {
+		for p := 0; p < kc; p++ {
+			v := float32(0)
+			if j < nc {
+				v = s.x[(p0+p)*3+j0+j]
+			}
+			dst[(j/nr)*kc*nr+p*nr+j%nr] = v
+		}
+	}
+}
+
+func TestSgemmSource(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	kinds := map[string]func() SourceGemm{
+		"default":  New,
+		"portable": NewPortable,
+		"gonum":    func() SourceGemm { return WithSource(Gonum{}) },
+	}
+	for name, mk := range kinds {
+		g := mk()
+		for _, d := range []struct{ m, n, k int }{{1, 1, 1}, {6, 16, 5}, {7, 33, 300}, {100, 70, 600}, {64, 784, 288}, {13, 3000, 9}} {
+			for _, beta := range []float32{0, 1, -0.5} {
+				lda := d.k + 2
+				a := randSlice(rng, d.m*lda)
+				pa := g.PackA(d.m, d.k, a, lda)
+				// A stored B through Dense, and an implicit one.
+				ldb := d.n + 3
+				b := randSlice(rng, d.k*ldb)
+				x := randSlice(rng, d.k*3+d.n)
+				shifted := make([]float32, d.k*d.n)
+				for p := 0; p < d.k; p++ {
+					copy(shifted[p*d.n:(p+1)*d.n], x[p*3:p*3+d.n])
+				}
+				for _, src := range []struct {
+					ps    PanelSource
+					b     []float32
+					ldb   int
+					label string
+				}{{&Dense{B: b, Ld: ldb}, b, ldb, "dense"}, {&shiftedSource{x}, shifted, d.n, "implicit"}} {
+					ldc := d.n + 1
+					c := randSlice(rng, d.m*ldc)
+					want := append([]float32(nil), c...)
+					naive(false, false, d.m, d.n, d.k, 1, a, lda, src.b, src.ldb, beta, want, ldc)
+					got := append([]float32(nil), c...)
+					g.SgemmSource(pa, d.n, src.ps, beta, got, ldc)
+					for i := range got {
+						tol := 1e-5 * (1 + math.Sqrt(float64(d.k))) * (1 + math.Abs(float64(want[i])))
+						if math.Abs(float64(got[i]-want[i])) > tol {
+							t.Fatalf("%s %v beta=%v %s: C[%d] = %v, want %v", name, d, beta, src.label, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestPackedForOtherKernel(t *testing.T) {
+	if !Accelerated() {
+		t.Skip("one kernel kind only")
+	}
+	pa := NewPortable().PackA(6, 4, make([]float32, 24), 4)
+	defer func() {
+		if recover() == nil {
+			t.Error("no panic on a PackedA of another kernel")
+		}
+	}()
+	New().SgemmSource(pa, 3, &Dense{B: make([]float32, 12), Ld: 3}, 0, make([]float32, 18), 3)
+}
+
+func TestDot(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	for _, u := range []micro{goMicro, asmMicro} {
+		for n := 0; n < 80; n++ {
+			x, y := randSlice(rng, n), randSlice(rng, n)
+			var want float64
+			for i := range x {
+				want += float64(x[i]) * float64(y[i])
+			}
+			if got := u.dot(x, y); math.Abs(float64(got)-want) > 1e-5*(1+float64(n)) {
+				t.Fatalf("n=%d: dot = %v, want %v", n, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkSgemm(b *testing.B) {
+	rng := rand.New(rand.NewSource(3))
+	for _, d := range []struct{ m, n, k int }{{64, 784, 288}, {64, 196, 576}, {128, 3136, 64}, {32, 128, 3136}} {
+		a := randSlice(rng, d.m*d.k)
+		bb := randSlice(rng, d.k*d.n)
+		c := make([]float32, d.m*d.n)
+		for _, name := range []string{"default", "portable", "gonum"} {
+			g := impls()[name]
+			b.Run(fmt.Sprintf("%dx%dx%d/%s", d.m, d.n, d.k, name), func(b *testing.B) {
+				for b.Loop() {
+					g.Sgemm(false, false, d.m, d.n, d.k, 1, a, d.k, bb, d.n, 0, c, d.n)
+				}
+				flops := 2 * float64(d.m*d.n*d.k) * float64(b.N)
+				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package kernel
+
+import "math"
+
+// ScaleShift sets dst[i] = src[i]*a + b. dst must be at least as long as src.
+func ScaleShift(dst, src []float32, a, b float32) {
+	dst = dst[:len(src)]
+	n := 0
+	if hasAVX2FMA && len(src) >= 8 {
+		n = len(src) &^ 7
+		scaleShiftAVX(&dst[0], &src[0], n, a, b)
+	}
+	for i := n; i < len(src); i++ {
+		dst[i] = src[i]*a + b
+	}
+}
+
+// Clamp sets dst[i] = min(max(src[i], lo), hi), keeping NaN. Pass hi = +Inf for a ReLU.
+// dst must be at least as long as src.
+func Clamp(dst, src []float32, lo, hi float32) {
+	dst = dst[:len(src)]
+	n := 0
+	if hasAVX2FMA && len(src) >= 8 {
+		n = len(src) &^ 7
+		clampAVX(&dst[0], &src[0], n, lo, hi)
+	}
+	for i := n; i < len(src); i++ {
+		dst[i] = min(max(src[i], lo), hi)
+	}
+}
+
+// Add sets dst[i] = x[i] + y[i]. dst and y must be at least as long as x.
+func Add(dst, x, y []float32) {
+	dst = dst[:len(x)]
+	y = y[:len(x)]
+	n := 0
+	if hasAVX2FMA && len(x) >= 8 {
+		n = len(x) &^ 7
+		addAVX(&dst[0], &x[0], &y[0], n)
+	}
+	for i := n; i < len(x); i++ {
+		dst[i] = x[i] + y[i]
+	}
+}
+
+// Inf is +Inf as a float32, the upper bound of a ReLU for Clamp.
+var Inf = float32(math.Inf(1))
+
+// CopyRows copies n values from src[base+offs[p]:] to dst[p*stride:] for every p in
+// 0..len(offs)-1. The offsets must be non-negative and ascending; it panics when a row falls
+// outside src or dst.
+func CopyRows(dst []float32, stride int, src []float32, base int, offs []int, n int) {
+	rows := len(offs)
+	if rows == 0 || n <= 0 {
+		return
+	}
+	if base < 0 || offs[0] < 0 || base+offs[rows-1]+n > len(src) || (rows-1)*stride+n > len(dst) || stride < 0 {
+		panic("kernel: CopyRows out of range")
+	}
+	if hasAVX2FMA && n >= 4 && n <= 16 {
+		copyRowsAVX(&dst[0], stride, &src[base], &offs[0], rows, n)
+		return
+	}
+	for p, o := range offs {
+		copy(dst[p*stride:p*stride+n], src[base+o:base+o+n])
+	}
+}
+
+// DepthwiseSlack is how many values past the end of its padded input plane Depthwise3x3 may
+// read (and ignore).
+const DepthwiseSlack = 16
+
+// Depthwise3x3 computes one output plane (oh x ow) of a 3x3 convolution with stride 1 over
+// one zero-padded input plane x with row stride pw (so pw >= ow+2 and x holds oh+2 rows),
+// plus bias: dst[y*ow+i] = bias + sum over kh, kw of w[kh*3+kw] * x[(y+kh)*pw+i+kw]. x must
+// extend DepthwiseSlack values past its last row.
+func Depthwise3x3(dst, x []float32, w *[9]float32, bias float32, oh, ow, pw int) {
+	if oh <= 0 || ow <= 0 {
+		return
+	}
+	if pw < ow+2 || len(dst) < oh*ow || len(x) < (oh+2)*pw+DepthwiseSlack {
+		panic("kernel: Depthwise3x3 out of range")
+	}
+	if hasAVX2FMA {
+		depthwise3x3AVX(&dst[0], &x[0], w, bias, oh, ow, pw)
+		return
+	}
+	w0, w1, w2, w3, w4, w5, w6, w7, w8 := w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+	for y := 0; y < oh; y++ {
+		r0 := x[y*pw : y*pw+ow+2]
+		r1 := x[(y+1)*pw : (y+1)*pw+ow+2]
+		r2 := x[(y+2)*pw : (y+2)*pw+ow+2]
+		row := dst[y*ow : (y+1)*ow]
+		for i := range row {
+			a, b, c := r0[i:i+3], r1[i:i+3], r2[i:i+3]
+			row[i] = bias + (w0*a[0] + w1*a[1] + w2*a[2]) + (w3*b[0] + w4*b[1] + w5*b[2]) +
+				(w6*c[0] + w7*c[1] + w8*c[2])
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package kernel
+
+import (
+	"math"
+	"math/rand"
+	"testing"
+)
+
+func TestVectorOps(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	nan := float32(math.NaN())
+	for n := 0; n < 70; n++ {
+		src := randSlice(rng, n)
+		y := randSlice(rng, n)
+		if n > 3 {
+			src[3] = nan
+		}
+		got := make([]float32, n+1)
+		got[n] = 42
+		ScaleShift(got, src, 1.5, -0.25)
+		for i, v := range src {
+			if w := v*1.5 - 0.25; got[i] != w && !(w != w && got[i] != got[i]) && math.Abs(float64(got[i]-w)) > 1e-6 {
+				t.Fatalf("ScaleShift n=%d [%d] = %v, want %v", n, i, got[i], w)
+			}
+		}
+		for _, hi := range []float32{Inf, 6, 0.5} {
+			Clamp(got, src, 0, hi)
+			for i, v := range src {
+				w := min(max(v, 0), hi)
+				if got[i] != w && !(w != w && got[i] != got[i]) {
+					t.Fatalf("Clamp(hi=%v) n=%d [%d] = %v, want %v", hi, n, i, got[i], w)
+				}
+			}
+		}
+		Add(got, src, y)
+		for i, v := range src {
+			if w := v + y[i]; got[i] != w && !(w != w && got[i] != got[i]) {
+				t.Fatalf("Add n=%d [%d] = %v, want %v", n, i, got[i], w)
+			}
+		}
+		if got[n] != 42 {
+			t.Fatalf("n=%d: wrote past the end", n)
+		}
+	}
+}
+
+func TestCopyRows(t *testing.T) {
+	rng := rand.New(rand.NewSource(6))
+	src := randSlice(rng, 500)
+	for n := 1; n <= 20; n++ {
+		offs := []int{0, 3, 17, 40, 41, 100, 200}
+		const stride, base = 21, 5
+		dst := make([]float32, len(offs)*stride)
+		CopyRows(dst, stride, src, base, offs, n)
+		for p, o := range offs {
+			for j := 0; j < stride; j++ {
+				want := float32(0)
+				if j < n {
+					want = src[base+o+j]
+				}
+				if dst[p*stride+j] != want {
+					t.Fatalf("n=%d row %d col %d: %v, want %v", n, p, j, dst[p*stride+j], want)
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		f    func()
+	}{
+		{"src", func() { CopyRows(make([]float32, 100), 10, src, 0, []int{0, 495}, 8) }},
+		{"dst", func() { CopyRows(make([]float32, 15), 10, src, 0, []int{0, 1}, 8) }},
+		{"negative", func() { CopyRows(make([]float32, 100), 10, src, 0, []int{-1, 1}, 8) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s out of range: no panic", c.name)
+				}
+			}()
+			c.f()
+		}()
+	}
+}
+
+func TestDepthwise3x3(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	var w [9]float32
+	copy(w[:], randSlice(rng, 9))
+	for oh := 1; oh < 6; oh++ {
+		for ow := 1; ow < 30; ow++ {
+			pw := ow + 2 + oh%3
+			x := randSlice(rng, (oh+2)*pw+DepthwiseSlack)
+			dst := make([]float32, oh*ow+1)
+			dst[oh*ow] = 42
+			Depthwise3x3(dst, x, &w, 0.5, oh, ow, pw)
+			for y := 0; y < oh; y++ {
+				for i := 0; i < ow; i++ {
+					want := 0.5
+					for kh := 0; kh < 3; kh++ {
+						for kw := 0; kw < 3; kw++ {
+							want += float64(w[kh*3+kw]) * float64(x[(y+kh)*pw+i+kw])
+						}
+					}
+					if got := dst[y*ow+i]; math.Abs(float64(got)-want) > 1e-5 {
+						t.Fatalf("oh=%d ow=%d (%d,%d): %v, want %v", oh, ow, y, i, got, want)
+					}
+				}
+			}
+			if dst[oh*ow] != 42 {
+				t.Fatalf("oh=%d ow=%d: wrote past the plane", oh, ow)
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("short input: no panic")
+		}
+	}()
+	Depthwise3x3(make([]float32, 4), make([]float32, 16), &w, 0, 2, 2, 4)
+}

@@ -1,0 +1,187 @@
+package search
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/c-bata/goptuna"
+
+	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/prune"
+)
+
+// TrialResult is one stored trial, decoded.
+type TrialResult struct {
+	Number int           `json:"number"`
+	State  string        `json:"state"` // complete, pruned (stopped early), fail, running, waiting
+	Value  float64       `json:"value"`
+	Plan   prune.Plan    `json:"plan,omitempty"`
+	Metric *eval.Metrics `json:"metrics,omitempty"`
+	Steps  int           `json:"steps"`
+	Wall   time.Duration `json:"wall_ns"`
+	Worker string        `json:"worker,omitempty"`
+	Error  string        `json:"error,omitempty"`
+	Pareto bool          `json:"pareto,omitempty"` // on the accuracy-vs-latency front
+}
+
+// Summary is a study as read back from storage.
+type Summary struct {
+	Study  string         `json:"study"`
+	Dense  eval.Metrics   `json:"dense"`
+	Groups []prune.Group  `json:"groups"`
+	Trials []TrialResult  `json:"trials"`
+	Best   *TrialResult   `json:"best,omitempty"`
+	Counts map[string]int `json:"counts"`
+}
+
+// Summarize reads a study from storage: every trial with its raw metrics, the best
+// finished trial, and the Pareto front of accuracy against latency.
+func Summarize(store *Storage, name string) (*Summary, error) {
+	id, err := store.GetStudyIDFromName(name)
+	if err != nil {
+		names := []string{}
+		if all, err := store.GetAllStudySummaries(); err == nil {
+			for _, s := range all {
+				names = append(names, s.Name)
+			}
+		}
+		return nil, fmt.Errorf("no study %q in %s (studies: %s)", name, redact(store.URL), strings.Join(names, ", "))
+	}
+	attrs, err := store.GetStudyUserAttrs(id)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{Study: name, Counts: map[string]int{}}
+	if err := json.Unmarshal([]byte(attrs[studyAttrDense]), &sum.Dense); err != nil {
+		return nil, fmt.Errorf("study %q was not made by autoprune (no dense measurements)", name)
+	}
+	_ = json.Unmarshal([]byte(attrs[studyAttrGroups]), &sum.Groups)
+	ts, err := store.GetAllTrials(id)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ts {
+		r := decodeTrial(t)
+		sum.Counts[r.State]++
+		sum.Trials = append(sum.Trials, r)
+	}
+	sort.Slice(sum.Trials, func(i, j int) bool { return sum.Trials[i].Number < sum.Trials[j].Number })
+	markPareto(sum.Trials)
+	for i := range sum.Trials {
+		t := &sum.Trials[i]
+		if t.State == "complete" && (sum.Best == nil || t.Value > sum.Best.Value) {
+			sum.Best = t
+		}
+	}
+	return sum, nil
+}
+
+func decodeTrial(t goptuna.FrozenTrial) TrialResult {
+	r := TrialResult{Number: t.Number, Value: t.Value, Worker: t.UserAttrs[attrWorker], Error: t.UserAttrs[attrError]}
+	switch t.State {
+	case goptuna.TrialStateComplete:
+		r.State = "complete"
+	case goptuna.TrialStatePruned:
+		r.State = "pruned"
+	case goptuna.TrialStateFail:
+		r.State = "fail"
+	case goptuna.TrialStateRunning:
+		r.State = "running"
+	case goptuna.TrialStateWaiting:
+		r.State = "waiting"
+	}
+	if p := t.UserAttrs[attrPlan]; p != "" {
+		_ = json.Unmarshal([]byte(p), &r.Plan)
+	}
+	if m := t.UserAttrs[attrMetrics]; m != "" {
+		var mm eval.Metrics
+		if json.Unmarshal([]byte(m), &mm) == nil {
+			r.Metric = &mm
+		}
+	}
+	fmt.Sscan(t.UserAttrs[attrSteps], &r.Steps)
+	var ms int64
+	fmt.Sscan(t.UserAttrs[attrWall], &ms)
+	r.Wall = time.Duration(ms) * time.Millisecond
+	return r
+}
+
+// markPareto flags the complete trials that no other complete trial beats on both accuracy
+// (higher) and relative latency (lower).
+func markPareto(ts []TrialResult) {
+	for i := range ts {
+		a := &ts[i]
+		if a.State != "complete" || a.Metric == nil {
+			continue
+		}
+		a.Pareto = true
+		for j := range ts {
+			b := &ts[j]
+			if i == j || b.State != "complete" || b.Metric == nil {
+				continue
+			}
+			if b.Metric.Accuracy >= a.Metric.Accuracy && b.Metric.RelLatency <= a.Metric.RelLatency &&
+				(b.Metric.Accuracy > a.Metric.Accuracy || b.Metric.RelLatency < a.Metric.RelLatency) {
+				a.Pareto = false
+				break
+			}
+		}
+	}
+}
+
+// Write prints the summary as tables: counts, the dense model, the Pareto front and the
+// best trial with its plan.
+func (s *Summary) Write(w io.Writer) error {
+	fmt.Fprintf(w, "study %s: %d complete, %d stopped early, %d failed, %d running, %d waiting\n\n",
+		s.Study, s.Counts["complete"], s.Counts["pruned"], s.Counts["fail"], s.Counts["running"], s.Counts["waiting"])
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "trial\tscore\tval acc %\tlatency ms\tspeed-up\tMACs %\tparams\tbytes\t")
+	row := func(label string, score string, m eval.Metrics) {
+		speed := "-"
+		if m.RelLatency > 0 {
+			speed = fmt.Sprintf("%.2fx", 1/m.RelLatency)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.3f\t%s\t%.1f\t%d\t%d\t\n", label, score, 100*m.Accuracy,
+			float64(m.Latency.Median)/1e6, speed, 100*float64(m.MACs)/float64(max(s.Dense.MACs, 1)), m.Params, m.Bytes)
+	}
+	row("dense", "-", s.Dense)
+	for _, t := range s.Trials {
+		if t.Pareto {
+			label := fmt.Sprintf("%d", t.Number)
+			if s.Best != nil && t.Number == s.Best.Number {
+				label += " (best)"
+			}
+			row(label, fmt.Sprintf("%.4f", t.Value), *t.Metric)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "(rows: the dense model, then the accuracy-vs-latency Pareto front of complete trials)")
+	if s.Best != nil {
+		fmt.Fprintf(w, "\nbest trial %d, plan (ratio of channels removed per group):\n", s.Best.Number)
+		names := make([]string, 0, len(s.Best.Plan))
+		for n := range s.Best.Plan {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "  %-20s %.2f\n", n, s.Best.Plan[n])
+		}
+	}
+	var fails []string
+	for _, t := range s.Trials {
+		if t.State == "fail" && t.Error != "" {
+			fails = append(fails, fmt.Sprintf("  trial %d: %s", t.Number, t.Error))
+		}
+	}
+	if len(fails) > 0 {
+		fmt.Fprintf(w, "\nfailed trials:\n%s\n", strings.Join(fails, "\n"))
+	}
+	return nil
+}

@@ -1,0 +1,968 @@
+// Package search runs a pruning search: a goptuna study proposes a pruning ratio for every
+// prunable group; each candidate is pruned for real, its batch norms recalibrated, briefly
+// fine-tuned with knowledge distillation from the dense model, scored for validation
+// accuracy and measured latency, and ranked by an objective. Studies live in a SQLite file
+// or a PostgreSQL database, resume after a crash and can be shared by many workers.
+package search
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/c-bata/goptuna"
+	"github.com/c-bata/goptuna/cmaes"
+	"github.com/c-bata/goptuna/medianstopping"
+	"github.com/c-bata/goptuna/successivehalving"
+	"github.com/c-bata/goptuna/tpe"
+
+	"github.com/autoprune/autoprune/config"
+	"github.com/autoprune/autoprune/data"
+	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/objectives"
+	"github.com/autoprune/autoprune/prune"
+	"github.com/autoprune/autoprune/train"
+)
+
+// Trial attribute keys: everything raw is stored so reports can re-score without retraining.
+const (
+	attrPlan      = "plan"      // JSON prune.Plan
+	attrMetrics   = "metrics"   // JSON eval.Metrics
+	attrSteps     = "steps"     // fine-tuning steps done
+	attrWall      = "wall_ms"   // trial wall time
+	attrWorker    = "worker"    // who ran it
+	attrError     = "error"     // why it failed
+	attrHeartbeat = "heartbeat" // unix ms, refreshed while running (system attribute)
+	attrRetryOf   = "retry_of"  // number of the stale trial this one retries
+
+	studyAttrDense  = "dense"  // JSON eval.Metrics of the base model
+	studyAttrGroups = "groups" // JSON []prune.Group searched
+	studyAttrConfig = "config" // config file path
+)
+
+// Options customise a search beyond its config; zero values take the config's choices.
+type Options struct {
+	Objective objectives.Objective // replaces [objective]
+	Meter     eval.Meter           // replaces [latency]; relative latency is then candidate/dense medians
+	Log       io.Writer            // progress lines; default os.Stderr
+	Worker    string               // label stored on trials; default host:pid
+	Lease     time.Duration        // a RUNNING trial without a heartbeat for this long is stale; default 2m
+}
+
+// Search is an open study with its data, base model and measuring set-up.
+type Search struct {
+	cfg   *config.Config
+	opts  Options
+	log   io.Writer
+	store *Storage
+	study *goptuna.Study
+
+	base     *nn.Model
+	groups   []prune.Group
+	space    map[string]interface{}
+	crit     prune.Criterion
+	trainSet *data.Dataset // fine-tuning samples (held out from validation)
+	valSet   *data.Dataset
+	testSet  *data.Dataset
+	teacher  []float32 // base-model logits for trainSet, computed once
+	obj      objectives.Objective
+	meter    eval.Meter // nil: local interleaved measurement
+	dense    eval.Metrics
+	seed     int64
+
+	latMu    sync.Mutex
+	latCache map[string]latEntry
+}
+
+type latEntry struct {
+	lat eval.Latency
+	rel float64
+}
+
+// Open prepares a search: loads the data, loads (or trains once and caches) the base
+// model, computes the teacher logits, measures the dense model, and creates or resumes the
+// study in its storage.
+func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error) {
+	s := &Search{cfg: cfg, opts: opts, log: opts.Log, latCache: map[string]latEntry{}}
+	if s.log == nil {
+		s.log = os.Stderr
+	}
+	if s.opts.Lease <= 0 {
+		s.opts.Lease = 2 * time.Minute
+	}
+	if s.opts.Worker == "" {
+		host, _ := os.Hostname()
+		s.opts.Worker = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if err := s.loadData(); err != nil {
+		return nil, err
+	}
+	if err := s.loadBase(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.buildSpace(); err != nil {
+		return nil, err
+	}
+	if err := s.buildObjective(); err != nil {
+		return nil, err
+	}
+	if err := s.measureDense(ctx); err != nil {
+		return nil, err
+	}
+	s.teacher = logits(s.base, s.trainSet)
+	if err := s.openStudy(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the storage.
+func (s *Search) Close() error {
+	if s.store != nil {
+		return s.store.Close()
+	}
+	return nil
+}
+
+// Base returns the dense base model.
+func (s *Search) Base() *nn.Model { return s.base }
+
+// Groups returns the searched groups.
+func (s *Search) Groups() []prune.Group { return s.groups }
+
+// Dense returns the measurements of the dense base model.
+func (s *Search) Dense() eval.Metrics { return s.dense }
+
+func (s *Search) logf(format string, args ...any) {
+	fmt.Fprintf(s.log, format+"\n", args...)
+}
+
+func (s *Search) loadData() error {
+	d := s.cfg.Data
+	full, test, err := data.Load(d.Dataset, s.cfg.Resolve(d.Dir))
+	if err != nil {
+		return fmt.Errorf("config %s: [data]: %w", s.cfg.Path, err)
+	}
+	frac := float64(d.ValSamples) / float64(full.N)
+	tr, val, err := full.Split(frac, s.cfg.Study.Seed)
+	if err != nil {
+		return fmt.Errorf("config %s: data.val_samples: %w", s.cfg.Path, err)
+	}
+	if d.TrainSamples > 0 {
+		tr = tr.Head(d.TrainSamples)
+	}
+	if s.cfg.Finetune.ValSamples > 0 {
+		val = val.Head(s.cfg.Finetune.ValSamples)
+	}
+	s.trainSet, s.valSet, s.testSet = tr, val, test
+	return nil
+}
+
+// loadBase loads the model file, or trains the zoo model once on the training part (the
+// validation samples stay unseen) and saves it there for the next run.
+func (s *Search) loadBase(ctx context.Context) error {
+	path := s.cfg.Resolve(s.cfg.Model.File)
+	if _, err := os.Stat(path); err == nil {
+		m, err := nn.Load(path)
+		if err != nil {
+			return err
+		}
+		s.base = m
+		s.logf("base model %s loaded from %s", m.Name, path)
+		return nil
+	}
+	if s.cfg.Model.Zoo == "" {
+		return fmt.Errorf("config %s: model.file %s does not exist and model.zoo is not set", s.cfg.Path, path)
+	}
+	shape := nn.Shape{C: s.trainSet.C, H: s.trainSet.H, W: s.trainSet.W}
+	m, err := zoo.Build(s.cfg.Model.Zoo, shape, s.trainSet.Classes, s.cfg.Study.Seed)
+	if err != nil {
+		return fmt.Errorf("config %s: model.zoo: %w", s.cfg.Path, err)
+	}
+	s.logf("training base model %s on %d samples for %d epoch(s) (cached in %s)", m.Name, s.trainSet.N, s.cfg.Model.TrainEpochs, path)
+	start := time.Now()
+	m, _, err = train.Train(ctx, m, s.trainSet, train.Config{
+		Epochs: s.cfg.Model.TrainEpochs, BatchSize: 64, Schedule: "cosine", Seed: s.cfg.Study.Seed, LogEvery: 200,
+		Progress: func(p train.Progress) {
+			s.logf("  epoch %d/%d step %d/%d loss %.4f (%.0f img/s)", p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("training the base model: %w", err)
+	}
+	if err := nn.Save(path, m); err != nil {
+		return err
+	}
+	s.logf("base model trained in %s, saved to %s", time.Since(start).Round(time.Second), path)
+	s.base = m
+	return nil
+}
+
+func (s *Search) buildSpace() error {
+	gs, err := prune.Groups(s.base)
+	if err != nil {
+		return err
+	}
+	p := s.cfg.Prune
+	include := map[string]bool{}
+	for _, n := range p.Include {
+		include[n] = true
+	}
+	exclude := map[string]bool{}
+	for _, n := range p.Exclude {
+		exclude[n] = true
+	}
+	known := map[string]bool{}
+	for _, g := range gs {
+		known[g.Name] = true
+	}
+	for _, n := range append(append([]string(nil), p.Include...), p.Exclude...) {
+		if !known[n] {
+			return fmt.Errorf("config %s: prune.include/exclude: unknown group %q (groups: %s)", s.cfg.Path, n, groupNames(gs))
+		}
+	}
+	bounds := map[string]float64{}
+	if p.Sensitivity != "" {
+		rep, err := loadSensitivity(s.cfg.Resolve(p.Sensitivity))
+		if err != nil {
+			return fmt.Errorf("config %s: prune.sensitivity: %w", s.cfg.Path, err)
+		}
+		bounds = rep.MaxRatios(p.MaxDrop)
+	}
+	s.space = map[string]interface{}{}
+	for _, g := range gs {
+		if (len(include) > 0 && !include[g.Name]) || exclude[g.Name] {
+			continue
+		}
+		hi := p.MaxRatio
+		if b, ok := bounds[g.Name]; ok {
+			hi = math.Min(hi, b)
+		}
+		if hi <= p.MinRatio {
+			continue // the sensitivity analysis says: leave it alone
+		}
+		if p.Step > 0 {
+			hi = p.MinRatio + math.Floor((hi-p.MinRatio)/p.Step+1e-9)*p.Step
+			if hi <= p.MinRatio {
+				continue
+			}
+			s.space[g.Name] = goptuna.DiscreteUniformDistribution{Low: p.MinRatio, High: hi, Q: p.Step}
+		} else {
+			s.space[g.Name] = goptuna.UniformDistribution{Low: p.MinRatio, High: hi}
+		}
+		s.groups = append(s.groups, g)
+	}
+	if len(s.groups) == 0 {
+		return fmt.Errorf("config %s: [prune]: no group left to search", s.cfg.Path)
+	}
+	crit, err := prune.NewCriterion(p.Criterion, s.cfg.Study.Seed)
+	if err != nil {
+		return fmt.Errorf("config %s: prune.criterion: %w", s.cfg.Path, err)
+	}
+	s.crit = crit
+	return nil
+}
+
+func loadSensitivity(path string) (*prune.SensitivityReport, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep prune.SensitivityReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("%s: not a sensitivity report: %w", path, err)
+	}
+	return &rep, nil
+}
+
+func groupNames(gs []prune.Group) string {
+	var out []byte
+	for i, g := range gs {
+		if i > 0 {
+			out = append(out, ", "...)
+		}
+		out = append(out, g.Name...)
+	}
+	return string(out)
+}
+
+func (s *Search) buildObjective() error {
+	if s.opts.Objective != nil {
+		s.obj = s.opts.Objective
+		return nil
+	}
+	o := s.cfg.Objective
+	var p objectives.Params
+	if o.Target != "" {
+		t, err := objectives.ParseTarget(o.Target)
+		if err != nil {
+			return fmt.Errorf("config %s: objective.target: %w", s.cfg.Path, err)
+		}
+		p.Target = t
+	}
+	if o.Weight != nil {
+		p.Weight, p.HasWeight = *o.Weight, true
+	}
+	p.Bytes, p.SizeWeight, p.HasSizeWeight = o.MaxBytes, o.SizeWeight, o.SizeWeight != 0
+	obj, err := objectives.New(o.Kind, p)
+	if err != nil {
+		return fmt.Errorf("config %s: objective: %w", s.cfg.Path, err)
+	}
+	s.obj = obj
+	return nil
+}
+
+// measureDense scores the base model: validation accuracy, latency, size.
+func (s *Search) measureDense(ctx context.Context) error {
+	meter, err := s.configuredMeter()
+	if err != nil {
+		return err
+	}
+	s.meter = meter
+	score, err := eval.Accuracy(ctx, s.base, s.valSet, 500, 1)
+	if err != nil {
+		return err
+	}
+	m, err := s.sizeMetrics(s.base)
+	if err != nil {
+		return err
+	}
+	m.Accuracy, m.Loss, m.RelLatency = score.Accuracy, score.Loss, 1
+	l := s.cfg.Latency
+	if s.meter != nil {
+		m.Latency, err = s.meter.Measure(ctx, s.base)
+	} else {
+		m.Latency, _, _, err = eval.Interleaved(ctx, s.base, s.base, l.Batch, l.Threads, l.Warmup, l.Runs)
+	}
+	if err != nil {
+		return fmt.Errorf("measuring the dense model: %w", err)
+	}
+	s.dense = m
+	s.logf("dense %s: validation accuracy %.2f %%, latency %s, %d params, %.2f M MACs",
+		s.base.Name, 100*m.Accuracy, m.Latency, m.Params, float64(m.MACs)/1e6)
+	return nil
+}
+
+// configuredMeter returns the meter for [latency], or nil for the local interleaved one.
+func (s *Search) configuredMeter() (eval.Meter, error) {
+	if s.opts.Meter != nil {
+		return s.opts.Meter, nil
+	}
+	l := s.cfg.Latency
+	switch l.Meter {
+	case "local":
+		return nil, nil
+	case "agent":
+		token := ""
+		if l.TokenEnv != "" {
+			token = os.Getenv(l.TokenEnv)
+		}
+		return &eval.RemoteMeter{URL: l.Agent, Token: token, Batch: l.Batch, Threads: l.Threads,
+			Warmup: l.Warmup, Runs: l.Runs, Timeout: l.Timeout.Duration, Retries: 3}, nil
+	case "lut":
+		t, err := eval.LoadLUT(s.cfg.Resolve(l.LUT))
+		if err != nil {
+			return nil, fmt.Errorf("config %s: latency.lut: %w", s.cfg.Path, err)
+		}
+		return &eval.LUTMeter{Table: t}, nil
+	case "macs":
+		return &eval.MACsMeter{NsPerMAC: 1}, nil
+	}
+	return nil, fmt.Errorf("config %s: latency.meter %q is not supported", s.cfg.Path, l.Meter)
+}
+
+// latency measures a candidate, from the cache when its architecture was seen before.
+func (s *Search) latency(ctx context.Context, m *nn.Model) (eval.Latency, float64, error) {
+	key := m.Hash()
+	s.latMu.Lock()
+	e, ok := s.latCache[key]
+	s.latMu.Unlock()
+	if ok {
+		return e.lat, e.rel, nil
+	}
+	var err error
+	if s.meter != nil {
+		e.lat, err = s.meter.Measure(ctx, m)
+		if err == nil && s.dense.Latency.Median > 0 {
+			e.rel = float64(e.lat.Median) / float64(s.dense.Latency.Median)
+		}
+	} else {
+		l := s.cfg.Latency
+		_, e.lat, e.rel, err = eval.Interleaved(ctx, s.base, m, l.Batch, l.Threads, l.Warmup, l.Runs)
+	}
+	if err != nil {
+		return eval.Latency{}, 0, err
+	}
+	s.latMu.Lock()
+	s.latCache[key] = e
+	s.latMu.Unlock()
+	return e.lat, e.rel, nil
+}
+
+func (s *Search) sizeMetrics(m *nn.Model) (eval.Metrics, error) {
+	params, macs, err := m.Totals()
+	if err != nil {
+		return eval.Metrics{}, err
+	}
+	var cw countingWriter
+	if err := nn.Encode(&cw, m); err != nil {
+		return eval.Metrics{}, err
+	}
+	return eval.Metrics{Params: params, MACs: macs, Bytes: cw.n}, nil
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
+
+// logits runs the model over a dataset once and returns all logits (N x classes).
+func logits(m *nn.Model, ds *data.Dataset) []float32 {
+	const batch = 500
+	ex, err := nn.NewExecutor(m, batch, nn.Options{Threads: 2})
+	if err != nil {
+		return nil
+	}
+	per := ds.C * ds.H * ds.W
+	classes := ex.OutputShape().Size()
+	out := make([]float32, 0, ds.N*classes)
+	buf := make([]float32, batch*per)
+	for start := 0; start < ds.N; start += batch {
+		n := min(batch, ds.N-start)
+		copy(buf, ds.Images[start*per:(start+n)*per])
+		clear(buf[n*per:])
+		y, err := ex.Forward(buf)
+		if err != nil {
+			return nil
+		}
+		out = append(out, y[:n*classes]...)
+	}
+	return out
+}
+
+// processSeed derives this process's sampler seed: the configured seed for the process
+// that creates the study (so one worker reproduces a study), mixed with the number of
+// trials already stored and the worker label otherwise (so a resumed or second worker does
+// not repeat the first points).
+func processSeed(seed int64, existing int, creator bool, worker string) int64 {
+	if creator && existing == 0 {
+		return seed
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d/%s/%d", seed, existing, worker, time.Now().UnixNano())
+	return int64(h.Sum64() & math.MaxInt64)
+}
+
+func (s *Search) openStudy() error {
+	store, err := OpenStorage(s.cfg.Resolve(s.cfg.Study.Storage))
+	if err != nil {
+		return err
+	}
+	s.store = store
+	name := s.cfg.Study.Name
+	_, lookErr := store.GetStudyIDFromName(name)
+	creator := lookErr != nil
+	existing := 0
+	if !creator {
+		id, _ := store.GetStudyIDFromName(name)
+		if ts, err := store.GetAllTrials(id); err == nil {
+			existing = len(ts)
+		}
+	}
+	s.seed = processSeed(s.cfg.Study.Seed, existing, creator, s.opts.Worker)
+	opts := []goptuna.StudyOption{
+		goptuna.StudyOptionStorage(store),
+		goptuna.StudyOptionDirection(goptuna.StudyDirectionMaximize),
+		goptuna.StudyOptionLogger(nil),
+		goptuna.StudyOptionLoadIfExists(true),
+	}
+	switch s.cfg.Study.Sampler {
+	case "tpe":
+		opts = append(opts, goptuna.StudyOptionSampler(tpe.NewSampler(
+			tpe.SamplerOptionSeed(s.seed), tpe.SamplerOptionNumberOfStartupTrials(6))))
+	case "random":
+		opts = append(opts, goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))))
+	case "cmaes", "cmaes-ipop":
+		copts := []cmaes.SamplerOption{cmaes.SamplerOptionSeed(s.seed), cmaes.SamplerOptionNStartupTrials(0)}
+		if s.cfg.Study.Sampler == "cmaes-ipop" {
+			copts = append(copts, cmaes.SamplerOptionIPop(2))
+		}
+		opts = append(opts,
+			goptuna.StudyOptionRelativeSampler(cmaes.NewSampler(copts...)),
+			goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))),
+			goptuna.StudyOptionDefineSearchSpace(s.space))
+	}
+	switch s.cfg.Stopper.Kind {
+	case "median":
+		p := medianstopping.NewMedianPruner()
+		p.NStartUpTrials = s.cfg.Stopper.Startup
+		p.NWarmUpSteps = s.cfg.Stopper.MinRounds
+		opts = append(opts, goptuna.StudyOptionPruner(p))
+	case "successive-halving":
+		p, err := successivehalving.NewPruner(successivehalving.OptionMinResource(max(1, s.cfg.Stopper.MinRounds)), successivehalving.OptionReductionFactor(3))
+		if err != nil {
+			return err
+		}
+		opts = append(opts, goptuna.StudyOptionPruner(p))
+	}
+	study, err := goptuna.CreateStudy(name, opts...)
+	if err != nil {
+		return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
+	}
+	if study.Direction() != goptuna.StudyDirectionMaximize {
+		return fmt.Errorf("study %s in %s exists and minimises: not an autoprune study", name, redact(store.URL))
+	}
+	s.study = study
+	if creator {
+		if err := s.initStudy(); err != nil {
+			return err
+		}
+	} else if err := s.checkStudy(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// initStudy records the dense measurements and the searched groups, and enqueues the
+// uniform warm-start plans so the search can never report worse than uniform pruning.
+func (s *Search) initStudy() error {
+	dense, _ := json.Marshal(s.dense)
+	groups, _ := json.Marshal(s.groups)
+	for k, v := range map[string]string{studyAttrDense: string(dense), studyAttrGroups: string(groups), studyAttrConfig: s.cfg.Path} {
+		if err := s.study.SetUserAttr(k, v); err != nil {
+			return err
+		}
+	}
+	for _, r := range s.cfg.Study.Warmstart {
+		params := map[string]float64{}
+		for name, d := range s.space {
+			params[name] = clampToSpace(d, r)
+		}
+		if err := s.study.EnqueueTrial(params); err != nil {
+			return fmt.Errorf("enqueueing the uniform %.2f plan: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// checkStudy makes sure a resumed study searches the same groups.
+func (s *Search) checkStudy() error {
+	attrs, err := s.study.GetUserAttrs()
+	if err != nil {
+		return err
+	}
+	var stored []prune.Group
+	if err := json.Unmarshal([]byte(attrs[studyAttrGroups]), &stored); err != nil {
+		return fmt.Errorf("study %s exists but was not made by autoprune (no groups recorded)", s.cfg.Study.Name)
+	}
+	if groupNames(stored) != groupNames(s.groups) {
+		return fmt.Errorf("study %s searches groups [%s] but this config gives [%s]: use another study name or storage",
+			s.cfg.Study.Name, groupNames(stored), groupNames(s.groups))
+	}
+	return nil
+}
+
+func clampToSpace(d interface{}, r float64) float64 {
+	switch d := d.(type) {
+	case goptuna.DiscreteUniformDistribution:
+		v := d.Low + math.Floor((r-d.Low)/d.Q+1e-9)*d.Q
+		return math.Max(d.Low, math.Min(d.High, v))
+	case goptuna.UniformDistribution:
+		return math.Max(d.Low, math.Min(d.High, r))
+	}
+	return r
+}
+
+// Progress of the study, counted from storage.
+type Progress struct {
+	Complete, Pruned, Failed, Running, Waiting int
+}
+
+// Done is the number of finished evaluations: complete plus early-stopped trials.
+func (p Progress) Done() int { return p.Complete + p.Pruned }
+
+func (s *Search) progress() (Progress, []goptuna.FrozenTrial, error) {
+	ts, err := s.study.GetTrials()
+	if err != nil {
+		return Progress{}, nil, err
+	}
+	var p Progress
+	for _, t := range ts {
+		switch t.State {
+		case goptuna.TrialStateComplete:
+			p.Complete++
+		case goptuna.TrialStatePruned:
+			p.Pruned++
+		case goptuna.TrialStateFail:
+			p.Failed++
+		case goptuna.TrialStateRunning:
+			p.Running++
+		case goptuna.TrialStateWaiting:
+			p.Waiting++
+		}
+	}
+	return p, ts, nil
+}
+
+// reapStale marks RUNNING trials whose heartbeat is older than the lease as failed and
+// enqueues their plans again, so a killed worker loses no point of the search.
+func (s *Search) reapStale(ts []goptuna.FrozenTrial) (int, error) {
+	n := 0
+	for _, t := range ts {
+		if t.State != goptuna.TrialStateRunning {
+			continue
+		}
+		last := t.DatetimeStart
+		if hb, err := strconv.ParseInt(t.SystemAttrs[attrHeartbeat], 10, 64); err == nil {
+			last = time.UnixMilli(hb)
+		}
+		if time.Since(last) < s.opts.Lease {
+			continue
+		}
+		err := s.store.SetTrialState(t.ID, goptuna.TrialStateFail)
+		if errors.Is(err, goptuna.ErrTrialCannotBeUpdated) {
+			continue // another worker got there first
+		}
+		if err != nil {
+			return n, err
+		}
+		_ = s.store.SetTrialUserAttr(t.ID, attrError, fmt.Sprintf("stale: no heartbeat since %s (worker %s vanished)", last.Format(time.RFC3339), t.UserAttrs[attrWorker]))
+		if len(t.InternalParams) > 0 {
+			if err := s.study.EnqueueTrial(t.InternalParams); err != nil {
+				return n, err
+			}
+		}
+		n++
+		s.logf("trial %d was left running by a stopped worker: marked failed, plan enqueued again", t.Number)
+	}
+	return n, nil
+}
+
+// Run evaluates trials until the study holds the configured number of finished trials
+// (counting every worker's), the time limit passes, or ctx is cancelled. A failing trial is
+// recorded with its reason and the study goes on; storage errors and cancellation stop it.
+func (s *Search) Run(ctx context.Context) error {
+	start := time.Now()
+	limit := s.cfg.Study.TimeLimit.Duration
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p, ts, err := s.progress()
+		if err != nil {
+			return fmt.Errorf("reading the study: %w", err)
+		}
+		if reaped, err := s.reapStale(ts); err != nil {
+			return err
+		} else if reaped > 0 {
+			continue
+		}
+		if p.Done() >= s.cfg.Study.Trials {
+			s.logf("study %s: %d trials finished (%d complete, %d stopped early, %d failed)", s.cfg.Study.Name, p.Done(), p.Complete, p.Pruned, p.Failed)
+			return nil
+		}
+		if p.Done()+p.Running >= s.cfg.Study.Trials && p.Waiting == 0 {
+			// Other workers are finishing the last trials.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		if p.Failed > 2*s.cfg.Study.Trials+10 {
+			return fmt.Errorf("study %s: %d trials failed; see \"autoprune report\" for the reasons", s.cfg.Study.Name, p.Failed)
+		}
+		if limit > 0 && time.Since(start) > limit {
+			s.logf("time limit %s reached with %d of %d trials finished", limit, p.Done(), s.cfg.Study.Trials)
+			return nil
+		}
+		if err := s.runOne(ctx, p); err != nil {
+			return err
+		}
+	}
+}
+
+// runOne creates (or pops a waiting) trial and evaluates it.
+func (s *Search) runOne(ctx context.Context, p Progress) error {
+	id, err := s.popWaiting()
+	if err != nil {
+		return err
+	}
+	if id < 0 {
+		if id, err = s.store.CreateNewTrial(s.study.ID); err != nil {
+			return fmt.Errorf("creating a trial: %w", err)
+		}
+	}
+	trial := goptuna.Trial{Study: s.study, ID: id}
+	_ = s.store.SetTrialUserAttr(id, attrWorker, s.opts.Worker)
+	stopBeat := s.heartbeat(id)
+	defer stopBeat()
+	if err := trial.CallRelativeSampler(); err != nil {
+		return fmt.Errorf("sampler: %w", err)
+	}
+	number, _ := trial.Number()
+	started := time.Now()
+	value, m, steps, terr := s.evaluate(ctx, trial)
+	stopBeat()
+
+	if ctx.Err() != nil {
+		// Interrupted: mark failed and enqueue the plan again, so a rerun finishes it.
+		_ = s.store.SetTrialUserAttr(id, attrError, "interrupted")
+		_ = s.store.SetTrialState(id, goptuna.TrialStateFail)
+		if ft, err := s.store.GetTrial(id); err == nil && len(ft.InternalParams) > 0 {
+			_ = s.study.EnqueueTrial(ft.InternalParams)
+		}
+		return ctx.Err()
+	}
+	_ = s.store.SetTrialUserAttr(id, attrWall, strconv.FormatInt(time.Since(started).Milliseconds(), 10))
+	_ = s.store.SetTrialUserAttr(id, attrSteps, strconv.Itoa(steps))
+	if m != nil {
+		b, _ := json.Marshal(m)
+		_ = s.store.SetTrialUserAttr(id, attrMetrics, string(b))
+	}
+	state := goptuna.TrialStateComplete
+	switch {
+	case errors.Is(terr, goptuna.ErrTrialPruned):
+		state = goptuna.TrialStatePruned
+		if ft, err := s.store.GetTrial(id); err == nil {
+			if last, ok := ft.GetLatestStep(); ok {
+				value = ft.IntermediateValues[last]
+			}
+		}
+	case terr != nil:
+		state = goptuna.TrialStateFail
+		_ = s.store.SetTrialUserAttr(id, attrError, terr.Error())
+	}
+	if state != goptuna.TrialStateFail {
+		if err := s.store.SetTrialValue(id, value); err != nil {
+			return s.lostTrial(number, err)
+		}
+	}
+	if err := s.store.SetTrialState(id, state); err != nil {
+		return s.lostTrial(number, err)
+	}
+	done := p.Done()
+	if state != goptuna.TrialStateFail {
+		done++
+	}
+	s.logTrial(number, state, value, m, terr, done, time.Since(started))
+	return nil
+}
+
+func (s *Search) lostTrial(number int, err error) error {
+	if errors.Is(err, goptuna.ErrTrialCannotBeUpdated) {
+		s.logf("trial %d was declared stale by another worker while it ran; its result is dropped", number)
+		return nil
+	}
+	return fmt.Errorf("storing trial %d: %w", number, err)
+}
+
+func (s *Search) logTrial(number int, state goptuna.TrialState, value float64, m *eval.Metrics, err error, done int, wall time.Duration) {
+	switch {
+	case state == goptuna.TrialStateFail:
+		s.logf("[%d/%d] trial %d failed after %s: %v", done, s.cfg.Study.Trials, number, wall.Round(time.Millisecond), err)
+	case m != nil:
+		tag := ""
+		if state == goptuna.TrialStatePruned {
+			tag = " (stopped early)"
+		}
+		s.logf("[%d/%d] trial %d%s: score %.4f  acc %.2f %%  latency %.3f ms (%.2fx dense)  MACs %.0f %%  %s",
+			done, s.cfg.Study.Trials, number, tag, value, 100*m.Accuracy, float64(m.Latency.Median)/1e6,
+			m.RelLatency, 100*float64(m.MACs)/float64(max(s.dense.MACs, 1)), wall.Round(time.Millisecond))
+	}
+}
+
+// popWaiting claims an enqueued trial, or returns -1.
+func (s *Search) popWaiting() (int, error) {
+	ts, err := s.study.GetTrials()
+	if err != nil {
+		return -1, err
+	}
+	for _, t := range ts {
+		if t.State != goptuna.TrialStateWaiting {
+			continue
+		}
+		err := s.store.SetTrialState(t.ID, goptuna.TrialStateRunning)
+		if errors.Is(err, goptuna.ErrTrialCannotBeUpdated) {
+			continue
+		}
+		if err != nil {
+			return -1, err
+		}
+		return t.ID, nil
+	}
+	return -1, nil
+}
+
+// heartbeat refreshes the trial's heartbeat until the returned function is called.
+func (s *Search) heartbeat(id int) func() {
+	beat := func() {
+		_ = s.store.SetTrialSystemAttr(id, attrHeartbeat, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	}
+	beat()
+	done := make(chan struct{})
+	var once sync.Once
+	every := s.opts.Lease / 8
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				beat()
+			}
+		}
+	}()
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// Plan reads a trial's plan from its parameters.
+func (s *Search) plan(trial goptuna.Trial) (prune.Plan, error) {
+	p := prune.Plan{}
+	names := make([]string, 0, len(s.space))
+	for n := range s.space {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var v float64
+		var err error
+		switch d := s.space[n].(type) {
+		case goptuna.DiscreteUniformDistribution:
+			v, err = trial.SuggestDiscreteFloat(n, d.Low, d.High, d.Q)
+		case goptuna.UniformDistribution:
+			v, err = trial.SuggestFloat(n, d.Low, d.High)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("suggesting %s: %w", n, err)
+		}
+		p[n] = math.Round(v*1e6) / 1e6
+	}
+	return p, nil
+}
+
+// evaluate runs one trial: prune, recalibrate, measure latency, fine-tune in rounds
+// reporting the objective to the stopper, and score.
+func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *eval.Metrics, int, error) {
+	plan, err := s.plan(trial)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	pb, _ := json.Marshal(plan)
+	_ = s.store.SetTrialUserAttr(trial.ID, attrPlan, string(pb))
+	number, _ := trial.Number()
+	cand, err := prune.Structured(s.base, plan, s.crit)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	m, err := s.sizeMetrics(cand)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	m.Latency, m.RelLatency, err = s.latency(ctx, cand)
+	if err != nil {
+		return 0, &m, 0, fmt.Errorf("latency: %w", err)
+	}
+	f := s.cfg.Finetune
+	seed := s.cfg.Study.Seed*1000003 + int64(number)
+	tuned, steps, err := s.finetune(ctx, cand, f.Steps, f.Rounds, seed, func(round int, tm *nn.Model) error {
+		score, err := eval.Accuracy(ctx, tm, s.valSet, 500, 1)
+		if err != nil {
+			return err
+		}
+		m.Accuracy, m.Loss = score.Accuracy, score.Loss
+		v, err := s.obj.Score(m)
+		if err != nil {
+			return err
+		}
+		if round < f.Rounds && s.study.Pruner != nil {
+			return trial.ShouldPrune(round, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, &m, steps, err
+	}
+	_ = tuned
+	v, err := s.obj.Score(m)
+	if err != nil {
+		return 0, &m, steps, err
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, &m, steps, fmt.Errorf("objective %s gave %v", s.obj.Name(), v)
+	}
+	return v, &m, steps, nil
+}
+
+// finetune recalibrates batch norms, then fine-tunes with distillation from the base model
+// for steps optimizer steps split in rounds, calling onRound with the current model after
+// each round (an error from onRound, such as a stop, ends the fine-tuning).
+func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, seed int64, onRound func(round int, m *nn.Model) error) (*nn.Model, int, error) {
+	f := s.cfg.Finetune
+	var err error
+	if f.BNBatches > 0 {
+		if m, err = train.RecalibrateBN(ctx, m, s.trainSet, f.BNBatches, f.Batch, seed); err != nil {
+			return nil, 0, fmt.Errorf("batch-norm recalibration: %w", err)
+		}
+	}
+	if steps == 0 {
+		return m, 0, onRound(rounds, m)
+	}
+	cfg := train.Config{
+		Steps: steps, BatchSize: f.Batch, LR: f.LR, Schedule: "cosine", Seed: seed,
+		Temperature: f.Temperature, DistillWeight: f.DistillWeight,
+	}
+	tr, err := train.NewTrainer(m, f.Batch, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer tr.Close()
+	classes := len(s.teacher) / s.trainSet.N
+	teach := make([]float32, f.Batch*classes)
+	b := data.NewBatcher(s.trainSet, f.Batch, true, seed, true)
+	done, epoch := 0, int64(0)
+	for r := 1; r <= rounds; r++ {
+		until := steps * r / rounds
+		for done < until {
+			if err := ctx.Err(); err != nil {
+				return nil, done, err
+			}
+			batch, ok := b.Next()
+			if !ok {
+				epoch++
+				b.Reset(seed + epoch)
+				continue
+			}
+			for j, i := range batch.Index {
+				copy(teach[j*classes:(j+1)*classes], s.teacher[i*classes:(i+1)*classes])
+			}
+			loss, err := tr.StepDistill(batch.Images, batch.Labels, teach)
+			if err != nil {
+				return nil, done, err
+			}
+			if math.IsNaN(loss) || math.IsInf(loss, 0) {
+				return nil, done, fmt.Errorf("fine-tuning diverged at step %d (loss %v)", done+1, loss)
+			}
+			done++
+		}
+		cur := tr.Model()
+		if err := onRound(r, cur); err != nil {
+			return cur, done, err
+		}
+		m = cur
+	}
+	return m, done, nil
+}

@@ -1,0 +1,472 @@
+package search
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/c-bata/goptuna"
+
+	"github.com/autoprune/autoprune/config"
+	"github.com/autoprune/autoprune/data"
+	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/train"
+)
+
+// Worker processes for the crash and multi-worker tests re-run this test binary with
+// these variables set.
+const (
+	envWorkerConfig = "AUTOPRUNE_TEST_WORKER_CONFIG"
+	envWorkerLease  = "AUTOPRUNE_TEST_WORKER_LEASE"
+)
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(envWorkerConfig); path != "" {
+		os.Exit(worker(path))
+	}
+	os.Exit(m.Run())
+}
+
+// worker runs one search process on a config, like "autoprune search --no-final".
+func worker(path string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	lease, _ := time.ParseDuration(os.Getenv(envWorkerLease))
+	s, err := Open(ctx, cfg, Options{Lease: lease})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer s.Close()
+	if err := s.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if errors.Is(err, context.Canceled) {
+			return 130
+		}
+		return 1
+	}
+	return 0
+}
+
+var (
+	baseOnce sync.Once
+	baseFile string
+	baseErr  error
+)
+
+// baseModel trains a small MLP once per test binary on the training part of MNIST and
+// saves it, so tests share one base model.
+func baseModel(t *testing.T) string {
+	t.Helper()
+	baseOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "autoprune-search-test")
+		if err != nil {
+			baseErr = err
+			return
+		}
+		full, _, err := data.LoadMNIST()
+		if err != nil {
+			baseErr = err
+			return
+		}
+		tr, _, _ := full.Split(5000.0/60000, 1)
+		m, err := zoo.Build("mlp", nn.Shape{C: 1, H: 28, W: 28}, 10, 1)
+		if err != nil {
+			baseErr = err
+			return
+		}
+		m, _, err = train.Train(context.Background(), m, tr, train.Config{Steps: 300, LR: 2e-3, Seed: 1})
+		if err != nil {
+			baseErr = err
+			return
+		}
+		baseFile = filepath.Join(dir, "mlp.safetensors")
+		baseErr = nn.Save(baseFile, m)
+	})
+	if baseErr != nil {
+		t.Fatal(baseErr)
+	}
+	return baseFile
+}
+
+// writeConfig writes a small, fast study config and returns its path.
+func writeConfig(t *testing.T, dir, name, storage string, trials int, extra string) string {
+	t.Helper()
+	src := fmt.Sprintf(`
+[study]
+name = %q
+storage = %q
+sampler = "tpe"
+trials = %d
+seed = 7
+
+[model]
+file = %q
+
+[data]
+dataset = "mnist"
+val_samples = 1000
+train_samples = 4000
+
+[prune]
+max_ratio = 0.8
+step = 0.1
+
+[finetune]
+steps = 12
+batch = 32
+rounds = 2
+val_samples = 500
+
+[latency]
+runs = 5
+warmup = 1
+
+[stopper]
+kind = "none"
+%s
+`, name, storage, trials, baseModel(t), extra)
+	path := filepath.Join(dir, name+".toml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func openSearch(t *testing.T, path string) *Search {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), cfg, Options{Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// checkStudy asserts the invariants every finished study must hold: the wanted number of
+// finished trials, unique trial numbers, nothing left running or waiting.
+func checkStudy(t *testing.T, store *Storage, name string, want int) *Summary {
+	t.Helper()
+	sum, err := Summarize(store, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, tr := range sum.Trials {
+		if seen[tr.Number] {
+			t.Errorf("trial number %d appears twice", tr.Number)
+		}
+		seen[tr.Number] = true
+	}
+	for i := 0; i < len(sum.Trials); i++ {
+		if !seen[i] {
+			t.Errorf("trial number %d is missing", i)
+		}
+	}
+	done := sum.Counts["complete"] + sum.Counts["pruned"]
+	if done < want || done > want+1 {
+		t.Errorf("%d finished trials, want %d (counts %v)", done, want, sum.Counts)
+	}
+	if sum.Counts["running"] != 0 || sum.Counts["waiting"] != 0 {
+		t.Errorf("trials left unfinished: %v", sum.Counts)
+	}
+	return sum
+}
+
+func TestSearchEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains and fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "e2e", "e2e.db", 5, "")
+	s := openSearch(t, path)
+	if len(s.Groups()) != 2 {
+		t.Fatalf("groups %v", s.Groups())
+	}
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sum := checkStudy(t, s.store, "e2e", 5)
+	// The warm-start plans come first: uniform 0.25 (snapped to the 0.1 grid) and 0.5.
+	for i, want := range []float64{0.2, 0.5} {
+		for g, r := range sum.Trials[i].Plan {
+			if r != want {
+				t.Errorf("trial %d: group %s ratio %v, want uniform %v", i, g, r, want)
+			}
+		}
+	}
+	for _, tr := range sum.Trials {
+		m := tr.Metric
+		if tr.State != "complete" || m == nil {
+			t.Fatalf("trial %d: %s %s", tr.Number, tr.State, tr.Error)
+		}
+		if m.Accuracy < 0.5 || m.RelLatency <= 0 || m.MACs >= s.Dense().MACs || m.Bytes <= 0 || tr.Steps != 12 {
+			t.Errorf("trial %d: implausible metrics %+v (steps %d)", tr.Number, m, tr.Steps)
+		}
+	}
+	if sum.Best == nil {
+		t.Fatal("no best trial")
+	}
+	// Resuming with more trials completes the total; the first ones are not repeated.
+	cfg, _ := config.Load(path)
+	cfg.Study.Trials = 7
+	s2, err := Open(context.Background(), cfg, Options{Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if err := s2.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkStudy(t, s2.store, "e2e", 7)
+	// Final fine-tuning and export.
+	cfg.Final.Steps = 30
+	res, err := s2.Finalize(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TestAcc < 0.5 || res.Metrics.MACs >= res.Dense.MACs {
+		t.Errorf("final: %+v", res)
+	}
+	if _, err := nn.Load(res.ModelPath); err != nil {
+		t.Errorf("saved model: %v", err)
+	}
+	if b, err := os.ReadFile(res.PlanPath); err != nil || !strings.Contains(string(b), "[ratios]") {
+		t.Errorf("saved plan: %v %q", err, b)
+	}
+}
+
+func TestSameSeedSameTrials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains and fine-tunes models")
+	}
+	var plans [2][]string
+	var accs [2][]float64
+	for i := range plans {
+		dir := t.TempDir()
+		s := openSearch(t, writeConfig(t, dir, "det", "det.db", 4, ""))
+		if err := s.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		sum := checkStudy(t, s.store, "det", 4)
+		for _, tr := range sum.Trials {
+			plans[i] = append(plans[i], fmt.Sprint(tr.Plan))
+			accs[i] = append(accs[i], tr.Metric.Accuracy)
+		}
+	}
+	if fmt.Sprint(plans[0]) != fmt.Sprint(plans[1]) || fmt.Sprint(accs[0]) != fmt.Sprint(accs[1]) {
+		t.Errorf("same seed, different studies:\n%v %v\n%v %v", plans[0], accs[0], plans[1], accs[1])
+	}
+}
+
+// startWorker runs a search process on a config.
+func startWorker(t *testing.T, path string, lease time.Duration) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envWorkerConfig+"="+path, envWorkerLease+"="+lease.String())
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &out
+}
+
+// waitRunning polls the study until a trial is running with its plan stored.
+func waitRunning(t *testing.T, dbPath, name string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if store, err := OpenExisting(dbPath); err == nil {
+			id, err := store.GetStudyIDFromName(name)
+			if err == nil {
+				ts, _ := store.GetAllTrials(id)
+				for _, tr := range ts {
+					if tr.State == goptuna.TrialStateRunning && tr.UserAttrs[attrPlan] != "" && tr.Number >= 1 {
+						store.Close()
+						return
+					}
+				}
+			}
+			store.Close()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no trial started running within %s", timeout)
+}
+
+func TestKillAndResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs search processes")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "crash", "crash.db", 5, "")
+	db := filepath.Join(dir, "crash.db")
+	cmd, out := startWorker(t, path, 3*time.Second)
+	waitRunning(t, db, "crash", 2*time.Minute)
+	if err := cmd.Process.Kill(); err != nil { // kill -9 in the middle of a trial
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	t.Logf("killed worker said:\n%s", out)
+	cmd, out = startWorker(t, path, 3*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("resumed worker: %v\n%s", err, out)
+	}
+	store, err := OpenExisting(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	sum := checkStudy(t, store, "crash", 5)
+	if sum.Counts["fail"] != 1 {
+		t.Errorf("want exactly the killed trial failed, counts %v", sum.Counts)
+	}
+	var killed *TrialResult
+	for i := range sum.Trials {
+		if sum.Trials[i].State == "fail" {
+			killed = &sum.Trials[i]
+		}
+	}
+	if killed == nil || !strings.Contains(killed.Error, "stale") {
+		t.Fatalf("killed trial not marked stale: %+v", killed)
+	}
+	retried := false
+	for _, tr := range sum.Trials {
+		if tr.Number > killed.Number && tr.State == "complete" && fmt.Sprint(tr.Plan) == fmt.Sprint(killed.Plan) {
+			retried = true
+		}
+	}
+	if !retried {
+		t.Errorf("the killed trial's plan %v was not tried again", killed.Plan)
+	}
+	checkIntegrity(t, db)
+}
+
+// checkIntegrity runs SQLite's own consistency check on the study file.
+func checkIntegrity(t *testing.T, path string) {
+	t.Helper()
+	store, err := OpenExisting(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var res string
+	if err := store.db.Raw("PRAGMA integrity_check").Scan(&res).Error; err != nil || res != "ok" {
+		t.Errorf("integrity check: %q %v", res, err)
+	}
+}
+
+func TestInterruptIsResumable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs search processes")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "intr", "intr.db", 4, "")
+	db := filepath.Join(dir, "intr.db")
+	cmd, out := startWorker(t, path, 3*time.Second)
+	waitRunning(t, db, "intr", 2*time.Minute)
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("interrupted worker: %v, want exit code 130\n%s", err, out)
+	}
+	cmd, out = startWorker(t, path, 3*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("resumed worker: %v\n%s", err, out)
+	}
+	store, err := OpenExisting(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	checkStudy(t, store, "intr", 4)
+}
+
+func runWorkers(t *testing.T, path string, n int) {
+	t.Helper()
+	var cmds []*exec.Cmd
+	var outs []*strings.Builder
+	for i := 0; i < n; i++ {
+		c, o := startWorker(t, path, 30*time.Second)
+		cmds, outs = append(cmds, c), append(outs, o)
+	}
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Errorf("worker %d: %v\n%s", i, err, outs[i])
+		}
+	}
+}
+
+func TestTwoWorkersSQLite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs search processes")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "pair", "pair.db", 8, "")
+	runWorkers(t, path, 2)
+	store, err := OpenExisting(filepath.Join(dir, "pair.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	sum := checkStudy(t, store, "pair", 8)
+	workers := map[string]bool{}
+	for _, tr := range sum.Trials {
+		workers[tr.Worker] = true
+	}
+	if len(workers) != 2 {
+		t.Errorf("trials ran on %d workers, want 2", len(workers))
+	}
+	checkIntegrity(t, filepath.Join(dir, "pair.db"))
+}
+
+const postgresURL = "postgres://127.0.0.1:5432/test?sslmode=disable"
+
+func TestTwoWorkersPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs search processes")
+	}
+	store, err := OpenStorage(postgresURL)
+	if err != nil {
+		t.Skipf("PostgreSQL is not reachable at %s (%v): skipping the multi-worker PostgreSQL test", postgresURL, err)
+	}
+	name := fmt.Sprintf("pg-%d", time.Now().UnixNano())
+	defer func() {
+		if id, err := store.GetStudyIDFromName(name); err == nil {
+			store.DeleteStudy(id)
+		}
+		store.Close()
+	}()
+	dir := t.TempDir()
+	path := writeConfig(t, dir, name, postgresURL, 8, "")
+	runWorkers(t, path, 2)
+	checkStudy(t, store, name, 8)
+}

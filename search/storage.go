@@ -1,0 +1,155 @@
+package search
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/c-bata/goptuna"
+	rdb "github.com/c-bata/goptuna/rdb.v2"
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Storage is an open study database.
+type Storage struct {
+	*rdb.Storage
+	db   *gorm.DB
+	URL  string // as given
+	Kind string // "sqlite" or "postgres"
+}
+
+// Close closes the database connection.
+func (s *Storage) Close() error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// OpenStorage opens (creating when needed) the study database at url: a "postgres://" or
+// "postgresql://" URL for a PostgreSQL server shared by many workers, otherwise the path of
+// a SQLite file. SQLite files are opened in WAL mode with immediate transactions and a busy
+// timeout, so several processes on one machine can share a file.
+func OpenStorage(url string) (*Storage, error) {
+	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
+	var (
+		db   *gorm.DB
+		err  error
+		kind string
+	)
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		kind = "postgres"
+		db, err = gorm.Open(postgres.Open(url), cfg)
+	case strings.Contains(url, "://"):
+		return nil, fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path or postgres://...)", redact(url))
+	default:
+		kind = "sqlite"
+		if dir := filepath.Dir(url); dir != "" {
+			if _, serr := os.Stat(dir); serr != nil {
+				return nil, fmt.Errorf("storage %s: folder %s does not exist", url, dir)
+			}
+		}
+		if err := checkSQLiteFile(url); err != nil {
+			return nil, err
+		}
+		dsn := url + "?_txlock=immediate&_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+		db, err = gorm.Open(sqlite.Open(dsn), cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", redact(url), err)
+	}
+	if kind == "sqlite" {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.SetMaxOpenConns(1)
+		}
+	}
+	if err := migrate(db); err != nil {
+		if sqlDB, e := db.DB(); e == nil {
+			sqlDB.Close()
+		}
+		return nil, fmt.Errorf("storage %s: creating tables: %w", redact(url), err)
+	}
+	return &Storage{Storage: rdb.NewStorage(db), db: db, URL: url, Kind: kind}, nil
+}
+
+// migrate creates the tables, retrying while another worker does the same.
+func migrate(db *gorm.DB) error {
+	var err error
+	for i := 0; i < 5; i++ {
+		if err = rdb.RunAutoMigrate(db); err == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(200*(i+1)) * time.Millisecond)
+	}
+	return err
+}
+
+// checkSQLiteFile refuses an existing file that is not a SQLite database, so a typo in the
+// storage path never overwrites, say, a model file.
+func checkSQLiteFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("storage %s: %w", path, err)
+	}
+	defer f.Close()
+	head := make([]byte, 16)
+	n, err := io.ReadFull(f, head)
+	if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+		return nil // empty file: SQLite initialises it
+	}
+	if string(head[:n]) != "SQLite format 3\x00" {
+		return fmt.Errorf("storage %s: exists and is not a SQLite database; refusing to touch it", path)
+	}
+	return nil
+}
+
+// redact hides a password in a database URL.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+var _ goptuna.Storage = (*Storage)(nil)
+
+// OpenExisting opens a study database that must already exist (for reports): a missing
+// SQLite file is an error rather than a new, empty database.
+func OpenExisting(url string) (*Storage, error) {
+	if !strings.Contains(url, "://") {
+		if _, err := os.Stat(url); err != nil {
+			return nil, fmt.Errorf("study database %s: no such file", url)
+		}
+	}
+	return OpenStorage(url)
+}
+
+// StudyNames lists the studies in the database.
+func (s *Storage) StudyNames() ([]string, error) {
+	all, err := s.GetAllStudySummaries()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(all))
+	for i, st := range all {
+		names[i] = st.Name
+	}
+	return names, nil
+}

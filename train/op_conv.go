@@ -1,0 +1,412 @@
+package train
+
+import (
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// convGeom is the geometry of a (grouped) 2-D convolution on a batch.
+type convGeom struct {
+	n, c, h, w     int // input batch, channels, height, width
+	oc, k, s, p, g int // output channels, kernel, stride, padding, groups
+	oh, ow         int // output height and width
+}
+
+func (q *convGeom) pixels() int { return q.oh * q.ow }
+func (q *convGeom) rows() int   { return q.n * q.oh * q.ow } // rows of the column matrix
+func (q *convGeom) cols() int   { return q.c * q.k * q.k }   // columns of the column matrix
+func (q *convGeom) icg() int    { return q.c / q.g }
+func (q *convGeom) ocg() int    { return q.oc / q.g }
+func (q *convGeom) kg() int     { return q.icg() * q.k * q.k } // columns per group
+
+// span returns the output columns [lo, hi) whose input column ox*s-p+kx lies inside the
+// input, for kernel column kx.
+func (q *convGeom) span(kx int) (lo, hi int) {
+	// ox*s - p + kx >= 0  <=>  ox >= ceil((p-kx)/s);  ox*s - p + kx < w  <=>  ox <= (w-1+p-kx)/s
+	lo = 0
+	if d := q.p - kx; d > 0 {
+		lo = (d + q.s - 1) / q.s
+	}
+	hi = q.ow
+	if d := q.w - 1 + q.p - kx; d < 0 {
+		hi = 0
+	} else {
+		hi = min(hi, d/q.s+1)
+	}
+	return lo, max(lo, hi)
+}
+
+// im2col fills the column matrix col (cols x rows, row-major) with the input patches: row
+// r = (ci*k + ky)*k + kx holds, at column n*OH*OW + oy*OW + ox, the input value at
+// (n, ci, oy*s-p+ky, ox*s-p+kx), or zero in the padding. The rows of group g,
+// [g*kg, (g+1)*kg), are contiguous. Tasks [lo, hi) index (row, sample) pairs.
+func (q *convGeom) im2col(x, col []float32, lo, hi int) {
+	k, hw, P, NP := q.k, q.h*q.w, q.pixels(), q.rows()
+	for t := lo; t < hi; t++ {
+		r, n := t/q.n, t%q.n
+		ci, ky, kx := r/(k*k), r/k%k, r%k
+		xp := x[(n*q.c+ci)*hw:][:hw]
+		dst := col[r*NP+n*P:][:P]
+		x0, x1 := q.span(kx)
+		for oy := 0; oy < q.oh; oy++ {
+			d := dst[oy*q.ow:][:q.ow]
+			iy := oy*q.s - q.p + ky
+			if iy < 0 || iy >= q.h {
+				clear(d)
+				continue
+			}
+			xr := xp[iy*q.w:][:q.w]
+			clear(d[:x0])
+			clear(d[x1:])
+			if q.s == 1 {
+				copy(d[x0:x1], xr[x0-q.p+kx:])
+				continue
+			}
+			ix := x0*q.s - q.p + kx
+			for ox := x0; ox < x1; ox++ {
+				d[ox] = xr[ix]
+				ix += q.s
+			}
+		}
+	}
+}
+
+// col2im is the adjoint of im2col: it sets dx to the sum of the column-matrix entries
+// copied from each input position. Tasks [lo, hi) index input planes (n, ci).
+func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
+	k, hw, P, NP := q.k, q.h*q.w, q.pixels(), q.rows()
+	for t := lo; t < hi; t++ {
+		n, ci := t/q.c, t%q.c
+		dp := dx[t*hw:][:hw]
+		clear(dp)
+		for ky := 0; ky < k; ky++ {
+			for kx := 0; kx < k; kx++ {
+				r := (ci*k+ky)*k + kx
+				src := col[r*NP+n*P:][:P]
+				x0, x1 := q.span(kx)
+				for oy := 0; oy < q.oh; oy++ {
+					iy := oy*q.s - q.p + ky
+					if iy < 0 || iy >= q.h {
+						continue
+					}
+					dr := dp[iy*q.w:][:q.w]
+					sr := src[oy*q.ow:][:q.ow]
+					if q.s == 1 {
+						dd := dr[x0+kx-q.p:][:x1-x0]
+						for i, v := range sr[x0:x1] {
+							dd[i] += v
+						}
+						continue
+					}
+					ix := x0*q.s - q.p + kx
+					for ox := x0; ox < x1; ox++ {
+						dr[ix] += sr[ox]
+						ix += q.s
+					}
+				}
+			}
+		}
+	}
+}
+
+// convOp is a grouped 2-D convolution with optional bias and weight mask: inputs x
+// (N, C, H, W), w (OC, C/G, K, K) and, with a bias, b (OC). The effective weight is w*mask.
+type convOp struct {
+	opBase
+	q       convGeom
+	hasBias bool
+	mask    []float32 // nil: no mask
+	needDX  bool      // whether the input needs a gradient (false for the model input)
+	direct  bool      // depthwise (one input channel per group): direct loops, no GEMM
+
+	col  []float32 // column matrix of the last forward pass, reused by the weight gradient
+	weff []float32 // masked weight (nil without a mask)
+	out  outBuf
+	ws   *workspace
+}
+
+// workspace holds scratch memory shared by the Ops of one graph (the tape machine runs one
+// Op at a time): the forward GEMM result of a convolution and the column-matrix gradient.
+type workspace struct{ yt, dcol []float32 }
+
+func grow(b *[]float32, n int) []float32 {
+	if len(*b) < n {
+		*b = make([]float32, n)
+	}
+	return (*b)[:n]
+}
+
+func newConvOp(name string, q convGeom, hasBias bool, mask []float32, needDX bool, ws *workspace) *convOp {
+	op := &convOp{opBase: newBase("conv", name), q: q, hasBias: hasBias, mask: mask, needDX: needDX, ws: ws}
+	op.direct = q.icg() == 1 && q.g > 1
+	if !op.direct {
+		op.col = make([]float32, q.rows()*q.cols())
+	}
+	if mask != nil {
+		op.weff = make([]float32, len(mask))
+	}
+	op.out = newOutBuf(q.n, q.oc, q.oh, q.ow)
+	return op
+}
+
+func (op *convOp) Arity() int {
+	if op.hasBias {
+		return 3
+	}
+	return 2
+}
+
+func (op *convOp) Type() hm.Type {
+	if op.hasBias {
+		return fnType(4, 4, 1, 4)
+	}
+	return fnType(4, 4, 4)
+}
+
+func (op *convOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return op.out.shape.Clone(), nil }
+
+// weight returns the effective weight: w, or w*mask.
+func (op *convOp) weight(w []float32) []float32 {
+	if op.mask == nil {
+		return w
+	}
+	for i, m := range op.mask {
+		op.weff[i] = w[i] * m
+	}
+	return op.weff
+}
+
+func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
+	if err := checkArity(op, len(vals)); err != nil {
+		return nil, err
+	}
+	q := &op.q
+	x, err := f32(vals[0], q.n*q.c*q.h*q.w, op.id+" input")
+	if err != nil {
+		return nil, err
+	}
+	w, err := f32(vals[1], q.oc*q.kg(), op.id+" weight")
+	if err != nil {
+		return nil, err
+	}
+	var bias []float32
+	if op.hasBias {
+		if bias, err = f32(vals[2], q.oc, op.id+" bias"); err != nil {
+			return nil, err
+		}
+	}
+	w = op.weight(w)
+	if op.direct {
+		q.depthwise(x, w, bias, op.out.data)
+		return op.out.get(), nil
+	}
+	parallel(q.cols()*q.n, q.pixels(), func(lo, hi int) { q.im2col(x, op.col, lo, hi) })
+	NP, kg, ocg := q.rows(), q.kg(), q.ocg()
+	yt := grow(&op.ws.yt, q.oc*NP)
+	for g := 0; g < q.g; g++ {
+		// yt_g (ocg x rows) = w_g (ocg x kg) · col_g (kg x rows)
+		sgemm(false, false, ocg, NP, kg, 1, w[g*ocg*kg:], kg, op.col[g*kg*NP:], NP, 0, yt[g*ocg*NP:], NP)
+	}
+	y := op.out.data
+	P := q.pixels()
+	parallel(q.n*q.oc, P, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			n, o := t/q.oc, t%q.oc
+			dst, src := y[t*P:][:P], yt[o*NP+n*P:][:P]
+			if bias == nil {
+				copy(dst, src)
+				continue
+			}
+			b := bias[o]
+			for i, v := range src {
+				dst[i] = v + b
+			}
+		}
+	})
+	return op.out.get(), nil
+}
+
+func (op *convOp) DiffWRT(n int) []bool {
+	d := make([]bool, n)
+	for i := range d {
+		d[i] = i > 0 || op.needDX
+	}
+	return d
+}
+
+func (op *convOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if err := checkArity(op, len(inputs)); err != nil {
+		return nil, err
+	}
+	if op.direct {
+		return op.symDiffDirect(inputs, grad)
+	}
+	// The output gradient, rearranged once to an (OC, rows) matrix, feeds every input gradient.
+	gt, err := G.ApplyOp(&convGradTOp{opBase: newBase("conv.gradT", op.id), c: op}, grad)
+	if err != nil {
+		return nil, err
+	}
+	res := make(G.Nodes, len(inputs))
+	if op.needDX {
+		if res[0], err = G.ApplyOp(&convGradXOp{opBase: newBase("conv.gradX", op.id), c: op}, inputs[1], gt); err != nil {
+			return nil, err
+		}
+	}
+	if res[1], err = G.ApplyOp(&convGradWOp{opBase: newBase("conv.gradW", op.id), c: op}, inputs[0], gt); err != nil {
+		return nil, err
+	}
+	if op.hasBias {
+		if res[2], err = G.ApplyOp(&convGradBOp{opBase: newBase("conv.gradB", op.id), c: op}, gt); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// convGradTOp transposes the output gradient (N, OC, OH, OW) to an (OC, rows) matrix.
+type convGradTOp struct {
+	opBase
+	c   *convOp
+	out outBuf
+}
+
+func (op *convGradTOp) Arity() int    { return 1 }
+func (op *convGradTOp) Type() hm.Type { return fnType(4, 2) }
+func (op *convGradTOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.c.q.oc, op.c.q.rows()}, nil
+}
+
+func (op *convGradTOp) Do(vals ...G.Value) (G.Value, error) {
+	q := &op.c.q
+	g, err := f32(vals[0], q.n*q.oc*q.pixels(), op.id)
+	if err != nil {
+		return nil, err
+	}
+	if op.out.t == nil {
+		op.out = newOutBuf(q.oc, q.rows())
+	}
+	gt := op.out.data
+	P, NP := q.pixels(), q.rows()
+	parallel(q.n*q.oc, P, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			n, o := t/q.oc, t%q.oc
+			copy(gt[o*NP+n*P:][:P], g[t*P:][:P])
+		}
+	})
+	return op.out.get(), nil
+}
+
+// convGradXOp computes the input gradient from the weight and the transposed output
+// gradient.
+type convGradXOp struct {
+	opBase
+	c   *convOp
+	out outBuf
+}
+
+func (op *convGradXOp) Arity() int    { return 2 }
+func (op *convGradXOp) Type() hm.Type { return fnType(4, 2, 4) }
+func (op *convGradXOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	q := &op.c.q
+	return tensor.Shape{q.n, q.c, q.h, q.w}, nil
+}
+
+func (op *convGradXOp) Do(vals ...G.Value) (G.Value, error) {
+	c := op.c
+	q := &c.q
+	w, err := f32(vals[0], q.oc*q.kg(), op.id+" weight")
+	if err != nil {
+		return nil, err
+	}
+	gt, err := f32(vals[1], q.rows()*q.oc, op.id+" gradient")
+	if err != nil {
+		return nil, err
+	}
+	if c.mask != nil {
+		w = c.weff // computed by the forward pass of this step
+	}
+	if op.out.t == nil {
+		op.out = newOutBuf(q.n, q.c, q.h, q.w)
+	}
+	NP, kg, ocg := q.rows(), q.kg(), q.ocg()
+	dcol := grow(&c.ws.dcol, q.cols()*NP)
+	for g := 0; g < q.g; g++ {
+		// dcol_g (kg x rows) = w_gᵀ (kg x ocg) · gt_g (ocg x rows)
+		sgemm(true, false, kg, NP, ocg, 1, w[g*ocg*kg:], kg, gt[g*ocg*NP:], NP, 0, dcol[g*kg*NP:], NP)
+	}
+	dx := op.out.data
+	parallel(q.n*q.c, q.k*q.k*q.pixels(), func(lo, hi int) { q.col2im(dcol, dx, lo, hi) })
+	return op.out.get(), nil
+}
+
+// convGradWOp computes the weight gradient from the column matrix of the forward pass and
+// the transposed output gradient. Masked weights get a zero gradient.
+type convGradWOp struct {
+	opBase
+	c   *convOp
+	out outBuf
+}
+
+func (op *convGradWOp) Arity() int    { return 2 }
+func (op *convGradWOp) Type() hm.Type { return fnType(4, 2, 4) }
+func (op *convGradWOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	q := &op.c.q
+	return tensor.Shape{q.oc, q.icg(), q.k, q.k}, nil
+}
+
+func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
+	c := op.c
+	q := &c.q
+	gt, err := f32(vals[1], q.rows()*q.oc, op.id+" gradient")
+	if err != nil {
+		return nil, err
+	}
+	if op.out.t == nil {
+		op.out = newOutBuf(q.oc, q.icg(), q.k, q.k)
+	}
+	dw := op.out.data
+	NP, kg, ocg := q.rows(), q.kg(), q.ocg()
+	for g := 0; g < q.g; g++ {
+		// dw_g (ocg x kg) = gt_g (ocg x rows) · col_gᵀ (rows x kg)
+		sgemm(false, true, ocg, kg, NP, 1, gt[g*ocg*NP:], NP, c.col[g*kg*NP:], NP, 0, dw[g*ocg*kg:], kg)
+	}
+	if c.mask != nil {
+		for i, m := range c.mask {
+			dw[i] *= m
+		}
+	}
+	return op.out.get(), nil
+}
+
+// convGradBOp sums the transposed output gradient over its columns: the bias gradient.
+type convGradBOp struct {
+	opBase
+	c   *convOp
+	out outBuf
+}
+
+func (op *convGradBOp) Arity() int    { return 1 }
+func (op *convGradBOp) Type() hm.Type { return fnType(2, 1) }
+func (op *convGradBOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{op.c.q.oc}, nil
+}
+
+func (op *convGradBOp) Do(vals ...G.Value) (G.Value, error) {
+	q := &op.c.q
+	gt, err := f32(vals[0], q.rows()*q.oc, op.id)
+	if err != nil {
+		return nil, err
+	}
+	if op.out.t == nil {
+		op.out = newOutBuf(q.oc)
+	}
+	for o := range op.out.data {
+		var sum float64
+		for _, v := range gt[o*q.rows():][:q.rows()] {
+			sum += float64(v)
+		}
+		op.out.data[o] = float32(sum)
+	}
+	return op.out.get(), nil
+}
