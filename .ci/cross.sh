@@ -74,7 +74,7 @@ timeout --signal=INT --kill-after=10 300 "$qemu" "$out/autoprune-linux-arm64" ag
 agent_pid=$!
 url=""
 for _ in $(seq 1 600); do # up to 60 s
-  url="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$log" | head -n 1 || true)"
+  url="$(grep -so 'http://127\.0\.0\.1:[0-9]*' "$log" | head -n 1 || true)"
   [ -n "$url" ] && break
   kill -0 "$agent_pid" 2>/dev/null || { cat "$log" >&2; fail "the arm64 agent exited before listening"; }
   sleep 0.1

@@ -212,6 +212,9 @@ func quantile(s []time.Duration, q float64) time.Duration {
 	return s[i] + time.Duration(f*float64(s[i+1]-s[i]))
 }
 
+// MinInterleaved is the least time Interleaved spends on timed pairs.
+const MinInterleaved = 300 * time.Millisecond
+
 // Interleaved times a candidate against a reference model on this machine, alternating
 // single passes (A B A B ...) so that both see the same machine state; shared machines
 // drift, and a ratio measured this way survives the drift. It returns both distributions
@@ -250,10 +253,14 @@ func Interleaved(ctx context.Context, ref, cand *nn.Model, batch, threads, warmu
 			return refLat, candLat, 0, err
 		}
 	}
-	ta := make([]time.Duration, runs)
-	tb := make([]time.Duration, runs)
-	ratios := make([]float64, runs)
-	for i := 0; i < runs; i++ {
+	// Small models take microseconds per pass: keep going past runs until the pairs cover
+	// MinInterleaved, so scheduler noise averages out.
+	ta := make([]time.Duration, 0, runs)
+	tb := make([]time.Duration, 0, runs)
+	ratios := make([]float64, 0, runs)
+	start := time.Now()
+	for i := 0; i < runs || (time.Since(start) < MinInterleaved && i < 50*runs); i++ {
+		ta, tb, ratios = append(ta, 0), append(tb, 0), append(ratios, 0)
 		if err := ctx.Err(); err != nil {
 			return refLat, candLat, 0, fmt.Errorf("latency: %w", err)
 		}

@@ -369,7 +369,7 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	par := worthThreads(work, threads)
 	// One input channel per group and at most two outputs per group (depthwise): a direct
 	// loop. A single-channel convolution with many filters is a better matrix product.
-	if o.icg == 1 && o.ocg <= 2 {
+	if o.icg == 1 && o.ocg <= 2 && g > 1 {
 		o.direct = true
 		return newStep(o, batch*l.Out, work, threads), scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack}
 	}

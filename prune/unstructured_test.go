@@ -140,3 +140,37 @@ func TestSchedules(t *testing.T) {
 		}
 	}
 }
+
+func TestGradual(t *testing.T) {
+	m := build(t, "vgg-small")
+	s := Schedule{Kind: "iterative", Final: 0.5, Start: 0, End: 40, Events: 2}
+	g := &Gradual{Schedule: s, Structured: true}
+	cur := m
+	var err error
+	for step := 1; step <= 40; step++ {
+		if g.At(step) {
+			if cur, err = g.Apply(step, cur); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	gs, _ := Groups(cur)
+	for _, gr := range gs {
+		orig := map[string]int{"conv1": 32, "conv2": 32, "conv3": 64, "conv4": 64, "fc1": 128}[gr.Name]
+		if gr.Size != Keep(orig, 0.5) {
+			t.Errorf("group %s: %d channels after gradual pruning to 0.5 of %d", gr.Name, gr.Size, orig)
+		}
+	}
+	u := &Gradual{Schedule: Schedule{Kind: "agp", Final: 0.8, Start: 0, End: 100, Events: 5}}
+	cur = m
+	for step := 1; step <= 100; step++ {
+		if u.At(step) {
+			if cur, err = u.Apply(step, cur); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, sp := Sparsity(cur); math.Abs(sp-0.8) > 0.01 {
+		t.Errorf("unstructured gradual sparsity %.3f, want 0.8", sp)
+	}
+}

@@ -144,3 +144,61 @@ func TestRecalibrateBN(t *testing.T) {
 		t.Error("cancelled: no error")
 	}
 }
+
+// hook masks every other weight of fc1 at step 3, then changes nothing.
+type hook struct{ calls int }
+
+func (h *hook) At(step int) bool { return step == 3 }
+
+func (h *hook) Apply(step int, m *nn.Model) (*nn.Model, error) {
+	h.calls++
+	p := m.Clone()
+	l := p.Layer("fc1")
+	l.Mask = make([]float32, len(l.Weight))
+	for i := range l.Mask {
+		if i%2 == 0 {
+			l.Mask[i] = 1
+		} else {
+			l.Weight[i] = 0
+		}
+	}
+	return p, nil
+}
+
+func TestTrainPruneHook(t *testing.T) {
+	m, err := zoo.Build("mlp", nn.Shape{C: 1, H: 28, W: 28}, 10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &data.Dataset{Name: "rand", N: 64, C: 1, H: 28, W: 28, Classes: 10,
+		Images: make([]float32, 64*784), Labels: make([]uint8, 64)}
+	rng := rand.New(rand.NewSource(4))
+	for i := range ds.Images {
+		ds.Images[i] = rng.Float32()
+	}
+	for i := range ds.Labels {
+		ds.Labels[i] = uint8(i % 10)
+	}
+	h := &hook{}
+	out, res, err := Train(context.Background(), m, ds, Config{Steps: 8, BatchSize: 16, Prune: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.calls != 1 || res.Steps != 8 {
+		t.Fatalf("hook called %d times, %d steps", h.calls, res.Steps)
+	}
+	l := out.Layer("fc1")
+	if l.Mask == nil {
+		t.Fatal("mask lost after the hook")
+	}
+	moved := false
+	for i, w := range l.Weight {
+		if i%2 == 1 && w != 0 {
+			t.Fatalf("masked weight %d is %v after training", i, w)
+		}
+		moved = moved || (i%2 == 0 && w != m.Layer("fc1").Weight[i])
+	}
+	if !moved {
+		t.Error("kept weights did not train after the hook")
+	}
+}

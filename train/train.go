@@ -64,6 +64,19 @@ type Config struct {
 	Temperature float64
 	// DistillWeight is the weight alpha of the distillation term in [0, 1] (default 0.7).
 	DistillWeight float64
+
+	// Prune, if set, prunes the model during training (dynamic pruning): after every
+	// optimizer step for which Prune.At is true, Train hands the current model to
+	// Prune.Apply and continues training the model it returns (with new masks, or smaller
+	// after structured pruning). The optimizer state starts afresh on the new model; the
+	// learning-rate schedule continues.
+	Prune PruneHook
+}
+
+// PruneHook prunes a model at chosen steps during training.
+type PruneHook interface {
+	At(step int) bool
+	Apply(step int, m *nn.Model) (*nn.Model, error)
 }
 
 // Progress reports the state of a training run.
@@ -190,7 +203,7 @@ func Train(ctx context.Context, m *nn.Model, ds *data.Dataset, cfg Config) (*nn.
 	if err != nil {
 		return nil, Result{}, err
 	}
-	defer t.Close()
+	defer func() { t.Close() }()
 	if t.gr.classes < ds.Classes {
 		return nil, Result{}, fmt.Errorf("train: model %q has %d outputs, dataset %s has %d classes",
 			m.Name, t.gr.classes, ds.Name, ds.Classes)
@@ -247,6 +260,11 @@ func Train(ctx context.Context, m *nn.Model, ds *data.Dataset, cfg Config) (*nn.
 			if cfg.LogEvery > 0 && t.steps%cfg.LogEvery == 0 {
 				report(epoch)
 			}
+			if cfg.Prune != nil && cfg.Prune.At(t.steps) {
+				if t, err = repruned(t, cfg.Prune, tcfg); err != nil {
+					return nil, Result{}, err
+				}
+			}
 		}
 		report(epoch)
 		if epochSteps > 0 {
@@ -257,4 +275,20 @@ func Train(ctx context.Context, m *nn.Model, ds *data.Dataset, cfg Config) (*nn.
 	res.Elapsed = time.Since(start)
 	res.ImagesPerSec = float64(res.Steps*cfg.BatchSize) / res.Elapsed.Seconds()
 	return t.Model(), res, nil
+}
+
+// repruned applies a pruning hook to the trainer's model and returns a trainer for the
+// result that continues the step count (and so the learning-rate schedule).
+func repruned(t *Trainer, h PruneHook, cfg Config) (*Trainer, error) {
+	m, err := h.Apply(t.steps, t.Model())
+	if err != nil {
+		return t, fmt.Errorf("train: pruning at step %d: %w", t.steps, err)
+	}
+	nt, err := NewTrainer(m, t.Batch(), cfg)
+	if err != nil {
+		return t, fmt.Errorf("train: after pruning at step %d: %w", t.steps, err)
+	}
+	nt.steps, nt.fixed, nt.lr = t.steps, t.fixed, t.lr
+	t.Close()
+	return nt, nil
 }

@@ -266,7 +266,8 @@ func (p *profiler) build(ctx context.Context, out string, resume bool, calib int
 // fastest of p.passes rounds over all of them, as the entries are). It also measures the
 // model itself in the same rounds and reports the error once more with the table re-anchored
 // on it (Fit on the model alone): what remains is the error of the per-layer model, without
-// the change of the device's speed since the table was profiled.
+// the change of the device's speed since the table was profiled. The same errors follow for
+// the minimum latency, which other work on the device disturbs far less than the median.
 func (p *profiler) check(ctx context.Context, stdout io.Writer, table *eval.LUT, n int) error {
 	plans, err := randomProfilePlans(p.m, p.gs, p.ratios, n, p.seed+1000)
 	if err != nil {
@@ -281,14 +282,8 @@ func (p *profiler) check(ctx context.Context, stdout io.Writer, table *eval.LUT,
 	if err := anchored.Fit([]*nn.Model{p.m}, got[:1]); err != nil {
 		return err
 	}
-	// The minimum is steadier than the median on a device that other work disturbs now and
-	// then; it gets its own anchor.
-	base, err := table.Predict(p.m)
-	if err != nil {
-		return err
-	}
-	minAnchor := float64(got[0].Min) / float64(max(base.Min, 1))
 	got = got[1:]
+	rel := func(p, m time.Duration) float64 { return float64(p-m) / float64(max(m, 1)) }
 	fmt.Fprintf(stdout, "%-4s %10s %12s %12s %8s %8s   %10s %10s %8s %8s\n", "plan", "MACs", "pred median", "meas median",
 		"error", "anchored", "pred min", "meas min", "error", "anchored")
 	var errs, anchErrs, minErrs, minAnchErrs []float64
@@ -302,11 +297,8 @@ func (p *profiler) check(ctx context.Context, stdout io.Writer, table *eval.LUT,
 			return err
 		}
 		_, macs, _ := plan.Totals()
-		rel := func(p float64, m time.Duration) float64 { return (p - float64(m)) / float64(max(m, 1)) }
-		e := rel(float64(pred.Median), got[i].Median)
-		ea := rel(float64(apred.Median), got[i].Median)
-		em := rel(float64(pred.Min), got[i].Min)
-		ema := rel(float64(pred.Min)*minAnchor, got[i].Min)
+		e, ea := rel(pred.Median, got[i].Median), rel(apred.Median, got[i].Median)
+		em, ema := rel(pred.Min, got[i].Min), rel(apred.Min, got[i].Min)
 		errs, anchErrs = append(errs, math.Abs(e)), append(anchErrs, math.Abs(ea))
 		minErrs, minAnchErrs = append(minErrs, math.Abs(em)), append(minAnchErrs, math.Abs(ema))
 		fmt.Fprintf(stdout, "%-4d %9.2fM %9.3f ms %9.3f ms %+7.1f%% %+7.1f%%   %7.3f ms %7.3f ms %+7.1f%% %+7.1f%%\n", i+1, float64(macs)/1e6,
@@ -319,7 +311,7 @@ func (p *profiler) check(ctx context.Context, stdout io.Writer, table *eval.LUT,
 		n, 100*lutMedian(errs), 100*errs[n-1])
 	fmt.Fprintf(stdout, "re-anchored on %s measured now (scale %.3f -> %.3f): median %.1f %%, max %.1f %%\n",
 		p.m.Name, table.Scale, anchored.Scale, 100*lutMedian(anchErrs), 100*anchErrs[n-1])
-	fmt.Fprintf(stdout, "of the minimum latency: median %.1f %%, re-anchored %.1f %%\n",
+	fmt.Fprintf(stdout, "of the minimum latency (steadier on a busy device): median %.1f %%, re-anchored %.1f %%\n",
 		100*lutMedian(minErrs), 100*lutMedian(minAnchErrs))
 	return nil
 }

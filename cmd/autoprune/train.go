@@ -13,6 +13,7 @@ import (
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/prune"
 	"github.com/autoprune/autoprune/train"
 )
 
@@ -32,7 +33,14 @@ Datasets: mnist (built in), fashion-mnist (apt-get install dataset-fashion-mnist
 Examples:
   autoprune train                                   # lenet5 on MNIST, 3 epochs
   autoprune train --model vgg-small --dataset fashion-mnist --epochs 5 --out vgg.safetensors
-  autoprune train --init vgg.safetensors --epochs 1 --lr 1e-4 --out vgg2.safetensors`, stderr)
+  autoprune train --init vgg.safetensors --epochs 1 --lr 1e-4 --out vgg2.safetensors
+
+Pruning during training (dynamic, gradual pruning): the model is pruned at scheduled steps
+between --prune-start and --prune-end (fractions of the run) and keeps training, so the
+remaining weights adapt. Unstructured pruning masks weights (smaller files once compressed,
+no speed-up on dense hardware); structured pruning removes channels (smaller and faster).
+  autoprune train --model mlp --prune unstructured --sparsity 0.92 --schedule agp --epochs 6
+  autoprune train --model vgg-small --dataset fashion-mnist --prune structured --sparsity 0.5 --schedule iterative`, stderr)
 	model := fs.String("model", "lenet5", "zoo model to train (ignored with --init)")
 	initFile := fs.String("init", "", "start from this model file instead of a fresh zoo model")
 	dataset := fs.String("dataset", "mnist", "dataset: mnist or fashion-mnist")
@@ -42,7 +50,15 @@ Examples:
 	batch := fs.Int("batch", 64, "mini-batch size")
 	optimizer := fs.String("optimizer", "adam", "optimizer: adam or sgd (with momentum 0.9)")
 	lr := fs.Float64("lr", 0, "learning rate (default 1e-3 for adam, 0.05 for sgd)")
-	schedule := fs.String("schedule", "cosine", "learning-rate schedule: constant or cosine")
+	schedule := fs.String("lr-schedule", "cosine", "learning-rate schedule: constant or cosine")
+	pruneMode := fs.String("prune", "none", "prune during training: none, unstructured (weights) or structured (channels)")
+	sparsity := fs.Float64("sparsity", 0.9, "with --prune: final fraction of weights (unstructured) or of each group's channels (structured) removed")
+	pruneSchedule := fs.String("schedule", "agp", "with --prune: oneshot, iterative or agp (Zhu & Gupta's cubic gradual schedule)")
+	pruneStart := fs.Float64("prune-start", 0.1, "with --prune: first pruning step, as a fraction of the run")
+	pruneEnd := fs.Float64("prune-end", 0.7, "with --prune: last pruning step, as a fraction of the run (then the model fine-tunes)")
+	pruneEvents := fs.Int("prune-events", 10, "with --prune: pruning steps for iterative and agp")
+	scope := fs.String("scope", "global", "with --prune unstructured: rank weights per layer (layer) or across layers (global)")
+	criterion := fs.String("criterion", "l1", "with --prune structured: channel importance ("+strings.Join(prune.CriterionNames, ", ")+")")
 	wd := fs.Float64("weight-decay", 0, "L2 weight decay")
 	seed := fs.Int64("seed", 1, "seed for initial weights and shuffling: the same seed gives the same model")
 	out := fs.String("out", "", "output model file (default MODEL-DATASET.safetensors)")
@@ -64,7 +80,11 @@ Examples:
 	case *optimizer != "adam" && *optimizer != "sgd":
 		return usagef("train: --optimizer %q: want adam or sgd", *optimizer)
 	case *schedule != "constant" && *schedule != "cosine":
-		return usagef("train: --schedule %q: want constant or cosine", *schedule)
+		return usagef("train: --lr-schedule %q: want constant or cosine", *schedule)
+	case *pruneMode != "none" && *pruneMode != "unstructured" && *pruneMode != "structured":
+		return usagef("train: --prune %q: want none, unstructured or structured", *pruneMode)
+	case !(*pruneStart >= 0 && *pruneStart <= *pruneEnd && *pruneEnd <= 1):
+		return usagef("train: want 0 <= --prune-start <= --prune-end <= 1 (got %v, %v)", *pruneStart, *pruneEnd)
 	}
 	trainSet, testSet, err := data.Load(*dataset, *dataDir)
 	if err != nil {
@@ -98,9 +118,39 @@ Examples:
 				p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec, p.Elapsed.Round(time.Second))
 		},
 	}
+	if *pruneMode != "none" {
+		total := *steps
+		if total <= 0 {
+			total = *epochs * (trainSet.N / *batch)
+		}
+		sched := prune.Schedule{Kind: *pruneSchedule, Final: *sparsity, Events: *pruneEvents,
+			Start: int(*pruneStart * float64(total)), End: int(*pruneEnd * float64(total))}
+		if err := sched.Validate(); err != nil {
+			return asUsage(fmt.Errorf("train: %w", err))
+		}
+		c, err := prune.NewCriterion(*criterion, *seed)
+		if err != nil {
+			return asUsage(fmt.Errorf("train: %w", err))
+		}
+		if *scope != string(prune.Global) && *scope != string(prune.PerLayer) {
+			return usagef("train: --scope %q: want global or layer", *scope)
+		}
+		cfg.Prune = &prune.Gradual{Schedule: sched, Structured: *pruneMode == "structured", Scope: prune.Scope(*scope), Criterion: c}
+		fmt.Fprintf(stderr, "pruning (%s, %s schedule) to %.0f %% between steps %d and %d of %d\n",
+			*pruneMode, sched.Kind, 100**sparsity, sched.Start, sched.End, total)
+	}
 	trained, res, err := train.Train(ctx, m, trainSet, cfg)
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
+	}
+	if *pruneMode == "unstructured" {
+		_, sp := prune.Sparsity(trained)
+		fmt.Fprintf(stdout, "sparsity   %.2f %% of conv/linear weights are zero (masked)\n", 100*sp)
+	}
+	if *pruneMode == "structured" {
+		p0, m0, _ := m.Totals()
+		p1, m1, _ := trained.Totals()
+		fmt.Fprintf(stdout, "pruned     params %d -> %d, MACs %d -> %d\n", p0, p1, m0, m1)
 	}
 	score, err := eval.Accuracy(ctx, trained, testSet, 500, *threads)
 	if err != nil {
