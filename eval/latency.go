@@ -132,8 +132,8 @@ func (lm *LocalMeter) Measure(ctx context.Context, m *nn.Model) (Latency, error)
 }
 
 // MeasureLocal times m's forward pass on this machine without caching. Zero arguments take
-// the LocalMeter defaults. Weights are not read for timing, so any weights will do; a model
-// without weights gets random ones.
+// the LocalMeter defaults. The model needs weights, but their values do not matter for
+// timing (nn.Model.Init fills an architecture with random ones).
 func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs int, budget time.Duration) (Latency, error) {
 	batch, threads = max(batch, 1), max(threads, 1)
 	if warmup <= 0 {

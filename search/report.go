@@ -185,3 +185,6 @@ func (s *Summary) Write(w io.Writer) error {
 	}
 	return nil
 }
+
+// Summary reads this search's study back from storage.
+func (s *Search) Summary() (*Summary, error) { return Summarize(s.store, s.cfg.Study.Name) }

@@ -375,9 +375,19 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config %s: latency.lut: %w", s.cfg.Path, err)
 		}
+		if t.Batch != l.Batch || t.Threads != l.Threads {
+			return nil, fmt.Errorf("config %s: latency.lut: the table was profiled at batch %d with %d thread(s), [latency] asks for batch %d with %d",
+				s.cfg.Path, t.Batch, t.Threads, l.Batch, l.Threads)
+		}
 		return &eval.LUTMeter{Table: t}, nil
 	case "macs":
-		return &eval.MACsMeter{NsPerMAC: 1}, nil
+		// A proxy, labelled as such: calibrated once against a local measurement of the
+		// dense model so its numbers are in the right unit.
+		mm, err := eval.CalibrateMACs(context.Background(), &eval.LocalMeter{Batch: l.Batch, Threads: l.Threads, Runs: l.Runs, Warmup: l.Warmup}, s.base)
+		if err != nil {
+			return nil, err
+		}
+		return &mm, nil
 	}
 	return nil, fmt.Errorf("config %s: latency.meter %q is not supported", s.cfg.Path, l.Meter)
 }
