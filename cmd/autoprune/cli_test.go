@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The command line as a user meets it: exit codes and messages for good and bad input.
+func TestCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	write := func(name, content string) string {
+		if err := os.WriteFile(p(name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p(name)
+	}
+	write("garbage.safetensors", "this is not a model")
+	write("bad-plan.toml", "colour = 1\n[ratios]\nconv1 = 0.5\n[extra]\nx = 1\n")
+	write("unknown-group.toml", "[ratios]\nconv9 = 0.5\n")
+	write("good-plan.toml", "criterion = \"l2\"\n[ratios]\nconv1 = 0.5\nfc1 = 0.25\n")
+	write("bad.toml", "[study]\ntrials = 3\nsamplr = \"tpe\"\n")
+	lenet := p("lenet-half.safetensors")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string // substring of stdout+stderr
+	}{
+		{"help", []string{"help"}, exitOK, "Commands:"},
+		{"no command", nil, exitUsage, "Usage:"},
+		{"unknown command", []string{"serch"}, exitUsage, `unknown command "serch"`},
+		{"command help", []string{"prune", "--help"}, exitOK, "Structured pruning removes whole channels"},
+		{"bad flag", []string{"train", "--epoch", "3"}, exitUsage, "flag provided but not defined: -epoch"},
+		{"inspect zoo", []string{"inspect", "zoo:resnet-small"}, exitOK, "layer3.add"},
+		{"inspect missing", []string{"inspect", p("nope.safetensors")}, exitUsage, "nope.safetensors: no such file"},
+		{"inspect garbage", []string{"inspect", p("garbage.safetensors")}, exitUsage, "not a valid autoprune model file"},
+		{"prune groups", []string{"prune", "zoo:resnet-small", "--groups"}, exitOK, "stem,layer1.conv2"},
+		{"prune uniform", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--out", lenet}, exitOK, "params"},
+		{"inspect compare", []string{"inspect", lenet, "--compare", "zoo:lenet5"}, exitOK, "(before)"},
+		{"prune plan", []string{"prune", "zoo:lenet5", "--plan", p("good-plan.toml"), "--out", p("plan.safetensors")}, exitOK, "saved"},
+		{"prune bad plan", []string{"prune", "zoo:lenet5", "--plan", p("bad-plan.toml"), "--out", p("x.safetensors")}, exitUsage, "unknown key(s) colour, extra"},
+		{"prune unknown group", []string{"prune", "zoo:lenet5", "--plan", p("unknown-group.toml"), "--out", p("x.safetensors")}, exitUsage, `unknown group "conv9"`},
+		{"prune ratio", []string{"prune", "zoo:lenet5", "--uniform", "1.5", "--out", p("x.safetensors")}, exitUsage, "want a ratio in [0, 1)"},
+		{"prune two modes", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--sparsity", "0.5", "--out", p("x.safetensors")}, exitUsage, "exactly one of"},
+		{"prune sparsity", []string{"prune", "zoo:mlp", "--sparsity", "0.9", "--out", p("sparse.safetensors")}, exitOK, "sparsity 90.00 %"},
+		{"train epochs", []string{"train", "--epochs", "-1"}, exitUsage, "--epochs must be positive"},
+		{"train model", []string{"train", "--model", "alexnet"}, exitUsage, `unknown model "alexnet"`},
+		{"train dataset", []string{"train", "--dataset", "cifar"}, exitUsage, "cifar"},
+		{"train prune", []string{"train", "--prune", "random"}, exitUsage, "--prune \"random\""},
+		{"train steps", []string{"train", "--model", "mlp", "--steps", "20", "--out", p("mlp.safetensors")}, exitOK, "accuracy"},
+		{"eval", []string{"eval", p("mlp.safetensors"), "--runs", "5"}, exitOK, "latency   median"},
+		{"sensitivity", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5", "--val-samples", "500", "--json", p("s.json")}, exitOK, "max ratio"},
+		{"sensitivity ratios", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5,2"}, exitUsage, `"2" is not a ratio`},
+		{"search missing", []string{"search", p("none.toml")}, exitUsage, "no such file"},
+		{"search bad config", []string{"search", p("bad.toml")}, exitUsage, "bad.toml:3: invalid config: unknown key study.samplr"},
+		{"report missing", []string{"report", p("none.db")}, exitUsage, "no such file"},
+		{"report not sqlite", []string{"report", p("garbage.safetensors")}, exitUsage, "not a SQLite database"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := runLatencyCmd(t, tc.args...)
+			if code != tc.code || !strings.Contains(out+errs, tc.want) {
+				t.Errorf("autoprune %s: exit %d, want %d; want output containing %q\nstdout:\n%s\nstderr:\n%s",
+					strings.Join(tc.args, " "), code, tc.code, tc.want, out, errs)
+			}
+			if strings.Contains(errs, "goroutine ") || strings.Contains(errs, "panic:") {
+				t.Errorf("stack trace in output:\n%s", errs)
+			}
+		})
+	}
+}
+
+// A small search and its report, and a comparison, end to end through the command line.
+func TestSearchReportCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model and runs studies")
+	}
+	dir := t.TempDir()
+	model := filepath.Join(dir, "mlp.safetensors")
+	if code, out, errs := runLatencyCmd(t, "train", "--model", "mlp", "--steps", "150", "--out", model); code != 0 {
+		t.Fatalf("train: %d\n%s%s", code, out, errs)
+	}
+	cfg := filepath.Join(dir, "tiny.toml")
+	src := fmt.Sprintf(`
+[study]
+name = "tiny"
+trials = 3
+[model]
+file = %q
+[data]
+val_samples = 500
+train_samples = 2000
+[finetune]
+steps = 10
+batch = 32
+rounds = 1
+[latency]
+runs = 5
+[stopper]
+kind = "none"
+[final]
+steps = 20
+`, model)
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runLatencyCmd(t, "search", cfg)
+	if code != 0 || !strings.Contains(out, "pruned (trial") || !strings.Contains(errs, "[3/3]") {
+		t.Fatalf("search: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	for _, f := range []string{"tiny.db", "tiny-best.safetensors", "tiny-best-plan.toml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("search left no %s: %v", f, err)
+		}
+	}
+	code, out, errs = runLatencyCmd(t, "report", filepath.Join(dir, "tiny.db"))
+	if code != 0 || !strings.Contains(out, "3 complete") || !strings.Contains(out, "(best)") {
+		t.Errorf("report: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = runLatencyCmd(t, "report", filepath.Join(dir, "tiny.db"), "--json")
+	if code != 0 || !strings.Contains(out, `"rel_latency"`) {
+		t.Errorf("report --json: exit %d\n%s%s", code, out, errs)
+	}
+	// The plan it saved is a valid plan file for "prune".
+	code, _, errs = runLatencyCmd(t, "prune", model, "--plan", filepath.Join(dir, "tiny-best-plan.toml"), "--out", filepath.Join(dir, "again.safetensors"))
+	if code != 0 {
+		t.Errorf("prune with the exported plan: exit %d\n%s", code, errs)
+	}
+	code, out, errs = runLatencyCmd(t, "compare", cfg, "--samplers", "random", "--seeds", "1,2", "--uniform", "0.3,0.6", "--trials", "2")
+	if code != 0 || !strings.Contains(out, "uniform") || strings.Count(out, "random") < 3 {
+		t.Errorf("compare: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+}
