@@ -149,11 +149,7 @@ func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs
 	if err != nil {
 		return Latency{}, fmt.Errorf("latency: %w", err)
 	}
-	x := make([]float32, batch*m.Input.Size())
-	rng := rand.New(rand.NewSource(1))
-	for i := range x {
-		x[i] = rng.Float32()
-	}
+	x := randomInput(batch * m.Input.Size())
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i := 0; i < warmup; i++ {
@@ -238,11 +234,7 @@ func Interleaved(ctx context.Context, ref, cand *nn.Model, batch, threads, warmu
 	if ref.Input != cand.Input {
 		return refLat, candLat, 0, fmt.Errorf("latency: reference input %v differs from candidate input %v", ref.Input, cand.Input)
 	}
-	x := make([]float32, batch*ref.Input.Size())
-	rng := rand.New(rand.NewSource(1))
-	for i := range x {
-		x[i] = rng.Float32()
-	}
+	x := randomInput(batch * ref.Input.Size())
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i := 0; i < warmup; i++ {
@@ -290,4 +282,15 @@ func Interleaved(ctx context.Context, ref, cand *nn.Model, batch, threads, warmu
 		ratio = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
 	}
 	return refLat, candLat, ratio, nil
+}
+
+// randomInput returns n fixed pseudo-random values in [0, 1): timing does not depend on
+// them, but zeros could take shortcuts that real inputs do not.
+func randomInput(n int) []float32 {
+	x := make([]float32, n)
+	rng := rand.New(rand.NewSource(1))
+	for i := range x {
+		x[i] = rng.Float32()
+	}
+	return x
 }

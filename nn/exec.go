@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/autoprune/autoprune/nn/internal/kernel"
+	"github.com/autoprune/autoprune/internal/kernel"
 )
 
 // Options tunes an Executor.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/autoprune/autoprune/nn"
-	"github.com/autoprune/autoprune/nn/internal/kernel"
+	"github.com/autoprune/autoprune/internal/kernel"
 	"github.com/autoprune/autoprune/nn/zoo"
 )
 
