@@ -6,8 +6,8 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/internal/kernel"
+	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/zoo"
 )
 
