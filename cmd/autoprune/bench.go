@@ -27,7 +27,12 @@ Examples:
   autoprune bench zoo:vgg-small
   autoprune bench vgg-50.safetensors --batch 8 --threads 4
   autoprune bench zoo:lenet5 --agent http://127.0.0.1:7070 --runs 20
-  autoprune bench zoo:vgg-small --lut device-lut.json`, stderr)
+  autoprune bench zoo:vgg-small --lut device-lut.json
+  autoprune bench vgg-50.safetensors --versus vgg.safetensors   # interleaved with the dense model
+
+With --versus BASE (this machine only) the model and BASE run alternately (A B A B ...), so
+both see the same machine state, and the ratio of their latencies is printed: on a shared
+machine the ratio is far steadier than either absolute figure.`, stderr)
 	agentURL := fs.String("agent", "", "URL of a latency agent (e.g. http://127.0.0.1:7070); default: this machine")
 	token := fs.String("token", "", "the agent's token (default $"+tokenEnv+")")
 	batch := fs.Int("batch", 1, "samples per forward pass")
@@ -37,6 +42,7 @@ Examples:
 	budget := fs.Duration("budget", 10*time.Second, "time limit for the timed passes (at least 5 runs are timed)")
 	lut := fs.String("lut", "", "predict from this lookup table (\"autoprune profile\") instead of measuring")
 	macs := fs.Float64("macs", 0, "estimate as MACs x this many ns per multiply-add instead of measuring (a proxy)")
+	versus := fs.String("versus", "", "a reference model (file or zoo:NAME) to time interleaved with this one, on this machine")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -59,12 +65,30 @@ Examples:
 			modes++
 		}
 	}
-	if modes > 1 {
-		return usagef("bench: give at most one of --agent, --lut and --macs")
+	if modes > 1 || (modes == 1 && *versus != "") {
+		return usagef("bench: give at most one of --agent, --lut, --macs and --versus")
 	}
 	m, err := loadModelArg(pos[0])
 	if err != nil {
 		return asUsage(err)
+	}
+	if *versus != "" {
+		ref, err := loadModelArg(*versus)
+		if err != nil {
+			return asUsage(err)
+		}
+		refLat, lat, ratio, err := eval.Interleaved(ctx, ref, m, *batch, *threads, *warmup, *runs)
+		if err != nil {
+			return err
+		}
+		_, refMACs, _ := ref.Totals()
+		_, macs, _ := m.Totals()
+		fmt.Fprintf(stdout, "device    %s\n", lat.Device)
+		fmt.Fprintf(stdout, "model     %s: %.3f M MACs, latency %s\n", pos[0], float64(macs)/1e6, lat)
+		fmt.Fprintf(stdout, "versus    %s: %.3f M MACs, latency %s\n", *versus, float64(refMACs)/1e6, refLat)
+		fmt.Fprintf(stdout, "ratio     %.3fx the reference's latency (%.2fx faster) for %.3fx its MACs\n",
+			ratio, 1/ratio, float64(macs)/float64(refMACs))
+		return nil
 	}
 	_, totalMACs, err := m.Totals()
 	if err != nil {

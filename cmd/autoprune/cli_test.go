@@ -53,6 +53,8 @@ func TestCommandLine(t *testing.T) {
 		{"train prune", []string{"train", "--prune", "random"}, exitUsage, "--prune \"random\""},
 		{"train steps", []string{"train", "--model", "mlp", "--steps", "20", "--out", p("mlp.safetensors")}, exitOK, "accuracy"},
 		{"eval", []string{"eval", p("mlp.safetensors"), "--runs", "5"}, exitOK, "latency   median"},
+		{"bench versus", []string{"bench", lenet, "--versus", "zoo:lenet5", "--runs", "5"}, exitOK, "ratio"},
+		{"bench versus agent", []string{"bench", lenet, "--versus", "zoo:lenet5", "--macs", "1"}, exitUsage, "at most one of"},
 		{"sensitivity", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5", "--val-samples", "500", "--json", p("s.json")}, exitOK, "max ratio"},
 		{"sensitivity ratios", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5,2"}, exitUsage, `"2" is not a ratio`},
 		{"search missing", []string{"search", p("none.toml")}, exitUsage, "no such file"},
