@@ -3,6 +3,7 @@ package prune
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand"
 	"strconv"
@@ -308,5 +309,45 @@ func TestCriteriaPreferLargeFilters(t *testing.T) {
 		if !has[5] || has[7] {
 			t.Errorf("%s kept %v: want channel 5 and not 7", c.Name(), k[g.Name])
 		}
+	}
+}
+
+func TestTaylor(t *testing.T) {
+	m := build(t, "lenet5")
+	gs, _ := Groups(m)
+	g := gs[0] // conv1: no batch norm, weight-based Taylor
+	l := m.Layer("conv1")
+	grads := map[string][]float32{"conv1.weight": make([]float32, len(l.Weight))}
+	per := len(l.Weight) / l.Out
+	for j := 0; j < per; j++ {
+		grads["conv1.weight"][2*per+j] = 10 * l.Weight[2*per+j] // channel 2 matters most
+	}
+	k, err := Select(m, Plan{g.Name: 0.8}, Taylor{Grads: grads})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Channel 2 scores highest; the others tie at zero and the lowest index wins.
+	if fmt.Sprint(k[g.Name]) != "[0 2]" {
+		t.Errorf("kept %v, want [0 2]", k[g.Name])
+	}
+	if _, err := Select(m, Plan{"conv2": 0.5}, Taylor{Grads: grads}); err == nil || !strings.Contains(err.Error(), "no weight gradients for layer \"conv2\"") {
+		t.Errorf("missing gradients: %v", err)
+	}
+	// With batch norm, the scale and shift gradients decide.
+	v := build(t, "vgg-small")
+	bn := v.Layer("conv1.bn")
+	gg := make([]float32, 32)
+	gb := make([]float32, 32)
+	gg[7] = 5
+	k, err = Select(v, Plan{"conv1": 0.9}, Taylor{Grads: map[string][]float32{"conv1.bn.gamma": gg, "conv1.bn.beta": gb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := false
+	for _, c := range k["conv1"] {
+		has = has || c == 7
+	}
+	if !has || bn.Gamma[7] == 0 {
+		t.Errorf("kept %v, want channel 7", k["conv1"])
 	}
 }

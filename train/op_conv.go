@@ -14,11 +14,11 @@ type convGeom struct {
 }
 
 func (q *convGeom) pixels() int { return q.oh * q.ow }
-func (q *convGeom) rows() int   { return q.n * q.oh * q.ow } // rows of the column matrix
-func (q *convGeom) cols() int   { return q.c * q.k * q.k }   // columns of the column matrix
+func (q *convGeom) rows() int   { return q.n * q.oh * q.ow } // output pixels of the batch
+func (q *convGeom) cols() int   { return q.c * q.k * q.k }   // input values per output pixel
 func (q *convGeom) icg() int    { return q.c / q.g }
 func (q *convGeom) ocg() int    { return q.oc / q.g }
-func (q *convGeom) kg() int     { return q.icg() * q.k * q.k } // columns per group
+func (q *convGeom) kg() int     { return q.icg() * q.k * q.k } // input values per output pixel, per group
 
 // span returns the output columns [lo, hi) whose input column ox*s-p+kx lies inside the
 // input, for kernel column kx.

@@ -46,6 +46,8 @@ func TestCommandLine(t *testing.T) {
 		{"prune unknown group", []string{"prune", "zoo:lenet5", "--plan", p("unknown-group.toml"), "--out", p("x.safetensors")}, exitUsage, `unknown group "conv9"`},
 		{"prune ratio", []string{"prune", "zoo:lenet5", "--uniform", "1.5", "--out", p("x.safetensors")}, exitUsage, "want a ratio in [0, 1)"},
 		{"prune two modes", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--sparsity", "0.5", "--out", p("x.safetensors")}, exitUsage, "exactly one of"},
+		{"prune taylor", []string{"prune", "zoo:vgg-small", "--uniform", "0.5", "--criterion", "taylor", "--out", p("taylor.safetensors")}, exitOK, "saved"},
+		{"prune criterion", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--criterion", "magic", "--out", p("x.safetensors")}, exitUsage, `unknown criterion "magic"`},
 		{"prune sparsity", []string{"prune", "zoo:mlp", "--sparsity", "0.9", "--out", p("sparse.safetensors")}, exitOK, "sparsity 90.00 %"},
 		{"train epochs", []string{"train", "--epochs", "-1"}, exitUsage, "--epochs must be positive"},
 		{"train model", []string{"train", "--model", "alexnet"}, exitUsage, `unknown model "alexnet"`},

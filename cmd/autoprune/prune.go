@@ -38,7 +38,9 @@ Examples:
   autoprune prune mlp.safetensors --sparsity 0.9 --scope global --out mlp-sparse.safetensors`, stderr)
 	planFile := fs.String("plan", "", "TOML plan file with a [ratios] table of group = ratio")
 	uniform := fs.Float64("uniform", -1, "prune every group by this ratio in [0, 1)")
-	criterion := fs.String("criterion", "l1", "channel importance: "+strings.Join(prune.CriterionNames, ", "))
+	criterion := fs.String("criterion", "l1", "channel importance: "+criterionHelp+" (taylor uses gradients on --dataset)")
+	dataset := fs.String("dataset", "mnist", "with --criterion taylor: the training data")
+	dataDir := fs.String("data-dir", "", "with --criterion taylor: folder of the dataset's IDX files")
 	sparsity := fs.Float64("sparsity", -1, "unstructured: mask this fraction of weights by magnitude")
 	scope := fs.String("scope", "global", "unstructured: rank weights per layer (layer) or across layers (global)")
 	seed := fs.Int64("seed", 1, "seed for the random criterion")
@@ -109,7 +111,7 @@ Examples:
 			}
 			plan = prune.Uniform(gs, *uniform)
 		}
-		c, err := prune.NewCriterion(name, *seed)
+		c, err := newCriterion(name, *seed, m, *dataset, *dataDir)
 		if err != nil {
 			return asUsage(fmt.Errorf("prune: %w", err))
 		}

@@ -41,7 +41,7 @@ Examples:
 	dataDir := fs.String("data-dir", "", "folder with the dataset's IDX files")
 	valSamples := fs.Int("val-samples", 5000, "validation samples held out of the training set")
 	seed := fs.Int64("seed", 1, "seed of the validation split (and of the random criterion)")
-	criterion := fs.String("criterion", "l1", "channel importance: "+strings.Join(prune.CriterionNames, ", "))
+	criterion := fs.String("criterion", "l1", "channel importance: "+criterionHelp)
 	ratioList := fs.String("ratios", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "comma-separated ratios in (0, 1)")
 	recal := fs.Int("recalibrate", 0, "batch-norm recalibration batches before scoring (0: none)")
 	maxDrop := fs.Float64("max-drop", 0.01, "accuracy drop allowed when deriving per-group maximum ratios")
@@ -74,7 +74,7 @@ Examples:
 	if err != nil {
 		return asUsage(err)
 	}
-	c, err := prune.NewCriterion(*criterion, *seed)
+	c, err := newCriterion(*criterion, *seed, m, *dataset, *dataDir)
 	if err != nil {
 		return asUsage(fmt.Errorf("sensitivity: %w", err))
 	}
