@@ -28,11 +28,15 @@ type Result struct {
 	ModelPath string       // where the model was saved
 	PlanPath  string       // where the plan was saved
 	Steps     int          // fine-tuning steps of the final model
+	// Front holds the other trials of the accuracy-vs-latency Pareto front, fine-tuned and
+	// saved the same way, when [final] pareto is set.
+	Front []*Result
 }
 
 // Finalize takes the best complete trial, prunes the base model with its plan again,
 // fine-tunes it for the configured final steps, measures it against the dense model on
-// the test set and the latency meter, and saves the model and its plan.
+// the test set and the latency meter, and saves the model and its plan. With [final]
+// pareto it does the same for every other trial on the Pareto front.
 func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	sum, err := Summarize(s.store, s.cfg.Study.Name)
 	if err != nil {
@@ -41,19 +45,47 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	if sum.Best == nil {
 		return nil, fmt.Errorf("study %s has no complete trial yet", s.cfg.Study.Name)
 	}
-	best := sum.Best
-	cand, err := prune.Structured(s.base, best.Plan, s.crit)
+	dtest, err := eval.Accuracy(ctx, s.base, s.testSet, 500, 2)
 	if err != nil {
-		return nil, fmt.Errorf("re-pruning trial %d: %w", best.Number, err)
+		return nil, err
+	}
+	best, err := s.finalize(ctx, *sum.Best, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
+	if err != nil {
+		return nil, err
+	}
+	best.DenseTest = dtest.Accuracy
+	if !s.cfg.Final.Pareto {
+		return best, nil
+	}
+	for _, t := range sum.Trials {
+		if !t.Pareto || t.Number == best.Trial {
+			continue
+		}
+		stem := fmt.Sprintf("%s-pareto-%d", s.cfg.Study.Name, t.Number)
+		r, err := s.finalize(ctx, t, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+"-plan.toml"))
+		if err != nil {
+			return nil, err
+		}
+		r.DenseTest = dtest.Accuracy
+		best.Front = append(best.Front, r)
+	}
+	return best, nil
+}
+
+// finalize prunes, fine-tunes, measures and saves one trial's plan.
+func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPath string) (*Result, error) {
+	cand, err := prune.Structured(s.base, t.Plan, s.crit)
+	if err != nil {
+		return nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
 	}
 	steps := s.cfg.Final.Steps
-	s.logf("fine-tuning the best plan (trial %d) for %d steps", best.Number, steps)
+	s.logf("fine-tuning the plan of trial %d for %d steps", t.Number, steps)
 	seed := s.cfg.Study.Seed*1000003 - 1
 	tuned, done, err := s.finetune(ctx, cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("final fine-tuning: %w", err)
 	}
-	r := &Result{Trial: best.Number, Plan: best.Plan, Model: tuned, Dense: s.dense, Steps: done}
+	r := &Result{Trial: t.Number, Plan: t.Plan, Model: tuned, Dense: s.dense, Steps: done}
 	if r.Metrics, err = s.sizeMetrics(tuned); err != nil {
 		return nil, err
 	}
@@ -78,17 +110,12 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	dtest, err := eval.Accuracy(ctx, s.base, s.testSet, 500, 2)
-	if err != nil {
-		return nil, err
-	}
-	r.TestAcc, r.DenseTest = test.Accuracy, dtest.Accuracy
-	r.ModelPath = s.cfg.Resolve(s.cfg.Final.Out)
-	r.PlanPath = s.cfg.Resolve(s.cfg.Final.PlanOut)
+	r.TestAcc = test.Accuracy
+	r.ModelPath, r.PlanPath = modelPath, planPath
 	if err := nn.Save(r.ModelPath, tuned); err != nil {
 		return nil, err
 	}
-	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, best.Number, best.Plan); err != nil {
+	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, t.Number, t.Plan); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -138,10 +165,20 @@ func (r *Result) Write(w io.Writer) error {
 		speed = fmt.Sprintf("%.2fx", 1/r.Metrics.RelLatency)
 	}
 	row(fmt.Sprintf("pruned (trial %d)", r.Trial), r.TestAcc, r.Metrics, speed)
+	for _, f := range r.Front {
+		sp := "-"
+		if f.Metrics.RelLatency > 0 {
+			sp = fmt.Sprintf("%.2fx", 1/f.Metrics.RelLatency)
+		}
+		row(fmt.Sprintf("Pareto (trial %d)", f.Trial), f.TestAcc, f.Metrics, sp)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nlatency %s\nsaved %s and %s\n", r.Metrics.Latency.Device, r.ModelPath, r.PlanPath)
+	for _, f := range r.Front {
+		fmt.Fprintf(w, "saved %s and %s\n", f.ModelPath, f.PlanPath)
+	}
 	return nil
 }
 

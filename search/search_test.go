@@ -245,8 +245,9 @@ func TestSearchEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkStudy(t, s2.store, "e2e", 7)
-	// Final fine-tuning and export.
+	// Final fine-tuning and export, of the best trial and the rest of the Pareto front.
 	cfg.Final.Steps = 30
+	cfg.Final.Pareto = true
 	res, err := s2.Finalize(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -259,6 +260,20 @@ func TestSearchEndToEnd(t *testing.T) {
 	}
 	if b, err := os.ReadFile(res.PlanPath); err != nil || !strings.Contains(string(b), "[ratios]") {
 		t.Errorf("saved plan: %v %q", err, b)
+	}
+	front := 0
+	for _, tr := range summaryOf(t, s2).Trials {
+		if tr.Pareto {
+			front++
+		}
+	}
+	if len(res.Front) != front-1 {
+		t.Errorf("%d Pareto models exported, the front has %d trials besides the best", len(res.Front), front-1)
+	}
+	for _, f := range res.Front {
+		if _, err := nn.Load(f.ModelPath); err != nil {
+			t.Errorf("Pareto model: %v", err)
+		}
 	}
 }
 
@@ -469,4 +484,13 @@ func TestTwoWorkersPostgres(t *testing.T) {
 	path := writeConfig(t, dir, name, postgresURL, 8, "")
 	runWorkers(t, path, 2)
 	checkStudy(t, store, name, 8)
+}
+
+func summaryOf(t *testing.T, s *Search) *Summary {
+	t.Helper()
+	sum, err := s.Summary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
 }
