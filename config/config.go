@@ -58,7 +58,7 @@ type Config struct {
 // Study names the study and says where it is stored and how the search runs.
 type Study struct {
 	Name      string    `toml:"name"`       // default: the config file name without extension
-	Storage   string    `toml:"storage"`    // SQLite file path (default NAME.db beside the config) or postgres://...
+	Storage   string    `toml:"storage"`    // SQLite file path (default NAME.db beside the config), postgres://... or mysql://...
 	Sampler   string    `toml:"sampler"`    // tpe (default), cmaes, cmaes-ipop, random
 	Trials    int       `toml:"trials"`     // completed trials wanted in total (default 30)
 	TimeLimit Duration  `toml:"time_limit"` // stop starting new trials after this long (0: none)

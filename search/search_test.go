@@ -463,27 +463,60 @@ func TestTwoWorkersSQLite(t *testing.T) {
 	checkIntegrity(t, filepath.Join(dir, "pair.db"))
 }
 
-const postgresURL = "postgres://127.0.0.1:5432/test?sslmode=disable"
-
-func TestTwoWorkersPostgres(t *testing.T) {
+// TestTwoWorkersServer runs two worker processes on one study held by each database server
+// the machine offers; a server that is not reachable is skipped with a message.
+func TestTwoWorkersServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs search processes")
 	}
-	store, err := OpenStorage(postgresURL)
-	if err != nil {
-		t.Skipf("PostgreSQL is not reachable at %s (%v): skipping the multi-worker PostgreSQL test", postgresURL, err)
+	for _, tc := range []struct{ name, url string }{
+		{"postgres", "postgres://127.0.0.1:5432/test?sslmode=disable"},
+		{"mysql", "mysql://root@127.0.0.1:3306/test"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, err := OpenStorage(tc.url)
+			if err != nil {
+				t.Skipf("%s is not reachable at %s (%v): skipping the multi-worker test on it", tc.name, tc.url, err)
+			}
+			name := fmt.Sprintf("%s-%d", tc.name, time.Now().UnixNano())
+			defer func() {
+				if id, err := store.GetStudyIDFromName(name); err == nil {
+					store.DeleteStudy(id)
+				}
+				store.Close()
+			}()
+			path := writeConfig(t, t.TempDir(), name, tc.url, 8, "")
+			runWorkers(t, path, 2)
+			sum := checkStudy(t, store, name, 8)
+			workers := map[string]bool{}
+			for _, tr := range sum.Trials {
+				workers[tr.Worker] = true
+			}
+			if len(workers) != 2 {
+				t.Errorf("trials ran on %d workers, want 2", len(workers))
+			}
+		})
 	}
-	name := fmt.Sprintf("pg-%d", time.Now().UnixNano())
-	defer func() {
-		if id, err := store.GetStudyIDFromName(name); err == nil {
-			store.DeleteStudy(id)
+}
+
+func TestMySQLDSN(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{"mysql://root@127.0.0.1:3306/test", "root@tcp(127.0.0.1:3306)/test?parseTime=true", ""},
+		{"mysql://u:p%40ss@db.example/studies?tls=true", "u:p@ss@tcp(db.example:3306)/studies?parseTime=true&tls=true", ""},
+		{"mysql://h:3307/", "", "want mysql://"},
+		{"mysql://h/a/b", "", "want mysql://"},
+	} {
+		got, err := mysqlDSN(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: error %v, want one containing %q", tc.in, err, tc.err)
+			}
+			continue
 		}
-		store.Close()
-	}()
-	dir := t.TempDir()
-	path := writeConfig(t, dir, name, postgresURL, 8, "")
-	runWorkers(t, path, 2)
-	checkStudy(t, store, name, 8)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
 }
 
 func summaryOf(t *testing.T, s *Search) *Summary {

@@ -13,6 +13,7 @@ import (
 	"github.com/c-bata/goptuna"
 	rdb "github.com/c-bata/goptuna/rdb.v2"
 	"github.com/glebarez/sqlite"
+	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -23,7 +24,7 @@ type Storage struct {
 	*rdb.Storage
 	db   *gorm.DB
 	URL  string // as given
-	Kind string // "sqlite" or "postgres"
+	Kind string // "sqlite", "postgres" or "mysql"
 }
 
 // Close closes the database connection.
@@ -36,9 +37,10 @@ func (s *Storage) Close() error {
 }
 
 // OpenStorage opens (creating when needed) the study database at url: a "postgres://" or
-// "postgresql://" URL for a PostgreSQL server shared by many workers, otherwise the path of
-// a SQLite file. SQLite files are opened in WAL mode with immediate transactions and a busy
-// timeout, so several processes on one machine can share a file.
+// "postgresql://" URL for a PostgreSQL server, or a "mysql://user:password@host:port/db" URL
+// for a MySQL or MariaDB server, shared by many workers; otherwise the path of a SQLite file.
+// SQLite files are opened in WAL mode with immediate transactions and a busy timeout, so
+// several processes on one machine can share a file.
 func OpenStorage(url string) (*Storage, error) {
 	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
 	var (
@@ -50,8 +52,15 @@ func OpenStorage(url string) (*Storage, error) {
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
 		kind = "postgres"
 		db, err = gorm.Open(postgres.Open(url), cfg)
+	case strings.HasPrefix(url, "mysql://"):
+		kind = "mysql"
+		dsn, derr := mysqlDSN(url)
+		if derr != nil {
+			return nil, fmt.Errorf("storage %s: %w", redact(url), derr)
+		}
+		db, err = gorm.Open(mysql.Open(dsn), cfg)
 	case strings.Contains(url, "://"):
-		return nil, fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path or postgres://...)", redact(url))
+		return nil, fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
 	default:
 		kind = "sqlite"
 		if dir := filepath.Dir(url); dir != "" {
@@ -114,6 +123,39 @@ func checkSQLiteFile(path string) error {
 		return fmt.Errorf("storage %s: exists and is not a SQLite database; refusing to touch it", path)
 	}
 	return nil
+}
+
+// mysqlDSN turns mysql://user:password@host:port/db?params into the driver's
+// user:password@tcp(host:port)/db?params form; the port defaults to 3306.
+func mysqlDSN(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("not a valid URL: %w", err)
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	if db == "" || strings.Contains(db, "/") {
+		return "", errors.New("want mysql://user:password@host:port/database")
+	}
+	host := u.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if u.Port() == "" {
+		host += ":3306"
+	}
+	q := u.Query()
+	if q.Get("parseTime") == "" {
+		q.Set("parseTime", "true")
+	}
+	user := ""
+	if u.User != nil {
+		user = u.User.Username()
+		if pw, ok := u.User.Password(); ok {
+			user += ":" + pw
+		}
+		user += "@"
+	}
+	return fmt.Sprintf("%stcp(%s)/%s?%s", user, host, db, q.Encode()), nil
 }
 
 // redact hides a password in a database URL.

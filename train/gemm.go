@@ -3,6 +3,7 @@ package train
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/autoprune/autoprune/internal/kernel"
 )
@@ -15,47 +16,73 @@ var kernels = sync.Pool{New: func() any { return kernel.New() }}
 // strides lda, ldb and ldc. Every matrix product of the package goes through here.
 //
 // It uses the project's blocked GEMM kernel (the same as the inference engine: AVX2/FMA
-// where the CPU has it, portable Go elsewhere). Large products are split into row or
-// column blocks of C across GOMAXPROCS goroutines; every element of C is still summed over
-// k in the same order by one goroutine, so results do not depend on the number of threads.
+// where the CPU has it, portable Go elsewhere). Large products are cut into up to
+// splitBlocks row or column blocks of C, and GOMAXPROCS goroutines share the blocks. The
+// cut depends on the shape only, never on the number of threads, and every element of C is
+// summed over k by one call of the kernel, so results are bit-identical for any GOMAXPROCS.
 func sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	w := runtime.GOMAXPROCS(0)
-	if w <= 1 || m*n*k < 1<<20 {
+	if m*n*k < 1<<20 {
 		gemm1(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	var wg sync.WaitGroup
+	var run func(lo, hi int)
+	var cuts []int
 	if n >= m {
 		// Column blocks, multiples of 16 (the kernel's panel width).
-		step := (n/w + 15) &^ 15
-		for j0 := 0; j0 < n; j0 += step {
-			nb := min(step, n-j0)
+		cuts = splitPoints(n, 16)
+		run = func(j0, j1 int) {
 			bo := j0 // first column of op(B)
 			if transB {
 				bo = j0 * ldb
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				gemm1(transA, transB, m, nb, k, alpha, a, lda, b[bo:], ldb, beta, c[j0:], ldc)
-			}()
+			gemm1(transA, transB, m, j1-j0, k, alpha, a, lda, b[bo:], ldb, beta, c[j0:], ldc)
 		}
 	} else {
-		step := (m/w + 5) / 6 * 6 // multiples of 6 (the kernel's row block)
-		for i0 := 0; i0 < m; i0 += step {
-			mb := min(step, m-i0)
+		// Row blocks, multiples of 6 (the kernel's row block).
+		cuts = splitPoints(m, 6)
+		run = func(i0, i1 int) {
 			ao := i0 * lda // first row of op(A)
 			if transA {
 				ao = i0
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				gemm1(transA, transB, mb, n, k, alpha, a[ao:], lda, b, ldb, beta, c[i0*ldc:], ldc)
-			}()
+			gemm1(transA, transB, i1-i0, n, k, alpha, a[ao:], lda, b, ldb, beta, c[i0*ldc:], ldc)
 		}
 	}
+	blocks := len(cuts) - 1
+	w := min(runtime.GOMAXPROCS(0), blocks)
+	if w <= 1 {
+		for i := 0; i < blocks; i++ {
+			run(cuts[i], cuts[i+1])
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < blocks; i = int(next.Add(1) - 1) {
+				run(cuts[i], cuts[i+1])
+			}
+		}()
+	}
 	wg.Wait()
+}
+
+// splitBlocks is the most blocks a product is cut into.
+const splitBlocks = 8
+
+// splitPoints cuts [0, size) into at most splitBlocks blocks whose sizes are multiples of
+// unit, except the last, which is at least unit long (a shorter tail joins the block before
+// it): the kernel takes other paths for very thin blocks, which would sum in another order.
+func splitPoints(size, unit int) []int {
+	step := ((size+splitBlocks-1)/splitBlocks + unit - 1) / unit * unit
+	cuts := []int{0}
+	for at := step; size-at >= unit; at += step {
+		cuts = append(cuts, at)
+	}
+	return append(cuts, size)
 }
 
 func gemm1(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {

@@ -29,7 +29,8 @@ longer and saved with its plan, and compared with the dense model on the test se
 The study lives in the storage the config names (a SQLite file by default). Running the same
 command again resumes it: trials left running by a killed process are detected and retried,
 and the study ends with the requested number of trials. Several workers may run the same
-config at once (same SQLite file on one machine, or a postgres:// storage across machines).
+config at once (same SQLite file on one machine, or a postgres:// or mysql:// storage
+across machines).
 Ctrl-C stops cleanly (exit 130); the study stays resumable.
 
 Examples:
@@ -97,7 +98,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("report", "report STUDY-DB [--study NAME] [--json]", `
 Reads a study from its database alone (no model, no data needed): counts of trials, the
 dense model, the accuracy-vs-latency Pareto front of complete trials, the best trial's plan
-and the reasons of failed trials. STUDY-DB is the SQLite file or a postgres:// URL.
+and the reasons of failed trials. STUDY-DB is the SQLite file or a postgres:// or mysql:// URL.
 
 Examples:
   autoprune report configs/mobile.db
