@@ -117,6 +117,7 @@ type Latency struct {
 	TokenEnv string   `toml:"token_env"` // environment variable holding the agent token
 	Timeout  Duration `toml:"timeout"`   // per request to the agent (default 2m)
 	LUT      string   `toml:"lut"`       // lookup table from "autoprune profile" for meter = lut
+	CPU      *int     `toml:"cpu"`       // meter = local: pin the measuring thread to this CPU (0-based)
 }
 
 // Objective is what the search maximises.
@@ -490,6 +491,12 @@ func (c *Config) validate() error {
 		return bad("latency.runs", "%d: want 1..10000", l.Runs)
 	case l.Warmup < 0 || l.Warmup > 1000:
 		return bad("latency.warmup", "%d: want 0..1000", l.Warmup)
+	case l.CPU != nil && (*l.CPU < 0 || *l.CPU > 4095):
+		return bad("latency.cpu", "%d: want a CPU number, 0 for the first", *l.CPU)
+	case l.CPU != nil && l.Meter != "local":
+		return bad("latency.cpu", "pins local measurements only; with meter = %q start the agent with --cpu instead", l.Meter)
+	case l.CPU != nil && l.Threads != 1:
+		return bad("latency.cpu", "pins one thread: needs latency.threads = 1, not %d", l.Threads)
 	case l.Meter == "agent" && !strings.HasPrefix(l.Agent, "http://") && !strings.HasPrefix(l.Agent, "https://"):
 		return bad("latency.agent", "%q: meter = \"agent\" needs the agent's URL, such as \"http://192.168.1.20:7070\"", l.Agent)
 	case l.Meter == "lut" && l.LUT == "":

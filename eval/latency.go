@@ -96,7 +96,8 @@ func (f MeterFunc) Measure(ctx context.Context, m *nn.Model) (Latency, error) { 
 // To keep noise down it runs Warmup untimed passes first (buffers, caches, branch
 // predictors), pins the measuring goroutine to one OS thread, times each pass separately and
 // reports the median and p90 rather than the mean. Latency depends on the architecture only,
-// so results are cached by nn.Model.Hash and the inputs are random.
+// so results are cached by nn.Model.Hash and the inputs are random. To keep the measuring
+// thread on one core as well, call PinToCPU first (on the same goroutine).
 type LocalMeter struct {
 	Batch   int           // samples per pass; default 1
 	Threads int           // engine threads; default 1

@@ -95,10 +95,9 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPat
 	}
 	r.Metrics.Accuracy, r.Metrics.Loss = val.Accuracy, val.Loss
 	// Measure again, interleaved with the dense model, for the final table.
-	l := s.cfg.Latency
 	if s.meter == nil {
 		var dl eval.Latency
-		dl, r.Metrics.Latency, r.Metrics.RelLatency, err = eval.Interleaved(ctx, s.base, tuned, l.Batch, l.Threads, l.Warmup, max(l.Runs, 100))
+		dl, r.Metrics.Latency, r.Metrics.RelLatency, err = s.interleaved(ctx, tuned, max(s.cfg.Latency.Runs, 100))
 		r.Dense.Latency = dl
 	} else {
 		r.Metrics.Latency, r.Metrics.RelLatency, err = s.latency(ctx, tuned)

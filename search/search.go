@@ -343,7 +343,7 @@ func (s *Search) measureDense(ctx context.Context) error {
 	if s.meter != nil {
 		m.Latency, err = s.meter.Measure(ctx, s.base)
 	} else {
-		m.Latency, _, _, err = eval.Interleaved(ctx, s.base, s.base, l.Batch, l.Threads, l.Warmup, l.Runs)
+		m.Latency, _, _, err = s.interleaved(ctx, s.base, l.Runs)
 	}
 	if err != nil {
 		return fmt.Errorf("measuring the dense model: %w", err)
@@ -392,6 +392,20 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 	return nil, fmt.Errorf("config %s: latency.meter %q is not supported", s.cfg.Path, l.Meter)
 }
 
+// interleaved times cand alternately with the dense model on this machine (see
+// eval.Interleaved), on the CPU the config pins measurements to, if any.
+func (s *Search) interleaved(ctx context.Context, cand *nn.Model, runs int) (dense, lat eval.Latency, ratio float64, err error) {
+	l := s.cfg.Latency
+	if l.CPU != nil {
+		release, err := eval.PinToCPU(*l.CPU)
+		if err != nil {
+			return dense, lat, 0, fmt.Errorf("config %s: latency.cpu: %w", s.cfg.Path, err)
+		}
+		defer release()
+	}
+	return eval.Interleaved(ctx, s.base, cand, l.Batch, l.Threads, l.Warmup, runs)
+}
+
 // latency measures a candidate, from the cache when its architecture was seen before.
 func (s *Search) latency(ctx context.Context, m *nn.Model) (eval.Latency, float64, error) {
 	key := m.Hash()
@@ -408,8 +422,7 @@ func (s *Search) latency(ctx context.Context, m *nn.Model) (eval.Latency, float6
 			e.rel = float64(e.lat.Median) / float64(s.dense.Latency.Median)
 		}
 	} else {
-		l := s.cfg.Latency
-		_, e.lat, e.rel, err = eval.Interleaved(ctx, s.base, m, l.Batch, l.Threads, l.Warmup, l.Runs)
+		_, e.lat, e.rel, err = s.interleaved(ctx, m, s.cfg.Latency.Runs)
 	}
 	if err != nil {
 		return eval.Latency{}, 0, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/autoprune/autoprune/agent"
 	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/nn"
 )
 
 // tokenEnv names the environment variable that holds the agent token when --token is not
@@ -22,7 +23,7 @@ func init() {
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("agent", "agent [--listen HOST:PORT] [--token TOKEN]", `
+	fs := newFlags("agent", "agent [--listen HOST:PORT] [--token TOKEN] [--cpu N]", `
 Runs the latency agent: an HTTP server that times forward passes of the architectures a
 search or "autoprune bench --agent" sends it, on this machine, one at a time. Start it on
 the target device; point the search at it with its URL.
@@ -36,12 +37,18 @@ Endpoints: POST /v1/measure (a model architecture -> latency distribution), GET 
 Requests are limited to 1 MiB, batch 256, 20e9 multiply-adds per pass, 1 GiB of memory,
 10000 runs and a 60 s budget.
 
+On a phone with big and little cores, --cpu pins every measurement to one core (numbered
+from 0, as in /proc/cpuinfo), so the search sees the core the app will run on; a request
+must then ask for one thread.
+
 Examples:
   autoprune agent                                   # 127.0.0.1:7070, no token
+  autoprune agent --cpu 7                           # measure on CPU 7 only (a big core)
   autoprune agent --listen 0.0.0.0:7070 --token "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"`, stderr)
 	listen := fs.String("listen", agent.DefaultAddr, "address to listen on (HOST:PORT; port 0 picks a free one)")
 	token := fs.String("token", "", "secret that every request must carry (required off loopback; default $"+tokenEnv+")")
 	quiet := fs.Bool("quiet", false, "do not log each request on stderr")
+	cpu := fs.Int("cpu", -1, "pin measurements to this CPU, numbered from 0 (Linux and Android); -1: no pinning")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -57,7 +64,27 @@ Examples:
 	if *quiet {
 		logger = log.New(io.Discard, "", 0)
 	}
-	a := agent.New(agent.Config{Token: tok, Log: logger})
+	cfg := agent.Config{Token: tok, Log: logger}
+	if *cpu >= 0 {
+		release, err := eval.PinToCPU(*cpu)
+		if err != nil {
+			return usagef("agent: --cpu: %v", err)
+		}
+		release()
+		cfg.Limits = eval.DefaultLimits
+		cfg.Limits.MaxThreads = 1
+		cfg.Measure = func(ctx context.Context, m *nn.Model, r eval.MeasureRequest) (eval.Latency, error) {
+			release, err := eval.PinToCPU(*cpu)
+			if err != nil {
+				return eval.Latency{}, err
+			}
+			defer release()
+			return eval.MeasureLocal(ctx, m, r.Batch, r.Threads, r.Warmup, r.Runs, r.Budget())
+		}
+	} else if *cpu != -1 {
+		return usagef("agent: --cpu %d: want a CPU number (0 for the first) or -1", *cpu)
+	}
+	a := agent.New(cfg)
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", *listen)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,22 @@ func TestBenchCommand(t *testing.T) {
 		t.Errorf("MACs bench: exit %d\n%s", code, out)
 	}
 
+	if runtime.GOOS == "linux" {
+		code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--runs", "3", "--cpu", "0", "--versus", "zoo:lenet5")
+		if code != exitOK || !strings.Contains(out, "ratio") {
+			t.Errorf("bench pinned to CPU 0: exit %d\n%s%s", code, out, stderr)
+		}
+		pinned := startAgentCmd(t, "--cpu", "0")
+		code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", pinned, "--runs", "3")
+		if code != exitOK || !strings.Contains(out, "latency   median") {
+			t.Errorf("agent pinned to CPU 0: exit %d\n%s%s", code, out, stderr)
+		}
+		code, _, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", pinned, "--threads", "2")
+		if code == exitOK || !strings.Contains(stderr, "thread") {
+			t.Errorf("two threads on an agent pinned to one CPU: exit %d, %s", code, stderr)
+		}
+	}
+
 	url := startAgentCmd(t, "--token", "tok")
 	code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", url, "--token", "tok", "--runs", "3", "--warmup", "1")
 	if code != exitOK || !strings.Contains(out, "agent "+url) || !strings.Contains(out, eval.ThisDevice().String()) {
@@ -125,6 +142,11 @@ func TestBenchCommand(t *testing.T) {
 		{"bench", "zoo:lenet5", "--agent", "127.0.0.1:7070"},
 		{"bench", "zoo:nosuchmodel"},
 		{"bench", "zoo:lenet5", "--lut", filepath.Join(t.TempDir(), "missing.json")},
+		{"bench", "zoo:lenet5", "--cpu", "-2"},
+		{"bench", "zoo:lenet5", "--cpu", "0", "--threads", "2"},
+		{"bench", "zoo:lenet5", "--cpu", "0", "--agent", url},
+		{"bench", "zoo:lenet5", "--cpu", strconv.Itoa(runtime.NumCPU())},
+		{"agent", "--cpu", strconv.Itoa(runtime.NumCPU())},
 	} {
 		if code, _, stderr := runLatencyCmd(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr)

@@ -43,6 +43,7 @@ machine the ratio is far steadier than either absolute figure.`, stderr)
 	lut := fs.String("lut", "", "predict from this lookup table (\"autoprune profile\") instead of measuring")
 	macs := fs.Float64("macs", 0, "estimate as MACs x this many ns per multiply-add instead of measuring (a proxy)")
 	versus := fs.String("versus", "", "a reference model (file or zoo:NAME) to time interleaved with this one, on this machine")
+	cpu := fs.Int("cpu", -1, "pin the measuring thread to this CPU, numbered from 0 (Linux and Android; local timing with --threads 1); -1: no pinning")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -58,6 +59,12 @@ machine the ratio is far steadier than either absolute figure.`, stderr)
 		return usagef("bench: --budget must be positive")
 	case *macs < 0:
 		return usagef("bench: --macs must be positive")
+	case *cpu < -1:
+		return usagef("bench: --cpu %d: want a CPU number (0 for the first) or -1", *cpu)
+	case *cpu >= 0 && (*agentURL != "" || *lut != "" || *macs > 0):
+		return usagef("bench: --cpu pins local timing only (start the agent with --cpu to pin on the device)")
+	case *cpu >= 0 && *threads != 1:
+		return usagef("bench: --cpu pins one thread: use it with --threads 1")
 	}
 	modes := 0
 	for _, set := range []bool{*agentURL != "", *lut != "", *macs > 0} {
@@ -71,6 +78,13 @@ machine the ratio is far steadier than either absolute figure.`, stderr)
 	m, err := loadModelArg(pos[0])
 	if err != nil {
 		return asUsage(err)
+	}
+	if *cpu >= 0 {
+		release, err := eval.PinToCPU(*cpu)
+		if err != nil {
+			return usagef("bench: --cpu: %v", err)
+		}
+		defer release()
 	}
 	if *versus != "" {
 		ref, err := loadModelArg(*versus)
