@@ -78,6 +78,7 @@ type Data struct {
 	Dataset        string `toml:"dataset"`         // mnist (default) or fashion-mnist
 	Dir            string `toml:"dir"`             // folder of the IDX files (default: built in / Debian's)
 	ValSamples     int    `toml:"val_samples"`     // held out of the training set for validation (default 5000)
+	SplitSeed      int64  `toml:"split_seed"`      // seed of the train/validation split and the base model (default 1)
 	TrainSamples   int    `toml:"train_samples"`   // training samples used for fine-tuning (0: all the rest)
 	TestEvaluation bool   `toml:"test_evaluation"` // also report test accuracy of the final model (default true)
 }
@@ -308,6 +309,9 @@ func (c *Config) defaults() {
 	d := &c.Data
 	if d.Dataset == "" {
 		d.Dataset = "mnist"
+	}
+	if d.SplitSeed == 0 {
+		d.SplitSeed = 1
 	}
 	if d.ValSamples == 0 {
 		d.ValSamples = 5000

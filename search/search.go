@@ -155,7 +155,9 @@ func (s *Search) loadData() error {
 		return fmt.Errorf("config %s: [data]: %w", s.cfg.Path, err)
 	}
 	frac := float64(d.ValSamples) / float64(full.N)
-	tr, val, err := full.Split(frac, s.cfg.Study.Seed)
+	// The split does not follow the study seed: the base model is trained once, on the
+	// training part, and every study that shares it must validate on samples it never saw.
+	tr, val, err := full.Split(frac, d.SplitSeed)
 	if err != nil {
 		return fmt.Errorf("config %s: data.val_samples: %w", s.cfg.Path, err)
 	}
@@ -186,14 +188,14 @@ func (s *Search) loadBase(ctx context.Context) error {
 		return fmt.Errorf("config %s: model.file %s does not exist and model.zoo is not set", s.cfg.Path, path)
 	}
 	shape := nn.Shape{C: s.trainSet.C, H: s.trainSet.H, W: s.trainSet.W}
-	m, err := zoo.Build(s.cfg.Model.Zoo, shape, s.trainSet.Classes, s.cfg.Study.Seed)
+	m, err := zoo.Build(s.cfg.Model.Zoo, shape, s.trainSet.Classes, s.cfg.Data.SplitSeed)
 	if err != nil {
 		return fmt.Errorf("config %s: model.zoo: %w", s.cfg.Path, err)
 	}
 	s.logf("training base model %s on %d samples for %d epoch(s) (cached in %s)", m.Name, s.trainSet.N, s.cfg.Model.TrainEpochs, path)
 	start := time.Now()
 	m, _, err = train.Train(ctx, m, s.trainSet, train.Config{
-		Epochs: s.cfg.Model.TrainEpochs, BatchSize: 64, Schedule: "cosine", Seed: s.cfg.Study.Seed, LogEvery: 200,
+		Epochs: s.cfg.Model.TrainEpochs, BatchSize: 64, Schedule: "cosine", Seed: s.cfg.Data.SplitSeed, LogEvery: 200,
 		Progress: func(p train.Progress) {
 			s.logf("  epoch %d/%d step %d/%d loss %.4f (%.0f img/s)", p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec)
 		},

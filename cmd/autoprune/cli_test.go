@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,8 +136,41 @@ steps = 20
 	if code != 0 {
 		t.Errorf("prune with the exported plan: exit %d\n%s", code, errs)
 	}
-	code, out, errs = runLatencyCmd(t, "compare", cfg, "--samplers", "random", "--seeds", "1,2", "--uniform", "0.3,0.6", "--trials", "2")
+	cmpJSON := filepath.Join(dir, "cmp.json")
+	code, out, errs = runLatencyCmd(t, "compare", cfg, "--samplers", "random", "--seeds", "1,2", "--uniform", "0.3,0.6", "--trials", "2", "--json", cmpJSON)
 	if code != 0 || !strings.Contains(out, "uniform") || strings.Count(out, "random") < 3 {
 		t.Errorf("compare: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	var cmp struct {
+		Rows []struct {
+			Method string   `json:"method"`
+			Best   *float64 `json:"best_objective"`
+		} `json:"rows"`
+		UniformPoints [][2]float64 `json:"uniform_points"`
+	}
+	if b, err := os.ReadFile(cmpJSON); err != nil {
+		t.Error(err)
+	} else if err := json.Unmarshal(b, &cmp); err != nil {
+		t.Errorf("compare --json: %v\n%s", err, b)
+	} else if len(cmp.Rows) != 3 || cmp.Rows[0].Method != "uniform" || cmp.Rows[1].Best == nil || len(cmp.UniformPoints) != 2 {
+		t.Errorf("compare --json: %d rows, %d uniform points\n%s", len(cmp.Rows), len(cmp.UniformPoints), b)
+	}
+}
+
+func TestInterpolateAt(t *testing.T) {
+	pts := [][2]float64{{0.99, 0.88}, {0.55, 0.80}, {0.40, 0.72}, {0.56, 0.77}}
+	for _, tc := range []struct {
+		x, want float64
+	}{
+		{0.5, 0.72 + (0.1/0.15)*0.08},
+		{0.40, 0.72},
+		{0.99, 0.88},
+		{0.3, math.NaN()},
+		{1.2, math.NaN()},
+	} {
+		got := interpolateAt(pts, tc.x)
+		if math.IsNaN(tc.want) != math.IsNaN(got) || (!math.IsNaN(got) && math.Abs(got-tc.want) > 1e-12) {
+			t.Errorf("interpolateAt(%v) = %v, want %v", tc.x, got, tc.want)
+		}
 	}
 }

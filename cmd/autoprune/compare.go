@@ -22,14 +22,35 @@ func init() {
 
 // compareRow is one study of a comparison.
 type compareRow struct {
-	Method   string  `json:"method"` // sampler name, or "uniform"
-	Seed     int64   `json:"seed"`
-	Study    string  `json:"study"`
-	Best     float64 `json:"best_objective"`
-	AccAtTgt float64 `json:"val_acc_at_target"` // best validation accuracy with relative latency <= target (NaN: none)
-	RelAtTgt float64 `json:"rel_latency_of_that"`
-	Trials   int     `json:"finished_trials"`
-	Wall     float64 `json:"wall_s"`
+	Method   string   `json:"method"` // sampler name, or "uniform"
+	Seed     int64    `json:"seed"`
+	Study    string   `json:"study"`
+	Best     optFloat `json:"best_objective"`
+	AccAtTgt optFloat `json:"val_acc_at_target"` // best validation accuracy with relative latency <= target (NaN: none)
+	RelAtTgt optFloat `json:"rel_latency_of_that"`
+	Trials   int      `json:"finished_trials"`
+	Wall     float64  `json:"wall_s"`
+}
+
+// optFloat is a number that may be missing (NaN), written as null in JSON.
+type optFloat float64
+
+// MarshalJSON writes NaN as null.
+func (f optFloat) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(f)) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(f))
+}
+
+// comparison is the outcome of a comparison: one row per study, and the uniform baseline's
+// validation accuracy interpolated to the latency target (NaN when its plans do not
+// bracket the target).
+type comparison struct {
+	Target        float64      `json:"target"`
+	UniformAtTgt  optFloat     `json:"uniform_val_acc_interpolated_at_target"`
+	UniformPoints [][2]float64 `json:"uniform_points"` // (relative latency, validation accuracy)
+	Rows          []compareRow `json:"rows"`
 }
 
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -43,7 +64,7 @@ Warm starts are switched off so every sampler starts from scratch.
 The latency target is the config's objective.target, relative to the dense model (e.g. 0.5x).
 
 Examples:
-  autoprune compare configs/fashion-mobile.toml --trials 30 --seeds 1,2,3
+  autoprune compare configs/fashion-compare.toml --seeds 1,2,3      # about 30 min on 2 cores
   autoprune compare configs/mobile.toml --samplers tpe,random --seeds 1 --json cmp.json`, stderr)
 	samplers := fs.String("samplers", "tpe,cmaes,random", "comma-separated samplers")
 	seedList := fs.String("seeds", "1,2,3", "comma-separated seeds")
@@ -92,6 +113,7 @@ Examples:
 	}
 	storage := base.Study.Name + "-compare.db"
 	var rows []compareRow
+	var uniformPts [][2]float64
 	runOne := func(method string, seed int64) error {
 		cfg := *base
 		cfg.Study.Seed = seed
@@ -125,18 +147,23 @@ Examples:
 		if err != nil {
 			return err
 		}
-		row := compareRow{Method: method, Seed: seed, Study: cfg.Study.Name, Best: math.NaN(), AccAtTgt: math.NaN(),
-			Wall: time.Since(start).Seconds()}
+		row := compareRow{Method: method, Seed: seed, Study: cfg.Study.Name, Best: optFloat(math.NaN()),
+			AccAtTgt: optFloat(math.NaN()), RelAtTgt: optFloat(math.NaN()), Wall: time.Since(start).Seconds()}
 		if sum.Best != nil {
-			row.Best = sum.Best.Value
+			row.Best = optFloat(sum.Best.Value)
 		}
 		for _, t := range sum.Trials {
 			if t.State == "complete" || t.State == "pruned" {
 				row.Trials++
 			}
-			if t.State == "complete" && t.Metric != nil && t.Metric.RelLatency <= target &&
-				(math.IsNaN(row.AccAtTgt) || t.Metric.Accuracy > row.AccAtTgt) {
-				row.AccAtTgt, row.RelAtTgt = t.Metric.Accuracy, t.Metric.RelLatency
+			if t.State != "complete" || t.Metric == nil {
+				continue
+			}
+			if method == "uniform" {
+				uniformPts = append(uniformPts, [2]float64{t.Metric.RelLatency, t.Metric.Accuracy})
+			}
+			if t.Metric.RelLatency <= target && (math.IsNaN(float64(row.AccAtTgt)) || t.Metric.Accuracy > float64(row.AccAtTgt)) {
+				row.AccAtTgt, row.RelAtTgt = optFloat(t.Metric.Accuracy), optFloat(t.Metric.RelLatency)
 			}
 		}
 		rows = append(rows, row)
@@ -154,14 +181,41 @@ Examples:
 			}
 		}
 	}
-	writeCompare(stdout, rows, target)
+	cmp := comparison{Target: target, UniformAtTgt: optFloat(interpolateAt(uniformPts, target)), UniformPoints: uniformPts, Rows: rows}
+	writeCompare(stdout, cmp)
 	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(rows, "", "  ")
+		b, err := json.MarshalIndent(cmp, "", "  ")
+		if err != nil {
+			return fmt.Errorf("compare: %w", err)
+		}
 		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// interpolateAt returns the accuracy of a latency-accuracy curve at relative latency x,
+// linearly between the closest measured points on either side of it (NaN when the points
+// do not bracket x).
+func interpolateAt(pts [][2]float64, x float64) float64 {
+	lo, hi := -1, -1
+	for i, p := range pts {
+		if p[0] <= x && (lo < 0 || p[0] > pts[lo][0]) {
+			lo = i
+		}
+		if p[0] >= x && (hi < 0 || p[0] < pts[hi][0]) {
+			hi = i
+		}
+	}
+	switch {
+	case lo < 0 || hi < 0:
+		return math.NaN()
+	case pts[hi][0] == pts[lo][0]:
+		return math.Max(pts[lo][1], pts[hi][1])
+	}
+	f := (x - pts[lo][0]) / (pts[hi][0] - pts[lo][0])
+	return pts[lo][1] + f*(pts[hi][1]-pts[lo][1])
 }
 
 // relTarget reads a relative latency target such as "0.5x".
@@ -174,34 +228,57 @@ func relTarget(s string) (float64, error) {
 	return v, nil
 }
 
-func writeCompare(w io.Writer, rows []compareRow, target float64) {
+func writeCompare(w io.Writer, c comparison) {
+	pct := func(v optFloat) string {
+		if math.IsNaN(float64(v)) {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f", 100*float64(v))
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\tseed\tbest objective\tval acc %% at <= %.2fx\tits latency\ttrials\ttime s\t\n", target)
-	type agg struct{ best, acc []float64 }
+	fmt.Fprintf(tw, "method\tseed\tbest objective\tval acc %% at <= %.2fx\tits latency\ttrials\ttime s\t\n", c.Target)
+	type agg struct {
+		best, acc []float64
+		reached   int
+	}
 	by := map[string]*agg{}
 	var order []string
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%.4f\t%.2f\t%.2fx\t%d\t%.0f\t\n", r.Method, r.Seed, r.Best, 100*r.AccAtTgt, r.RelAtTgt, r.Trials, r.Wall)
+	for _, r := range c.Rows {
+		rel := "—"
+		if !math.IsNaN(float64(r.RelAtTgt)) {
+			rel = fmt.Sprintf("%.2fx", float64(r.RelAtTgt))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.4f\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, float64(r.Best), pct(r.AccAtTgt), rel, r.Trials, r.Wall)
 		a, ok := by[r.Method]
 		if !ok {
 			a = &agg{}
 			by[r.Method] = a
 			order = append(order, r.Method)
 		}
-		a.best = append(a.best, r.Best)
-		a.acc = append(a.acc, r.AccAtTgt)
+		a.best = append(a.best, float64(r.Best))
+		a.acc = append(a.acc, float64(r.AccAtTgt))
+		if !math.IsNaN(float64(r.AccAtTgt)) {
+			a.reached++
+		}
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\truns\tbest objective (mean ± sd)\tval acc %% at target (mean ± sd)\t\n")
+	fmt.Fprintf(tw, "method\truns\tbest objective (mean ± sd)\truns with a model at target\tval acc %% at target (mean ± sd of those)\t\n")
 	for _, m := range order {
 		a := by[m]
 		bm, bs := meanSD(a.best)
 		am, as := meanSD(a.acc)
-		fmt.Fprintf(tw, "%s\t%d\t%.4f ± %.4f\t%.2f ± %.2f\t\n", m, len(a.best), bm, bs, 100*am, 100*as)
+		acc := "—"
+		if a.reached > 0 {
+			acc = fmt.Sprintf("%.2f ± %.2f", 100*am, 100*as)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.4f ± %.4f\t%d of %d\t%s\t\n", m, len(a.best), bm, bs, a.reached, len(a.best), acc)
 	}
 	tw.Flush()
+	if len(c.UniformPoints) > 0 {
+		fmt.Fprintf(w, "\nuniform pruning interpolated to %.2fx the dense latency: val acc %s %%\n", c.Target, pct(c.UniformAtTgt))
+	}
 }
 
 func meanSD(v []float64) (float64, float64) {
