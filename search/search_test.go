@@ -527,3 +527,35 @@ func summaryOf(t *testing.T, s *Search) *Summary {
 	}
 	return sum
 }
+
+// Studies that differ only in their seed share the validation split: the base model was
+// trained on the training part of it, so validating on another split would score it on
+// samples it has seen.
+func TestSplitIgnoresStudySeed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads data and measures the base model")
+	}
+	dir := t.TempDir()
+	var vals [][]float32
+	for _, seed := range []int{7, 8} {
+		path := writeConfig(t, dir, fmt.Sprintf("seed%d", seed), fmt.Sprintf("seed%d.db", seed), 1, "")
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = []byte(strings.Replace(string(src), "seed = 7", fmt.Sprintf("seed = %d", seed), 1))
+		if err := os.WriteFile(path, src, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := openSearch(t, path)
+		vals = append(vals, s.valSet.Images)
+	}
+	if len(vals[0]) != len(vals[1]) {
+		t.Fatalf("validation sets of %d and %d values", len(vals[0]), len(vals[1]))
+	}
+	for i := range vals[0] {
+		if vals[0][i] != vals[1][i] {
+			t.Fatalf("seeds 7 and 8 validate on different samples (first difference at value %d)", i)
+		}
+	}
+}
