@@ -2,6 +2,10 @@ module github.com/autoprune/autoprune
 
 go 1.26.8
 
+// goptuna's TPE sampler draws from the process-wide math/rand generator; search reseeds it
+// before each draw so that one seed gives one study, which needs Seed to work again.
+godebug randseednop=0
+
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/c-bata/goptuna v0.9.0

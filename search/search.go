@@ -513,8 +513,11 @@ func (s *Search) openStudy() error {
 	}
 	switch s.cfg.Study.Sampler {
 	case "tpe":
-		opts = append(opts, goptuna.StudyOptionSampler(tpe.NewSampler(
-			tpe.SamplerOptionSeed(s.seed), tpe.SamplerOptionNumberOfStartupTrials(6))))
+		if !globalSeedWorks() {
+			s.logf("warning: rand.Seed has no effect in this program (add \"godebug randseednop=0\" to its go.mod): TPE will not repeat a study exactly")
+		}
+		opts = append(opts, goptuna.StudyOptionSampler(reseeded{Sampler: tpe.NewSampler(
+			tpe.SamplerOptionSeed(s.seed), tpe.SamplerOptionNumberOfStartupTrials(6)), seed: s.seed}))
 	case "random":
 		opts = append(opts, goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))))
 	case "cmaes", "cmaes-ipop":
