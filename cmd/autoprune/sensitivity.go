@@ -32,7 +32,7 @@ that costs at most that much accuracy; a search config can use the JSON report t
 space (prune.sensitivity).
 
 Validation samples are held out of the training set by seed (the same split as a search with
-the same seed and data.val_samples).
+data.split_seed equal to --seed and the same data.val_samples).
 
 Examples:
   autoprune sensitivity vgg.safetensors --dataset fashion-mnist --json vgg-sens.json
@@ -40,7 +40,7 @@ Examples:
 	dataset := fs.String("dataset", "mnist", "dataset: mnist or fashion-mnist")
 	dataDir := fs.String("data-dir", "", "folder with the dataset's IDX files")
 	valSamples := fs.Int("val-samples", 5000, "validation samples held out of the training set")
-	seed := fs.Int64("seed", 1, "seed of the validation split (and of the random criterion)")
+	seed := fs.Int64("seed", 1, "seed of the validation split, a search's data.split_seed (and of the random criterion)")
 	criterion := fs.String("criterion", "l1", "channel importance: "+criterionHelp)
 	ratioList := fs.String("ratios", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "comma-separated ratios in (0, 1)")
 	recal := fs.Int("recalibrate", 0, "batch-norm recalibration batches before scoring (0: none)")
