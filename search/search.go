@@ -121,7 +121,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 		return nil, err
 	}
 	s.teacher = logits(s.base, s.trainSet)
-	if err := s.openStudy(); err != nil {
+	if err := s.openStudy(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -394,6 +394,72 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 	return nil, fmt.Errorf("config %s: latency.meter %q is not supported", s.cfg.Path, l.Meter)
 }
 
+// cmaesStart returns the point CMA-ES starts from: the uniform plan (every searched group at
+// one ratio of the space's grid) whose measured latency is closest to the objective's latency
+// target. Pruning and timing a plan without fine-tuning takes milliseconds, and starting on
+// the target's latency contour spares CMA-ES the generations it would spend walking there
+// from the middle of the space (its default). nil when the objective has no latency target.
+func (s *Search) cmaesStart(ctx context.Context) (map[string]float64, error) {
+	if s.cfg.Objective.Target == "" {
+		return nil, nil
+	}
+	target, err := objectives.ParseTarget(s.cfg.Objective.Target)
+	if err != nil {
+		return nil, err
+	}
+	high := func(d interface{}) float64 {
+		switch d := d.(type) {
+		case goptuna.DiscreteUniformDistribution:
+			return d.High
+		case goptuna.UniformDistribution:
+			return d.High
+		}
+		return 0
+	}
+	top := 0.0
+	for _, d := range s.space {
+		top = math.Max(top, high(d))
+	}
+	step := s.cfg.Prune.Step
+	if step <= 0 {
+		step = 0.05
+	}
+	uniform := func(r float64) prune.Plan {
+		plan := prune.Plan{}
+		for name, d := range s.space {
+			plan[name] = math.Min(r, high(d))
+		}
+		return plan
+	}
+	best, bestGap, bestRel := -1.0, math.Inf(1), 0.0
+	for k := 0; ; k++ {
+		r := s.cfg.Prune.MinRatio + float64(k)*step
+		if r > top+1e-9 {
+			break
+		}
+		m, err := prune.Structured(s.base, uniform(r), s.crit)
+		if err != nil {
+			return nil, err
+		}
+		lat, rel, err := s.latency(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		gap := math.Abs(rel - target.Rel)
+		if target.Rel == 0 {
+			gap = math.Abs(float64(lat.Median-target.Abs)) / float64(target.Abs)
+		}
+		if gap < bestGap {
+			best, bestGap, bestRel = r, gap, rel
+		}
+	}
+	if best < 0 {
+		return nil, nil
+	}
+	s.logf("CMA-ES starts from %.2f in every group (measured %.2fx the dense latency; target %s)", best, bestRel, target)
+	return uniform(best), nil
+}
+
 // interleaved times cand alternately with the dense model on this machine (see
 // eval.Interleaved), on the CPU the config pins measurements to, if any.
 func (s *Search) interleaved(ctx context.Context, cand *nn.Model, runs int) (dense, lat eval.Latency, ratio float64, err error) {
@@ -488,7 +554,7 @@ func processSeed(seed int64, existing int, creator bool, worker string) int64 {
 	return int64(h.Sum64() & math.MaxInt64)
 }
 
-func (s *Search) openStudy() error {
+func (s *Search) openStudy(ctx context.Context) error {
 	store, err := OpenStorage(s.cfg.Resolve(s.cfg.Study.Storage))
 	if err != nil {
 		return err
@@ -522,6 +588,13 @@ func (s *Search) openStudy() error {
 		opts = append(opts, goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))))
 	case "cmaes", "cmaes-ipop":
 		copts := []cmaes.SamplerOption{cmaes.SamplerOptionSeed(s.seed), cmaes.SamplerOptionNStartupTrials(0)}
+		x0, err := s.cmaesStart(ctx)
+		if err != nil {
+			return fmt.Errorf("choosing where CMA-ES starts: %w", err)
+		}
+		if x0 != nil {
+			copts = append(copts, cmaes.SamplerOptionInitialMean(x0))
+		}
 		if s.cfg.Study.Sampler == "cmaes-ipop" {
 			copts = append(copts, cmaes.SamplerOptionIPop(2))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/prune"
 	"github.com/autoprune/autoprune/train"
 )
 
@@ -573,5 +575,64 @@ func TestSplitIgnoresStudySeed(t *testing.T) {
 		if vals[0][i] != vals[1][i] {
 			t.Fatalf("seeds 7 and 8 validate on different samples (first difference at value %d)", i)
 		}
+	}
+}
+
+// CMA-ES starts from the uniform plan whose measured latency is closest to the target.
+func TestCMAESStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads data and measures models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "cma", "cma.db", 1, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n")
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(src), `sampler = "tpe"`, `sampler = "cmaes"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := openSearch(t, path)
+	x0, err := s.cmaesStart(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x0) != len(s.space) {
+		t.Fatalf("start point %v, want one ratio for each of %d groups", x0, len(s.space))
+	}
+	var r float64
+	for _, v := range x0 {
+		r = v
+	}
+	for name, v := range x0 {
+		if v != r {
+			t.Errorf("start point %v is not uniform (%s)", x0, name)
+		}
+	}
+	// Every other uniform ratio of the grid is measured (from the same cache) no closer to
+	// the target.
+	gap := func(r float64) float64 {
+		plan := prune.Plan{}
+		for name := range s.space {
+			plan[name] = r
+		}
+		m, err := prune.Structured(s.base, plan, s.crit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rel, err := s.latency(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return math.Abs(rel - 0.6)
+	}
+	g := gap(r)
+	for k := 0; k <= 8; k++ {
+		if o := float64(k) / 10; gap(o) < g {
+			t.Errorf("start %.1f is %.3f from the target, but %.1f is %.3f from it", r, g, o, gap(o))
+		}
+	}
+	if r <= 0 || r > 0.8 {
+		t.Errorf("start ratio %v outside (0, 0.8]", r)
 	}
 }
