@@ -150,6 +150,21 @@ kind = "none"
 	return path
 }
 
+// editConfig replaces the first old with new in the config file at path.
+func editConfig(t *testing.T, path, old, new string) {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(src), old) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(src), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func openSearch(t *testing.T, path string) *Search {
 	t.Helper()
 	cfg, err := config.Load(path)
@@ -291,14 +306,7 @@ func TestSameSeedSameTrials(t *testing.T) {
 	for i := range plans {
 		dir := t.TempDir()
 		path := writeConfig(t, dir, "det", "det.db", 9, "")
-		src, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src = []byte(strings.Replace(string(src), "[latency]\n", "[latency]\nmeter = \"macs\"\n", 1))
-		if err := os.WriteFile(path, src, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		editConfig(t, path, "[latency]\n", "[latency]\nmeter = \"macs\"\n")
 		s := openSearch(t, path)
 		if err := s.Run(context.Background()); err != nil {
 			t.Fatal(err)
@@ -557,14 +565,7 @@ func TestSplitIgnoresStudySeed(t *testing.T) {
 	var vals [][]float32
 	for _, seed := range []int{7, 8} {
 		path := writeConfig(t, dir, fmt.Sprintf("seed%d", seed), fmt.Sprintf("seed%d.db", seed), 1, "")
-		src, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src = []byte(strings.Replace(string(src), "seed = 7", fmt.Sprintf("seed = %d", seed), 1))
-		if err := os.WriteFile(path, src, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		editConfig(t, path, "seed = 7", fmt.Sprintf("seed = %d", seed))
 		s := openSearch(t, path)
 		vals = append(vals, s.valSet.Images)
 	}
@@ -585,13 +586,7 @@ func TestCMAESStart(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := writeConfig(t, dir, "cma", "cma.db", 1, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n")
-	src, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(src), `sampler = "tpe"`, `sampler = "cmaes"`, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, path, `sampler = "tpe"`, `sampler = "cmaes"`)
 	s := openSearch(t, path)
 	x0, err := s.cmaesStart(context.Background())
 	if err != nil {
