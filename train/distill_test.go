@@ -109,12 +109,7 @@ func TestRecalibrateBN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := &data.Dataset{Name: "rand", N: 64, C: 1, H: 28, W: 28, Classes: 10,
-		Images: make([]float32, 64*784), Labels: make([]uint8, 64)}
-	rng := rand.New(rand.NewSource(3))
-	for i := range ds.Images {
-		ds.Images[i] = 2 + rng.Float32() // mean 2.5: far from the initial running mean 0
-	}
+	ds := randomDataset(3, 2) // mean 2.5: far from the initial running mean 0
 	r, err := RecalibrateBN(context.Background(), m, ds, 2, 32, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -170,15 +165,7 @@ func TestTrainPruneHook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := &data.Dataset{Name: "rand", N: 64, C: 1, H: 28, W: 28, Classes: 10,
-		Images: make([]float32, 64*784), Labels: make([]uint8, 64)}
-	rng := rand.New(rand.NewSource(4))
-	for i := range ds.Images {
-		ds.Images[i] = rng.Float32()
-	}
-	for i := range ds.Labels {
-		ds.Labels[i] = uint8(i % 10)
-	}
+	ds := randomDataset(4, 0)
 	h := &hook{}
 	out, res, err := Train(context.Background(), m, ds, Config{Steps: 8, BatchSize: 16, Prune: h})
 	if err != nil {
@@ -201,4 +188,19 @@ func TestTrainPruneHook(t *testing.T) {
 	if !moved {
 		t.Error("kept weights did not train after the hook")
 	}
+}
+
+// randomDataset returns 64 random 28x28 images with pixels in [offset, offset+1) and labels
+// cycling through the 10 classes.
+func randomDataset(seed int64, offset float32) *data.Dataset {
+	ds := &data.Dataset{Name: "rand", N: 64, C: 1, H: 28, W: 28, Classes: 10,
+		Images: make([]float32, 64*784), Labels: make([]uint8, 64)}
+	rng := rand.New(rand.NewSource(seed))
+	for i := range ds.Images {
+		ds.Images[i] = offset + rng.Float32()
+	}
+	for i := range ds.Labels {
+		ds.Labels[i] = uint8(i % 10)
+	}
+	return ds
 }

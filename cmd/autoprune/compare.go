@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/autoprune/autoprune/config"
+	"github.com/autoprune/autoprune/objectives"
 	"github.com/autoprune/autoprune/search"
 )
 
@@ -218,14 +219,13 @@ func interpolateAt(pts [][2]float64, x float64) float64 {
 	return pts[lo][1] + f*(pts[hi][1]-pts[lo][1])
 }
 
-// relTarget reads a relative latency target such as "0.5x".
+// relTarget reads a latency target that is relative to the dense model, such as "0.5x".
 func relTarget(s string) (float64, error) {
-	r, ok := strings.CutSuffix(strings.TrimSpace(s), "x")
-	v, err := strconv.ParseFloat(r, 64)
-	if !ok || err != nil || !(v > 0) {
+	t, err := objectives.ParseTarget(s)
+	if err != nil || t.Rel == 0 {
 		return 0, fmt.Errorf("%q: the comparison needs a target relative to the dense model, such as 0.5x", s)
 	}
-	return v, nil
+	return t.Rel, nil
 }
 
 func writeCompare(w io.Writer, c comparison) {
