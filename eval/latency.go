@@ -215,8 +215,20 @@ const MinInterleaved = 300 * time.Millisecond
 // Interleaved times a candidate against a reference model on this machine, alternating
 // single passes (A B A B ...) so that both see the same machine state; shared machines
 // drift, and a ratio measured this way survives the drift. It returns both distributions
-// and the median of the per-pair ratios candidate/reference.
+// and the median of the per-pair ratios candidate/reference (see InterleavedPairs).
 func Interleaved(ctx context.Context, ref, cand *nn.Model, batch, threads, warmup, runs int) (refLat, candLat Latency, ratio float64, err error) {
+	p, err := InterleavedPairs(ctx, ref, cand, batch, threads, warmup, runs)
+	if err != nil {
+		return refLat, candLat, 0, err
+	}
+	return p.Ref(), p.Cand(), p.Ratio(), nil
+}
+
+// InterleavedPairs times a candidate against a reference model on this machine, alternating
+// single passes (A B A B ..., and which goes first within a pair) and returns every pair.
+// Zero arguments take the LocalMeter defaults; fast models run more pairs than runs, until
+// the pairs cover MinInterleaved.
+func InterleavedPairs(ctx context.Context, ref, cand *nn.Model, batch, threads, warmup, runs int) (Pairs, error) {
 	batch, threads = max(batch, 1), max(threads, 1)
 	if warmup <= 0 {
 		warmup = 5
@@ -224,65 +236,58 @@ func Interleaved(ctx context.Context, ref, cand *nn.Model, batch, threads, warmu
 	if runs <= 0 {
 		runs = 50
 	}
+	if ref.Input != cand.Input {
+		return Pairs{}, fmt.Errorf("latency: reference input %v differs from candidate input %v", ref.Input, cand.Input)
+	}
 	exA, err := nn.NewExecutor(ref, batch, nn.Options{Threads: threads})
 	if err != nil {
-		return refLat, candLat, 0, fmt.Errorf("latency: reference: %w", err)
+		return Pairs{}, fmt.Errorf("latency: reference: %w", err)
 	}
 	exB, err := nn.NewExecutor(cand, batch, nn.Options{Threads: threads})
 	if err != nil {
-		return refLat, candLat, 0, fmt.Errorf("latency: candidate: %w", err)
-	}
-	if ref.Input != cand.Input {
-		return refLat, candLat, 0, fmt.Errorf("latency: reference input %v differs from candidate input %v", ref.Input, cand.Input)
+		return Pairs{}, fmt.Errorf("latency: candidate: %w", err)
 	}
 	x := randomInput(batch * ref.Input.Size())
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i := 0; i < warmup; i++ {
 		if _, err := exA.Forward(x); err != nil {
-			return refLat, candLat, 0, err
+			return Pairs{}, err
 		}
 		if _, err := exB.Forward(x); err != nil {
-			return refLat, candLat, 0, err
+			return Pairs{}, err
 		}
 	}
 	// Small models take microseconds per pass: keep going past runs until the pairs cover
 	// MinInterleaved, so scheduler noise averages out.
-	ta := make([]time.Duration, 0, runs)
-	tb := make([]time.Duration, 0, runs)
-	ratios := make([]float64, 0, runs)
+	p := Pairs{RefTimes: make([]time.Duration, 0, runs), CandTimes: make([]time.Duration, 0, runs),
+		Batch: batch, Threads: threads, Device: ThisDevice()}
 	start := time.Now()
 	for i := 0; i < runs || (time.Since(start) < MinInterleaved && i < 50*runs); i++ {
-		ta, tb, ratios = append(ta, 0), append(tb, 0), append(ratios, 0)
 		if err := ctx.Err(); err != nil {
-			return refLat, candLat, 0, fmt.Errorf("latency: %w", err)
+			return Pairs{}, fmt.Errorf("latency: %w", err)
 		}
 		// Alternate which goes first so neither always runs on a warmer cache.
-		first, second, tf, ts := exA, exB, &ta[i], &tb[i]
+		first, second := exA, exB
 		if i%2 == 1 {
-			first, second, tf, ts = exB, exA, &tb[i], &ta[i]
+			first, second = exB, exA
 		}
 		t0 := time.Now()
 		if _, err := first.Forward(x); err != nil {
-			return refLat, candLat, 0, err
+			return Pairs{}, err
 		}
 		t1 := time.Now()
 		if _, err := second.Forward(x); err != nil {
-			return refLat, candLat, 0, err
+			return Pairs{}, err
 		}
-		*tf, *ts = t1.Sub(t0), time.Since(t1)
-		ratios[i] = float64(tb[i]) / float64(max(ta[i], 1))
+		tf, ts := t1.Sub(t0), time.Since(t1)
+		if i%2 == 1 {
+			tf, ts = ts, tf
+		}
+		p.RefTimes = append(p.RefTimes, max(tf, 1))
+		p.CandTimes = append(p.CandTimes, max(ts, 1))
 	}
-	dev := ThisDevice()
-	refLat, candLat = Summarize(ta), Summarize(tb)
-	refLat.Batch, refLat.Threads, refLat.Device = batch, threads, dev
-	candLat.Batch, candLat.Threads, candLat.Device = batch, threads, dev
-	sort.Float64s(ratios)
-	ratio = ratios[len(ratios)/2]
-	if len(ratios)%2 == 0 {
-		ratio = (ratios[len(ratios)/2-1] + ratios[len(ratios)/2]) / 2
-	}
-	return refLat, candLat, ratio, nil
+	return p, nil
 }
 
 // randomInput returns n fixed pseudo-random values in [0, 1): timing does not depend on
