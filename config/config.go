@@ -141,7 +141,7 @@ type Stopper struct {
 type Final struct {
 	Steps   int    `toml:"steps"`    // longer fine-tune of the winner (default 1000)
 	Out     string `toml:"out"`      // pruned model file (default NAME-best.safetensors)
-	PlanOut string `toml:"plan_out"` // its plan (default NAME-best-plan.toml)
+	PlanOut string `toml:"plan_out"` // its plan (default NAME-best.plan.toml)
 	Pareto  bool   `toml:"pareto"`   // also fine-tune and save the Pareto front (default false)
 }
 
@@ -163,6 +163,9 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes a config from TOML text; path is used in messages and for relative paths.
 func Parse(src, path string) (*Config, error) {
+	if isPlan(src) {
+		return nil, fmt.Errorf("config %s: %w: this is a pruning plan (a [ratios] table of group = ratio), not a study config: apply it with \"autoprune prune MODEL --plan %s --out OUT\"", path, ErrConfig, path)
+	}
 	c := &Config{Path: path}
 	md, err := toml.Decode(src, c)
 	if err != nil {
@@ -195,6 +198,24 @@ func Parse(src, path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w: %v", path, ErrConfig, err)
 	}
 	return c, nil
+}
+
+// isPlan tells a plan file (what a search writes beside its winner, or "prune --plan"
+// reads) from a study config: it has a [ratios] table and none of a config's sections.
+func isPlan(src string) bool {
+	var probe map[string]any
+	if _, err := toml.Decode(src, &probe); err != nil {
+		return false
+	}
+	if _, ok := probe["ratios"].(map[string]any); !ok {
+		return false
+	}
+	for _, k := range []string{"study", "model", "data", "prune", "finetune", "latency", "objective", "stopper", "final"} {
+		if _, ok := probe[k]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeLine picks the line, key and message out of the decoder's type errors.
@@ -395,7 +416,7 @@ func (c *Config) defaults() {
 		fi.Out = s.Name + "-best.safetensors"
 	}
 	if fi.PlanOut == "" {
-		fi.PlanOut = s.Name + "-best-plan.toml"
+		fi.PlanOut = s.Name + "-best.plan.toml"
 	}
 }
 

@@ -62,7 +62,7 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 			continue
 		}
 		stem := fmt.Sprintf("%s-pareto-%d", s.cfg.Study.Name, t.Number)
-		r, err := s.finalize(ctx, t, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+"-plan.toml"))
+		r, err := s.finalize(ctx, t, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+".plan.toml"))
 		if err != nil {
 			return nil, err
 		}

@@ -118,7 +118,7 @@ steps = 20
 	if code != 0 || !strings.Contains(out, "pruned (trial") || !strings.Contains(errs, "[3/3]") {
 		t.Fatalf("search: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
-	for _, f := range []string{"tiny.db", "tiny-best.safetensors", "tiny-best-plan.toml"} {
+	for _, f := range []string{"tiny.db", "tiny-best.safetensors", "tiny-best.plan.toml"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("search left no %s: %v", f, err)
 		}
@@ -132,7 +132,7 @@ steps = 20
 		t.Errorf("report --json: exit %d\n%s%s", code, out, errs)
 	}
 	// The plan it saved is a valid plan file for "prune".
-	code, _, errs = runLatencyCmd(t, "prune", model, "--plan", filepath.Join(dir, "tiny-best-plan.toml"), "--out", filepath.Join(dir, "again.safetensors"))
+	code, _, errs = runLatencyCmd(t, "prune", model, "--plan", filepath.Join(dir, "tiny-best.plan.toml"), "--out", filepath.Join(dir, "again.safetensors"))
 	if code != 0 {
 		t.Errorf("prune with the exported plan: exit %d\n%s", code, errs)
 	}
