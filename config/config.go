@@ -119,11 +119,16 @@ type Latency struct {
 	Timeout  Duration `toml:"timeout"`   // per request to the agent (default 2m)
 	LUT      string   `toml:"lut"`       // lookup table from "autoprune profile" for meter = lut
 	CPU      *int     `toml:"cpu"`       // meter = local: pin the measuring thread to this CPU (0-based)
+	// MaxSpread is how precisely a latency ratio must be known before it is scored: the
+	// relative half-width of its 95 % interval (default 0.03, ±3 %). A wider one, or one
+	// whose dense reference drifted, is measured again, up to MaxRounds rounds in all.
+	MaxSpread float64 `toml:"max_spread"`
+	MaxRounds int     `toml:"max_rounds"` // measurement rounds per candidate at most (default 4)
 }
 
 // Objective is what the search maximises.
 type Objective struct {
-	Kind       string   `toml:"kind"`        // mnas-soft (default), mnas-hard, budget, weighted, or a registered name
+	Kind       string   `toml:"kind"`        // mnas-hard (default), mnas-soft, budget, weighted, or a registered name
 	Target     string   `toml:"target"`      // latency target: "0.5x" of the dense model (default) or "2ms"
 	Weight     *float64 `toml:"weight"`      // MnasNet exponent (negative) or the latency weight of weighted
 	MaxBytes   int64    `toml:"max_bytes"`   // size budget (budget) or size reference (weighted)
@@ -143,6 +148,13 @@ type Final struct {
 	Out     string `toml:"out"`      // pruned model file (default NAME-best.safetensors)
 	PlanOut string `toml:"plan_out"` // its plan (default NAME-best.plan.toml)
 	Pareto  bool   `toml:"pareto"`   // also fine-tune and save the Pareto front (default false)
+	// Candidates is how many of the best trials that meet the target are measured again in
+	// fresh rounds, and re-ranked by a longer fine-tune, before the winner is chosen
+	// (default 3; 1 takes the best trial as stored).
+	Candidates int `toml:"candidates"`
+	// RerankSteps is the fine-tune that re-ranks the candidates (default 3x finetune.steps;
+	// 0 re-ranks by the trials' own scores with the re-measured latency).
+	RerankSteps *int `toml:"rerank_steps"`
 }
 
 // Load reads, defaults and validates a config file.
@@ -391,9 +403,15 @@ func (c *Config) defaults() {
 	if l.Timeout.Duration == 0 {
 		l.Timeout.Duration = 2 * time.Minute
 	}
+	if l.MaxSpread == 0 {
+		l.MaxSpread = 0.03
+	}
+	if l.MaxRounds == 0 {
+		l.MaxRounds = 4
+	}
 	o := &c.Objective
 	if o.Kind == "" {
-		o.Kind = "mnas-soft"
+		o.Kind = "mnas-hard"
 	}
 	if o.Target == "" && o.Kind != "budget" && o.Kind != "weighted" {
 		o.Target = "0.5x"
@@ -411,6 +429,13 @@ func (c *Config) defaults() {
 	fi := &c.Final
 	if fi.Steps == 0 {
 		fi.Steps = 1000
+	}
+	if fi.Candidates == 0 {
+		fi.Candidates = 3
+	}
+	if fi.RerankSteps == nil {
+		n := 3 * f.Steps
+		fi.RerankSteps = &n
 	}
 	if fi.Out == "" {
 		fi.Out = s.Name + "-best.safetensors"
@@ -524,6 +549,10 @@ func (c *Config) validate() error {
 		return bad("latency.cpu", "pins one thread: needs latency.threads = 1, not %d", l.Threads)
 	case l.Meter == "agent" && !strings.HasPrefix(l.Agent, "http://") && !strings.HasPrefix(l.Agent, "https://"):
 		return bad("latency.agent", "%q: meter = \"agent\" needs the agent's URL, such as \"http://192.168.1.20:7070\"", l.Agent)
+	case !(l.MaxSpread > 0 && l.MaxSpread < 1):
+		return bad("latency.max_spread", "%v: want a fraction in (0, 1), such as 0.03 for ±3 %%", l.MaxSpread)
+	case l.MaxRounds < 1 || l.MaxRounds > 100:
+		return bad("latency.max_rounds", "%d: want 1..100", l.MaxRounds)
 	case l.Meter == "lut" && l.LUT == "":
 		return bad("latency.lut", "meter = \"lut\" needs a lookup table file from \"autoprune profile\"")
 	}
@@ -551,6 +580,12 @@ func (c *Config) validate() error {
 	}
 	if c.Final.Steps < 0 {
 		return bad("final.steps", "%d must not be negative", c.Final.Steps)
+	}
+	if c.Final.Candidates < 1 || c.Final.Candidates > 100 {
+		return bad("final.candidates", "%d: want 1..100", c.Final.Candidates)
+	}
+	if *c.Final.RerankSteps < 0 {
+		return bad("final.rerank_steps", "%d must not be negative", *c.Final.RerankSteps)
 	}
 	return nil
 }

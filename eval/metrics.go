@@ -9,7 +9,10 @@ type Metrics struct {
 	// RelLatency is the candidate's latency divided by the dense model's, measured
 	// interleaved (A B A B ...) so that machine drift cancels; 0 when unknown.
 	RelLatency float64 `json:"rel_latency"`
-	MACs       int64   `json:"macs"`   // multiply-adds per sample
-	Params     int     `json:"params"` // parameters
-	Bytes      int64   `json:"bytes"`  // model file size
+	// RelSpread is how precisely RelLatency is known: the relative half-width of its 95 %
+	// interval (0.02 for ±2 %); 0 for an exact meter or when unknown.
+	RelSpread float64 `json:"rel_spread,omitempty"`
+	MACs      int64   `json:"macs"`   // multiply-adds per sample
+	Params    int     `json:"params"` // parameters
+	Bytes     int64   `json:"bytes"`  // model file size
 }

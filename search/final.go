@@ -28,32 +28,64 @@ type Result struct {
 	ModelPath string       // where the model was saved
 	PlanPath  string       // where the plan was saved
 	Steps     int          // fine-tuning steps of the final model
+	// Constraint is what the winner had to meet; Miss says what the final model misses of
+	// it on the final re-measurement, beyond that measurement's own spread ("" when met).
+	Constraint Constraint
+	Miss       string
+	// Candidates are the trials measured again (and re-ranked) before the choice, best
+	// stored score first; Unranked is the trial the stored scores alone would have chosen.
+	Candidates []Candidate
+	Unranked   int
 	// Front holds the other trials of the accuracy-vs-latency Pareto front, fine-tuned and
 	// saved the same way, when [final] pareto is set.
 	Front []*Result
 }
 
-// Finalize takes the best complete trial, prunes the base model with its plan again,
-// fine-tunes it for the configured final steps, measures it against the dense model on
-// the test set and the latency meter, and saves the model and its plan. With [final]
-// pareto it does the same for every other trial on the Pareto front.
+// Candidate is a trial considered for the winner: its stored metrics and score, its
+// latency measured again in fresh rounds, and its score after the re-ranking fine-tune.
+type Candidate struct {
+	Trial       int
+	StoredScore float64
+	StoredRel   float64 // latency ratio stored with the trial
+	Rel         float64 // latency ratio measured again
+	Spread      float64 // relative half-width of Rel's 95 % interval
+	Miss        string  // what the re-measured trial misses of the constraint
+	Accuracy    float64 // validation accuracy after the re-ranking fine-tune (or as stored)
+	Score       float64 // objective score from Accuracy and Rel
+}
+
+// Finalize chooses the winner and makes it: among the complete trials that meet the
+// constraint, the best few by stored score ([final] candidates) are measured again in
+// fresh rounds and re-ranked by a longer fine-tune ([final] rerank_steps); the best that
+// still meets the constraint is pruned from the base model again, fine-tuned for the final
+// steps, measured afresh against the dense model on the test set and the latency meter,
+// and saved with its plan. With [final] pareto it does the same for every other trial on
+// the Pareto front. When no trial meets the constraint it returns an error wrapping
+// ErrInfeasible that names the closest trial.
 func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	sum, err := Summarize(s.store, s.cfg.Study.Name)
 	if err != nil {
 		return nil, err
 	}
-	if sum.Best == nil {
+	if sum.Counts["complete"] == 0 {
 		return nil, fmt.Errorf("study %s has no complete trial yet", s.cfg.Study.Name)
+	}
+	cons := s.constraint()
+	winner, cands, err := s.choose(ctx, sum, cons)
+	if err != nil {
+		return nil, err
 	}
 	dtest, err := eval.Accuracy(ctx, s.base, s.testSet, 500, 2)
 	if err != nil {
 		return nil, err
 	}
-	best, err := s.finalize(ctx, *sum.Best, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
+	best, err := s.finalize(ctx, *winner, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
 	if err != nil {
 		return nil, err
 	}
 	best.DenseTest = dtest.Accuracy
+	best.Candidates = cands
+	best.Unranked = sum.Best.Number
 	if !s.cfg.Final.Pareto {
 		return best, nil
 	}
@@ -72,6 +104,95 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	return best, nil
 }
 
+// choose measures the best feasible trials again and re-ranks them; see Finalize.
+func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*TrialResult, []Candidate, error) {
+	var feasible []TrialResult
+	for _, t := range sum.Trials {
+		if t.State == "complete" && t.Metric != nil && cons.Miss(*t.Metric, 0) == "" {
+			feasible = append(feasible, t)
+		}
+	}
+	if len(feasible) == 0 {
+		return nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
+			s.cfg.Study.Name, ErrInfeasible, cons, sum.Counts["complete"], sum.closestNote())
+	}
+	sort.SliceStable(feasible, func(i, j int) bool { return feasible[i].Value > feasible[j].Value })
+	k := s.cfg.Final.Candidates
+	type entry struct {
+		t    TrialResult
+		c    Candidate
+		cand *nn.Model
+	}
+	var pool []entry
+	for _, t := range feasible {
+		if len(pool) == k {
+			break
+		}
+		cand, err := prune.Structured(s.base, t.Plan, s.crit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
+		}
+		e, err := s.measure(ctx, cand, true)
+		if err != nil {
+			return nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
+		}
+		m := *t.Metric
+		m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
+		c := Candidate{Trial: t.Number, StoredScore: t.Value, StoredRel: t.Metric.RelLatency, Rel: e.rel,
+			Spread: e.spread, Miss: cons.Miss(m, 0), Accuracy: m.Accuracy}
+		if c.Score, err = s.obj.Score(m); err != nil {
+			return nil, nil, err
+		}
+		s.logf("trial %d measured again: %.3fx the dense latency (stored %.3fx)", t.Number, e.rel, t.Metric.RelLatency)
+		if c.Miss != "" {
+			s.logf("  trial %d is no longer a candidate: %s", t.Number, c.Miss)
+			continue
+		}
+		pool = append(pool, entry{t, c, cand})
+	}
+	if len(pool) == 0 {
+		return nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
+			s.cfg.Study.Name, ErrInfeasible, cons)
+	}
+	steps := *s.cfg.Final.RerankSteps
+	if len(pool) > 1 && steps > 0 {
+		s.logf("re-ranking %d candidates by a %d-step fine-tune", len(pool), steps)
+		for i := range pool {
+			p := &pool[i]
+			seed := s.cfg.Study.Seed*1000003 - 2
+			tuned, _, err := s.finetune(ctx, p.cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
+			if err != nil {
+				return nil, nil, fmt.Errorf("re-ranking trial %d: %w", p.t.Number, err)
+			}
+			val, err := eval.Accuracy(ctx, tuned, s.valSet, 500, 1)
+			if err != nil {
+				return nil, nil, err
+			}
+			m := *p.t.Metric
+			m.Accuracy, m.Loss = val.Accuracy, val.Loss
+			m.RelLatency, m.RelSpread = p.c.Rel, p.c.Spread
+			p.c.Accuracy = val.Accuracy
+			if p.c.Score, err = s.obj.Score(m); err != nil {
+				return nil, nil, err
+			}
+			s.logf("  trial %d: validation accuracy %.2f %% after %d steps (%.2f %% after %d), score %.4f",
+				p.t.Number, 100*val.Accuracy, steps, 100*p.t.Metric.Accuracy, p.t.Steps, p.c.Score)
+		}
+	}
+	win := 0
+	for i := range pool {
+		if pool[i].c.Score > pool[win].c.Score {
+			win = i
+		}
+	}
+	cands := make([]Candidate, len(pool))
+	for i := range pool {
+		cands[i] = pool[i].c
+	}
+	w := pool[win].t
+	return &w, cands, nil
+}
+
 // finalize prunes, fine-tunes, measures and saves one trial's plan.
 func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPath string) (*Result, error) {
 	cand, err := prune.Structured(s.base, t.Plan, s.crit)
@@ -85,7 +206,7 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPat
 	if err != nil {
 		return nil, fmt.Errorf("final fine-tuning: %w", err)
 	}
-	r := &Result{Trial: t.Number, Plan: t.Plan, Model: tuned, Dense: s.dense, Steps: done}
+	r := &Result{Trial: t.Number, Plan: t.Plan, Model: tuned, Dense: s.dense, Steps: done, Constraint: s.constraint(), Unranked: t.Number}
 	if r.Metrics, err = s.sizeMetrics(tuned); err != nil {
 		return nil, err
 	}
@@ -94,17 +215,16 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPat
 		return nil, err
 	}
 	r.Metrics.Accuracy, r.Metrics.Loss = val.Accuracy, val.Loss
-	// Measure again, interleaved with the dense model, for the final table.
-	if s.meter == nil {
-		var dl eval.Latency
-		dl, r.Metrics.Latency, r.Metrics.RelLatency, err = s.interleaved(ctx, tuned, max(s.cfg.Latency.Runs, 100))
-		r.Dense.Latency = dl
-	} else {
-		r.Metrics.Latency, r.Metrics.RelLatency, err = s.latency(ctx, tuned)
-	}
+	// Measure afresh, interleaved with the dense model where the meter can, for the table.
+	e, err := s.measure(ctx, tuned, true)
 	if err != nil {
 		return nil, err
 	}
+	r.Metrics.Latency, r.Metrics.RelLatency, r.Metrics.RelSpread = e.lat, e.rel, e.spread
+	if e.pairs.Len() > 0 {
+		r.Dense.Latency = e.pairs.Ref()
+	}
+	r.Miss = r.Constraint.Miss(r.Metrics, e.spread)
 	test, err := eval.Accuracy(ctx, tuned, s.testSet, 500, 2)
 	if err != nil {
 		return nil, err
@@ -162,6 +282,9 @@ func (r *Result) Write(w io.Writer) error {
 	speed := "-"
 	if r.Metrics.RelLatency > 0 {
 		speed = fmt.Sprintf("%.2fx", 1/r.Metrics.RelLatency)
+		if sp := r.Metrics.RelSpread; sp > 0 && sp < 1 {
+			speed = fmt.Sprintf("%.2fx ±%.0f%%", 1/r.Metrics.RelLatency, 100*sp)
+		}
 	}
 	row(fmt.Sprintf("pruned (trial %d)", r.Trial), r.TestAcc, r.Metrics, speed)
 	for _, f := range r.Front {
@@ -174,7 +297,22 @@ func (r *Result) Write(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nlatency %s\nsaved %s and %s\n", r.Metrics.Latency.Device, r.ModelPath, r.PlanPath)
+	fmt.Fprintf(w, "\nlatency %s, measured afresh against the dense model\n", r.Metrics.Latency.Device)
+	if r.Constraint.any() {
+		if r.Miss == "" {
+			fmt.Fprintf(w, "constraint %s: met (%.3fx the dense latency)\n", r.Constraint, r.Metrics.RelLatency)
+		} else {
+			fmt.Fprintf(w, "WARNING: constraint %s: the final model misses it on re-measurement: %s\n", r.Constraint, r.Miss)
+		}
+	}
+	if len(r.Candidates) > 1 {
+		fmt.Fprintf(w, "chosen among %d candidates measured again and re-ranked:", len(r.Candidates))
+		for _, c := range r.Candidates {
+			fmt.Fprintf(w, " trial %d (%.3fx, val %.2f %%)", c.Trial, c.Rel, 100*c.Accuracy)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "saved %s and %s\n", r.ModelPath, r.PlanPath)
 	for _, f := range r.Front {
 		fmt.Fprintf(w, "saved %s and %s\n", f.ModelPath, f.PlanPath)
 	}

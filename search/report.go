@@ -27,16 +27,24 @@ type TrialResult struct {
 	Worker string        `json:"worker,omitempty"`
 	Error  string        `json:"error,omitempty"`
 	Pareto bool          `json:"pareto,omitempty"` // on the accuracy-vs-latency front
+	// Miss says what the trial misses of the study's constraint (latency target, size
+	// budget); empty when it meets it.
+	Miss string `json:"miss,omitempty"`
 }
 
 // Summary is a study as read back from storage.
 type Summary struct {
-	Study  string         `json:"study"`
-	Dense  eval.Metrics   `json:"dense"`
-	Groups []prune.Group  `json:"groups"`
-	Trials []TrialResult  `json:"trials"`
-	Best   *TrialResult   `json:"best,omitempty"`
-	Counts map[string]int `json:"counts"`
+	Study  string        `json:"study"`
+	Dense  eval.Metrics  `json:"dense"`
+	Groups []prune.Group `json:"groups"`
+	Trials []TrialResult `json:"trials"`
+	// Constraint is what a winner must meet; Best is the complete trial with the highest
+	// score among those that meet it (nil when none does yet).
+	Constraint Constraint     `json:"constraint"`
+	Best       *TrialResult   `json:"best,omitempty"`
+	Counts     map[string]int `json:"counts"`
+	// Feasible counts the complete trials that meet the constraint.
+	Feasible int `json:"feasible"`
 }
 
 // Summarize reads a study from storage: every trial with its raw metrics, the best
@@ -61,6 +69,11 @@ func Summarize(store *Storage, name string) (*Summary, error) {
 		return nil, fmt.Errorf("study %q was not made by autoprune (no dense measurements)", name)
 	}
 	_ = json.Unmarshal([]byte(attrs[studyAttrGroups]), &sum.Groups)
+	if c := attrs[studyAttrConstraint]; c != "" {
+		if err := json.Unmarshal([]byte(c), &sum.Constraint); err != nil {
+			return nil, fmt.Errorf("study %q: stored constraint %q: %w", name, c, err)
+		}
+	}
 	ts, err := store.GetAllTrials(id)
 	if err != nil {
 		return nil, err
@@ -74,7 +87,14 @@ func Summarize(store *Storage, name string) (*Summary, error) {
 	markPareto(sum.Trials)
 	for i := range sum.Trials {
 		t := &sum.Trials[i]
-		if t.State == "complete" && (sum.Best == nil || t.Value > sum.Best.Value) {
+		if t.Metric != nil {
+			t.Miss = sum.Constraint.Miss(*t.Metric, 0)
+		}
+		if t.State != "complete" || t.Metric == nil || t.Miss != "" {
+			continue
+		}
+		sum.Feasible++
+		if sum.Best == nil || t.Value > sum.Best.Value {
 			sum.Best = t
 		}
 	}
@@ -137,8 +157,12 @@ func markPareto(ts []TrialResult) {
 // Write prints the summary as tables: counts, the dense model, the Pareto front and the
 // best trial with its plan.
 func (s *Summary) Write(w io.Writer) error {
-	fmt.Fprintf(w, "study %s: %d complete, %d stopped early, %d failed, %d running, %d waiting\n\n",
+	fmt.Fprintf(w, "study %s: %d complete, %d stopped early, %d failed, %d running, %d waiting\n",
 		s.Study, s.Counts["complete"], s.Counts["pruned"], s.Counts["fail"], s.Counts["running"], s.Counts["waiting"])
+	if s.Constraint.any() {
+		fmt.Fprintf(w, "constraint %s: met by %d of %d complete trials\n", s.Constraint, s.Feasible, s.Counts["complete"])
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "trial\tscore\tval acc %\tlatency ms\tspeed-up\tMACs %\tparams\tbytes\t")
 	row := func(label string, score string, m eval.Metrics) {
@@ -156,13 +180,19 @@ func (s *Summary) Write(w io.Writer) error {
 			if s.Best != nil && t.Number == s.Best.Number {
 				label += " (best)"
 			}
+			if t.Miss != "" {
+				label += " (over)"
+			}
 			row(label, fmt.Sprintf("%.4f", t.Value), *t.Metric)
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "(rows: the dense model, then the accuracy-vs-latency Pareto front of complete trials)")
+	fmt.Fprintln(w, "(rows: the dense model, then the accuracy-vs-latency Pareto front of complete trials; \"over\": misses the constraint)")
+	if s.Best == nil && s.Constraint.any() && s.Counts["complete"] > 0 {
+		fmt.Fprintf(w, "\nno complete trial meets the constraint %s%s\n", s.Constraint, s.closestNote())
+	}
 	if s.Best != nil {
 		fmt.Fprintf(w, "\nbest trial %d, plan (ratio of channels removed per group):\n", s.Best.Number)
 		names := make([]string, 0, len(s.Best.Plan))
@@ -188,3 +218,23 @@ func (s *Summary) Write(w io.Writer) error {
 
 // Summary reads this search's study back from storage.
 func (s *Search) Summary() (*Summary, error) { return Summarize(s.store, s.cfg.Study.Name) }
+
+// closestNote names the complete trial closest to the latency target, for a study where
+// none meets it.
+func (s *Summary) closestNote() string {
+	var best *TrialResult
+	for i := range s.Trials {
+		t := &s.Trials[i]
+		if t.State != "complete" || t.Metric == nil || t.Metric.RelLatency <= 0 {
+			continue
+		}
+		if best == nil || t.Metric.RelLatency < best.Metric.RelLatency {
+			best = t
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return fmt.Sprintf("; the fastest, trial %d, measured %.3fx the dense latency at %.2f %% accuracy (raise prune.max_ratio, run more trials, or loosen the target)",
+		best.Number, best.Metric.RelLatency, 100*best.Metric.Accuracy)
+}

@@ -45,10 +45,15 @@ const (
 	attrError     = "error"     // why it failed
 	attrHeartbeat = "heartbeat" // unix ms, refreshed while running (system attribute)
 	attrRetryOf   = "retry_of"  // number of the stale trial this one retries
+	attrArch      = "arch"      // nn.Model.Hash of the pruned architecture
+	attrDupOf     = "same_as"   // number of the earlier trial with the same architecture
 
 	studyAttrDense  = "dense"  // JSON eval.Metrics of the base model
 	studyAttrGroups = "groups" // JSON []prune.Group searched
 	studyAttrConfig = "config" // config file path
+	// studyAttrConstraint is the JSON constraint a winner must meet (latency target, size
+	// budget), so that reports judge trials without the config.
+	studyAttrConstraint = "constraint"
 )
 
 // Options customise a search beyond its config; zero values take the config's choices.
@@ -83,11 +88,6 @@ type Search struct {
 
 	latMu    sync.Mutex
 	latCache map[string]latEntry
-}
-
-type latEntry struct {
-	lat eval.Latency
-	rel float64
 }
 
 // Open prepares a search: loads the data, loads (or trains once and caches) the base
@@ -341,13 +341,7 @@ func (s *Search) measureDense(ctx context.Context) error {
 		return err
 	}
 	m.Accuracy, m.Loss, m.RelLatency = score.Accuracy, score.Loss, 1
-	l := s.cfg.Latency
-	if s.meter != nil {
-		m.Latency, err = s.meter.Measure(ctx, s.base)
-	} else {
-		m.Latency, _, _, err = s.interleaved(ctx, s.base, l.Runs)
-	}
-	if err != nil {
+	if m.Latency, err = s.measureDenseLatency(ctx); err != nil {
 		return fmt.Errorf("measuring the dense model: %w", err)
 	}
 	s.dense = m
@@ -392,113 +386,6 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 		return &mm, nil
 	}
 	return nil, fmt.Errorf("config %s: latency.meter %q is not supported", s.cfg.Path, l.Meter)
-}
-
-// cmaesStart returns the point CMA-ES starts from: the uniform plan (every searched group at
-// one ratio of the space's grid) whose measured latency is closest to the objective's latency
-// target. Pruning and timing a plan without fine-tuning takes milliseconds, and starting on
-// the target's latency contour spares CMA-ES the generations it would spend walking there
-// from the middle of the space (its default). nil when the objective has no latency target.
-func (s *Search) cmaesStart(ctx context.Context) (map[string]float64, error) {
-	if s.cfg.Objective.Target == "" {
-		return nil, nil
-	}
-	target, err := objectives.ParseTarget(s.cfg.Objective.Target)
-	if err != nil {
-		return nil, err
-	}
-	high := func(d interface{}) float64 {
-		switch d := d.(type) {
-		case goptuna.DiscreteUniformDistribution:
-			return d.High
-		case goptuna.UniformDistribution:
-			return d.High
-		}
-		return 0
-	}
-	top := 0.0
-	for _, d := range s.space {
-		top = math.Max(top, high(d))
-	}
-	step := s.cfg.Prune.Step
-	if step <= 0 {
-		step = 0.05
-	}
-	uniform := func(r float64) prune.Plan {
-		plan := prune.Plan{}
-		for name, d := range s.space {
-			plan[name] = math.Min(r, high(d))
-		}
-		return plan
-	}
-	best, bestGap, bestRel := -1.0, math.Inf(1), 0.0
-	for k := 0; ; k++ {
-		r := s.cfg.Prune.MinRatio + float64(k)*step
-		if r > top+1e-9 {
-			break
-		}
-		m, err := prune.Structured(s.base, uniform(r), s.crit)
-		if err != nil {
-			return nil, err
-		}
-		lat, rel, err := s.latency(ctx, m)
-		if err != nil {
-			return nil, err
-		}
-		gap := math.Abs(rel - target.Rel)
-		if target.Rel == 0 {
-			gap = math.Abs(float64(lat.Median-target.Abs)) / float64(target.Abs)
-		}
-		if gap < bestGap {
-			best, bestGap, bestRel = r, gap, rel
-		}
-	}
-	if best < 0 {
-		return nil, nil
-	}
-	s.logf("CMA-ES starts from %.2f in every group (measured %.2fx the dense latency; target %s)", best, bestRel, target)
-	return uniform(best), nil
-}
-
-// interleaved times cand alternately with the dense model on this machine (see
-// eval.Interleaved), on the CPU the config pins measurements to, if any.
-func (s *Search) interleaved(ctx context.Context, cand *nn.Model, runs int) (dense, lat eval.Latency, ratio float64, err error) {
-	l := s.cfg.Latency
-	if l.CPU != nil {
-		release, err := eval.PinToCPU(*l.CPU)
-		if err != nil {
-			return dense, lat, 0, fmt.Errorf("config %s: latency.cpu: %w", s.cfg.Path, err)
-		}
-		defer release()
-	}
-	return eval.Interleaved(ctx, s.base, cand, l.Batch, l.Threads, l.Warmup, runs)
-}
-
-// latency measures a candidate, from the cache when its architecture was seen before.
-func (s *Search) latency(ctx context.Context, m *nn.Model) (eval.Latency, float64, error) {
-	key := m.Hash()
-	s.latMu.Lock()
-	e, ok := s.latCache[key]
-	s.latMu.Unlock()
-	if ok {
-		return e.lat, e.rel, nil
-	}
-	var err error
-	if s.meter != nil {
-		e.lat, err = s.meter.Measure(ctx, m)
-		if err == nil && s.dense.Latency.Median > 0 {
-			e.rel = float64(e.lat.Median) / float64(s.dense.Latency.Median)
-		}
-	} else {
-		_, e.lat, e.rel, err = s.interleaved(ctx, m, s.cfg.Latency.Runs)
-	}
-	if err != nil {
-		return eval.Latency{}, 0, err
-	}
-	s.latMu.Lock()
-	s.latCache[key] = e
-	s.latMu.Unlock()
-	return e.lat, e.rel, nil
 }
 
 func (s *Search) sizeMetrics(m *nn.Model) (eval.Metrics, error) {
@@ -588,11 +475,13 @@ func (s *Search) openStudy(ctx context.Context) error {
 		opts = append(opts, goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))))
 	case "cmaes", "cmaes-ipop":
 		copts := []cmaes.SamplerOption{cmaes.SamplerOptionSeed(s.seed), cmaes.SamplerOptionNStartupTrials(0)}
-		x0, err := s.cmaesStart(ctx)
+		x0, _, err := s.nearTarget(ctx)
 		if err != nil {
 			return fmt.Errorf("choosing where CMA-ES starts: %w", err)
 		}
 		if x0 != nil {
+			// CMA-ES starts on the target's latency contour instead of the middle of the
+			// space, sparing the generations it would spend walking there.
 			copts = append(copts, cmaes.SamplerOptionInitialMean(x0))
 		}
 		if s.cfg.Study.Sampler == "cmaes-ipop" {
@@ -616,16 +505,41 @@ func (s *Search) openStudy(ctx context.Context) error {
 		}
 		opts = append(opts, goptuna.StudyOptionPruner(p))
 	}
-	study, err := goptuna.CreateStudy(name, opts...)
-	if err != nil {
-		return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
+	// Another worker may be creating the study right now: goptuna creates it and then sets
+	// its direction, and the creator then measures the dense model and the uniform plans
+	// before it records the groups. Wait for a study in the making to be complete.
+	var study *goptuna.Study
+	for wait := time.Duration(0); ; wait += 500 * time.Millisecond {
+		study, err = goptuna.CreateStudy(name, opts...)
+		if err != nil {
+			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
+		}
+		if creator {
+			break
+		}
+		attrs, err := study.GetUserAttrs()
+		if err != nil {
+			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
+		}
+		trials, err := study.GetTrials()
+		if err != nil {
+			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
+		}
+		if attrs[studyAttrGroups] != "" || len(trials) > 0 || wait >= time.Minute {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	if study.Direction() != goptuna.StudyDirectionMaximize {
 		return fmt.Errorf("study %s in %s exists and minimises: not an autoprune study", name, redact(store.URL))
 	}
 	s.study = study
 	if creator {
-		if err := s.initStudy(); err != nil {
+		if err := s.initStudy(ctx); err != nil {
 			return err
 		}
 	} else if err := s.checkStudy(); err != nil {
@@ -636,21 +550,52 @@ func (s *Search) openStudy(ctx context.Context) error {
 
 // initStudy records the dense measurements and the searched groups, and enqueues the
 // uniform warm-start plans so the search can never report worse than uniform pruning.
-func (s *Search) initStudy() error {
+func (s *Search) initStudy(ctx context.Context) error {
 	dense, _ := json.Marshal(s.dense)
 	groups, _ := json.Marshal(s.groups)
-	for k, v := range map[string]string{studyAttrDense: string(dense), studyAttrGroups: string(groups), studyAttrConfig: s.cfg.Path} {
+	attrs := map[string]string{studyAttrDense: string(dense), studyAttrGroups: string(groups), studyAttrConfig: s.cfg.Path}
+	if c := s.constraint(); c.any() {
+		b, _ := json.Marshal(c)
+		attrs[studyAttrConstraint] = string(b)
+	}
+	for k, v := range attrs {
 		if err := s.study.SetUserAttr(k, v); err != nil {
 			return err
 		}
+	}
+	seen := map[string]bool{}
+	enqueue := func(params map[string]float64, what string) error {
+		key := fmt.Sprint(params)
+		if seen[key] {
+			return nil
+		}
+		seen[key] = true
+		if err := s.study.EnqueueTrial(params); err != nil {
+			return fmt.Errorf("enqueueing the %s plan: %w", what, err)
+		}
+		return nil
 	}
 	for _, r := range s.cfg.Study.Warmstart {
 		params := map[string]float64{}
 		for name, d := range s.space {
 			params[name] = clampToSpace(d, r)
 		}
-		if err := s.study.EnqueueTrial(params); err != nil {
-			return fmt.Errorf("enqueueing the uniform %.2f plan: %w", r, err)
+		if err := enqueue(params, fmt.Sprintf("uniform %.2f", r)); err != nil {
+			return err
+		}
+	}
+	// Every sampler also starts from the uniform plan measured closest to the target.
+	near, _, err := s.nearTarget(ctx)
+	if err != nil {
+		return fmt.Errorf("measuring uniform plans: %w", err)
+	}
+	if near != nil {
+		params := map[string]float64{}
+		for name, d := range s.space {
+			params[name] = clampToSpace(d, near[name])
+		}
+		if err := enqueue(params, "uniform plan closest to the target"); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -969,14 +914,20 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	if err != nil {
 		return 0, nil, 0, err
 	}
+	arch := cand.Hash()
+	if v, m, err, ok := s.scoreDuplicate(trial, arch); ok {
+		return v, m, 0, err
+	}
+	_ = s.store.SetTrialUserAttr(trial.ID, attrArch, arch)
 	m, err := s.sizeMetrics(cand)
 	if err != nil {
 		return 0, nil, 0, err
 	}
-	m.Latency, m.RelLatency, err = s.latency(ctx, cand)
+	e, err := s.measure(ctx, cand, false)
 	if err != nil {
 		return 0, &m, 0, fmt.Errorf("latency: %w", err)
 	}
+	m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
 	f := s.cfg.Finetune
 	seed := s.cfg.Study.Seed*1000003 + int64(number)
 	tuned, steps, err := s.finetune(ctx, cand, f.Steps, f.Rounds, seed, func(round int, tm *nn.Model) error {
@@ -1006,6 +957,48 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 		return 0, &m, steps, fmt.Errorf("objective %s gave %v", s.obj.Name(), v)
 	}
 	return v, &m, steps, nil
+}
+
+// scoreDuplicate scores a trial whose pruned architecture an earlier finished trial already
+// had (plans that differ by less than a channel in every group prune to the same model):
+// it takes that trial's metrics and score, or its early stop, instead of fine-tuning the
+// same model again. ok is false when the architecture is new.
+func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eval.Metrics, error, bool) {
+	ts, err := s.study.GetTrials()
+	if err != nil {
+		return 0, nil, nil, false
+	}
+	for _, t := range ts {
+		if t.ID == trial.ID || t.UserAttrs[attrArch] != arch {
+			continue
+		}
+		var m eval.Metrics
+		if json.Unmarshal([]byte(t.UserAttrs[attrMetrics]), &m) != nil {
+			continue
+		}
+		switch t.State {
+		case goptuna.TrialStateComplete:
+		case goptuna.TrialStatePruned:
+			step, ok := t.GetLatestStep()
+			if !ok {
+				continue
+			}
+			if err := s.store.SetTrialIntermediateValue(trial.ID, step, t.IntermediateValues[step]); err != nil {
+				return 0, nil, nil, false
+			}
+		default:
+			continue
+		}
+		_ = s.store.SetTrialUserAttr(trial.ID, attrArch, arch)
+		_ = s.store.SetTrialUserAttr(trial.ID, attrDupOf, strconv.Itoa(t.Number))
+		number, _ := trial.Number()
+		s.logf("  trial %d prunes to the same architecture as trial %d: scored from it", number, t.Number)
+		if t.State == goptuna.TrialStatePruned {
+			return 0, &m, goptuna.ErrTrialPruned, true
+		}
+		return t.Value, &m, nil, true
+	}
+	return 0, nil, nil, false
 }
 
 // finetune recalibrates batch norms, then fine-tunes with distillation from the base model

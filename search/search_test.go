@@ -588,7 +588,7 @@ func TestCMAESStart(t *testing.T) {
 	path := writeConfig(t, dir, "cma", "cma.db", 1, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n")
 	editConfig(t, path, `sampler = "tpe"`, `sampler = "cmaes"`)
 	s := openSearch(t, path)
-	x0, err := s.cmaesStart(context.Background())
+	x0, _, err := s.nearTarget(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,20 @@ Runs the pruning search a config describes. Each trial: the sampler (TPE, CMA-ES
 proposes a ratio per prunable group; the base model is pruned for real (channels removed),
 its batch norms recalibrated, it is fine-tuned briefly with knowledge distillation from the
 dense model, scored on validation accuracy and on latency measured on the target, and ranked
-by the objective. Hopeless trials are stopped early. At the end the best plan is fine-tuned
-longer and saved with its plan, and compared with the dense model on the test set.
+by the objective. Hopeless trials are stopped early; a plan that prunes to an architecture
+already tried is scored from that trial.
+
+Latency is measured interleaved with the dense model (A B A B ..., here or on the agent's
+device), so drift cancels in the ratio; a round whose ratio is not known within
+latency.max_spread (default ±3 %), or whose reference drifted, is measured again.
+
+The latency target (objective.target) and the size budget (max_bytes with kind = "budget")
+are constraints: the winner is chosen among the trials that meet them. At the end the best
+few of those (final.candidates) are measured again in fresh rounds and re-ranked by a longer
+fine-tune (final.rerank_steps); the winner is fine-tuned for final.steps, measured afresh
+against the dense model and compared with it on the test set, and saved with its plan
+(NAME-best.safetensors, NAME-best.plan.toml). When no trial meets the target the search
+says so, names the fastest trial, and exits with status 1.
 
 The study lives in the storage the config names (a SQLite file by default). Running the same
 command again resumes it: trials left running by a killed process are detected and retried,

@@ -1,0 +1,331 @@
+package search
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/autoprune/autoprune/config"
+	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/prune"
+)
+
+func TestConstraintMiss(t *testing.T) {
+	rel := func(r float64) eval.Metrics {
+		return eval.Metrics{RelLatency: r, Latency: eval.Latency{Median: time.Duration(r * float64(time.Millisecond))}, Bytes: 1000}
+	}
+	tests := []struct {
+		c    Constraint
+		m    eval.Metrics
+		tol  float64
+		miss string // substring; "" for feasible
+	}{
+		{Constraint{}, rel(3), 0, ""},
+		{Constraint{Target: "0.5x"}, rel(0.5), 0, ""},
+		{Constraint{Target: "0.5x"}, rel(0.51), 0, "latency 0.510x over the target 0.5x"},
+		{Constraint{Target: "0.5x"}, rel(0.51), 0.03, ""},
+		{Constraint{Target: "0.5x"}, rel(0), 0, "not measured"},
+		{Constraint{Target: "2ms"}, rel(1.9), 0, ""},
+		{Constraint{Target: "2ms"}, rel(2.5), 0, "over the target 2ms"},
+		{Constraint{MaxBytes: 1000}, rel(9), 0, ""},
+		{Constraint{MaxBytes: 999}, rel(0.1), 0, "size 1000 bytes over the budget 999"},
+		{Constraint{Target: "0.5x", MaxBytes: 999}, rel(0.4), 0, "size"},
+	}
+	for _, tc := range tests {
+		got := tc.c.Miss(tc.m, tc.tol)
+		if (tc.miss == "") != (got == "") || !strings.Contains(got, tc.miss) {
+			t.Errorf("%v.Miss(rel %v, tol %v) = %q, want %q", tc.c, tc.m.RelLatency, tc.tol, got, tc.miss)
+		}
+	}
+}
+
+// fakeDevice is a device whose forward pass takes a time proportional to the model's MACs,
+// times a speed factor that can drift while a study runs (thermal throttling, frequency
+// scaling), plus optional lies: the first measurement of each architecture is off by
+// lieFactor.
+type fakeDevice struct {
+	drift     bool    // the device slows down 2x over the first 200 pairs it times
+	lieFactor float64 // the first round of each candidate reports this ratio factor (0: none)
+	noise     float64 // relative noise of each candidate time
+
+	mu    sync.Mutex
+	pairs int
+	seen  map[string]bool
+	rng   *rand.Rand
+}
+
+func (d *fakeDevice) speed() float64 {
+	if !d.drift {
+		return 1
+	}
+	return 1 + math.Min(float64(d.pairs)/200, 1) // 1x, then up to 2x slower
+}
+
+func macsOf(m *nn.Model) float64 {
+	_, macs, err := m.Totals()
+	if err != nil {
+		return 1
+	}
+	return float64(macs)
+}
+
+// Measure times a model alone, as a meter without pairs would.
+func (d *fakeDevice) Measure(ctx context.Context, m *nn.Model) (eval.Latency, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pairs += 20
+	t := time.Duration(macsOf(m) * d.speed())
+	return eval.Latency{Median: t, P90: t, Mean: t, Min: t, N: 20, Batch: 1, Threads: 1}, nil
+}
+
+// MeasurePair times both models interleaved, 20 pairs.
+func (d *fakeDevice) MeasurePair(ctx context.Context, ref, cand *nn.Model) (eval.Pairs, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = map[string]bool{}
+	}
+	lie := 1.0
+	if h := cand.Hash(); d.lieFactor > 0 && !d.seen[h] && ref.Hash() != h {
+		d.seen[h] = true
+		lie = d.lieFactor
+	}
+	if d.rng == nil {
+		d.rng = rand.New(rand.NewSource(1))
+	}
+	p := eval.Pairs{Batch: 1, Threads: 1}
+	for i := 0; i < 20; i++ {
+		d.pairs++
+		sp := d.speed()
+		noise := math.Max(0.1, 1+d.noise*d.rng.NormFloat64())
+		p.RefTimes = append(p.RefTimes, time.Duration(macsOf(ref)*sp))
+		p.CandTimes = append(p.CandTimes, time.Duration(macsOf(cand)*sp*lie*noise))
+	}
+	return p, nil
+}
+
+func openWith(t *testing.T, path string, opts Options) *Search {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Log = testWriter{t}
+	s, err := Open(context.Background(), cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// A device whose speed halves during the study must not change the study: the ratio of
+// interleaved pairs cancels the drift, so the same trials and the same winner come out.
+func TestDeviceDriftDoesNotChooseTheWinner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	run := func(drift bool) (plans []string, winner int) {
+		dir := t.TempDir()
+		path := writeConfig(t, dir, "drift", "drift.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.4x\"\n[final]\nsteps = 5\nrerank_steps = 5\n")
+		s := openWith(t, path, Options{Meter: &fakeDevice{drift: drift}})
+		if err := s.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		sum := checkStudy(t, s.store, "drift", 8)
+		for _, tr := range sum.Trials {
+			plans = append(plans, fmt.Sprint(tr.Plan))
+		}
+		res, err := s.Finalize(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return plans, res.Trial
+	}
+	steadyPlans, steady := run(false)
+	driftPlans, drifting := run(true)
+	if strings.Join(steadyPlans, ";") != strings.Join(driftPlans, ";") || steady != drifting {
+		t.Errorf("drift changed the study:\nsteady   %v winner %d\ndrifting %v winner %d", steadyPlans, steady, driftPlans, drifting)
+	}
+}
+
+// A noisy round is measured again, up to latency.max_rounds, and the rounds merge.
+func TestNoisyLatencyIsMeasuredAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads data")
+	}
+	for _, tc := range []struct {
+		noise      float64
+		wantRounds int
+	}{{0.001, 1}, {0.5, 4}} {
+		dir := t.TempDir()
+		path := writeConfig(t, dir, "noisy", "noisy.db", 1, "")
+		s := openWith(t, path, Options{Meter: &fakeDevice{noise: tc.noise}})
+		cand, err := pruneUniform(s, 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := s.latCache[cand.Hash()].rounds // the uniform plans were timed when the study began
+		e, err := s.measure(context.Background(), cand, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.rounds != tc.wantRounds || e.pairs.Len() != 20*tc.wantRounds {
+			t.Errorf("noise %v: %d rounds (%d pairs), want %d", tc.noise, e.rounds, e.pairs.Len(), tc.wantRounds)
+		}
+		if want := macsOf(cand) / macsOf(s.base); math.Abs(e.rel/want-1) > 0.2 {
+			t.Errorf("noise %v: ratio %.3f, want about %.3f", tc.noise, e.rel, want)
+		}
+		// Asked again, the cache answers with every round so far: it merges, never freezes.
+		again, _ := s.measure(context.Background(), cand, false)
+		if again.rounds != before+e.rounds || again.pairs.Len() != 20*again.rounds {
+			t.Errorf("cached rounds %d (%d pairs), want %d", again.rounds, again.pairs.Len(), before+e.rounds)
+		}
+	}
+}
+
+// A device that reports half the true latency the first time it sees an architecture makes
+// trials look faster than they are; the winner is still one that meets the target when
+// measured again.
+func TestLyingMeterDoesNotDecide(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "lie", "lie.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.3x\"\n[final]\nsteps = 5\nrerank_steps = 5\ncandidates = 8\n")
+	s := openWith(t, path, Options{Meter: &fakeDevice{lieFactor: 0.5}})
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := s.Summary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fooled := 0
+	for _, tr := range sum.Trials {
+		if tr.Metric == nil || tr.Miss != "" {
+			continue
+		}
+		cand, err := pruneUniform(s, -1, tr.Plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if macsOf(cand)/macsOf(s.base) > 0.3 {
+			fooled++
+		}
+	}
+	if fooled == 0 {
+		t.Fatal("no trial was stored under the target by the lie: the test proves nothing")
+	}
+	res, err := s.Finalize(context.Background())
+	if errors.Is(err, ErrInfeasible) {
+		return // every feasible-looking trial was found out: no winner rather than a wrong one
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if truth := macsOf(res.Model) / macsOf(s.base); truth > 0.3 || res.Miss != "" {
+		t.Errorf("winner trial %d is %.3fx the dense latency (reported %.3fx, %q), over the target 0.3x", res.Trial, truth, res.Metrics.RelLatency, res.Miss)
+	}
+}
+
+// A study where no trial meets the target says so: no winner, and the report names the
+// fastest trial.
+func TestInfeasibleStudySaysSo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "never", "never.db", 3, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.001x\"\n[final]\nsteps = 5\n")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Finalize(context.Background())
+	if !errors.Is(err, ErrInfeasible) || !strings.Contains(err.Error(), "the fastest, trial") {
+		t.Fatalf("Finalize = %v, want ErrInfeasible naming the fastest trial", err)
+	}
+	sum, err := s.Summary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := sum.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Best != nil || sum.Feasible != 0 || !strings.Contains(out.String(), "no complete trial meets the constraint latency <= 0.001x") ||
+		!strings.Contains(out.String(), "(over)") {
+		t.Errorf("report of an infeasible study:\n%s", out.String())
+	}
+}
+
+// Plans that prune to the same architecture are fine-tuned once: later ones are scored
+// from the first.
+func TestSameArchitectureScoredOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	// Two groups on a grid of {0, 0.4, 0.8}: nine architectures, so 14 trials repeat some.
+	path := writeConfig(t, dir, "dup", "dup.db", 14, "")
+	editConfig(t, path, "step = 0.1", "step = 0.4")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := s.study.GetTrials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tuned := map[string]int{}
+	value := map[string]float64{}
+	dups := 0
+	for _, tr := range ts {
+		arch := tr.UserAttrs[attrArch]
+		if arch == "" {
+			t.Fatalf("trial %d has no architecture recorded", tr.Number)
+		}
+		if tr.UserAttrs[attrDupOf] != "" {
+			dups++
+			if tr.UserAttrs[attrSteps] != "0" {
+				t.Errorf("duplicate trial %d was fine-tuned (%s steps)", tr.Number, tr.UserAttrs[attrSteps])
+			}
+		} else {
+			tuned[arch]++
+			value[arch] = tr.Value
+		}
+	}
+	for _, tr := range ts {
+		if tr.UserAttrs[attrDupOf] != "" && tr.Value != value[tr.UserAttrs[attrArch]] {
+			t.Errorf("duplicate trial %d scored %v, its original %v", tr.Number, tr.Value, value[tr.UserAttrs[attrArch]])
+		}
+	}
+	for arch, n := range tuned {
+		if n > 1 {
+			t.Errorf("architecture %.12s fine-tuned %d times", arch, n)
+		}
+	}
+	if dups == 0 {
+		t.Errorf("14 trials over 9 architectures and no duplicate found")
+	}
+}
+
+// pruneUniform prunes the search's base model with every group at r, or with plan.
+func pruneUniform(s *Search, r float64, plan ...prune.Plan) (*nn.Model, error) {
+	p := prune.Plan{}
+	if len(plan) > 0 {
+		p = plan[0]
+	} else {
+		for _, g := range s.groups {
+			p[g.Name] = r
+		}
+	}
+	return prune.Structured(s.base, p, s.crit)
+}
