@@ -75,15 +75,10 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	dtest, err := eval.Accuracy(ctx, s.base, s.testSet, 500, 2)
-	if err != nil {
-		return nil, err
-	}
 	best, err := s.finalize(ctx, *winner, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
 	if err != nil {
 		return nil, err
 	}
-	best.DenseTest = dtest.Accuracy
 	best.Candidates = cands
 	best.Unranked = sum.Best.Number
 	if !s.cfg.Final.Pareto {
@@ -98,7 +93,6 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.DenseTest = dtest.Accuracy
 		best.Front = append(best.Front, r)
 	}
 	return best, nil
@@ -193,20 +187,39 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 	return &w, cands, nil
 }
 
-// finalize prunes, fine-tunes, measures and saves one trial's plan.
+// finalize makes one trial's plan (see Evaluate) and saves the model and its plan.
 func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPath string) (*Result, error) {
-	cand, err := prune.Structured(s.base, t.Plan, s.crit)
+	s.logf("fine-tuning the plan of trial %d for %d steps", t.Number, s.cfg.Final.Steps)
+	r, err := s.Evaluate(ctx, t.Plan)
 	if err != nil {
-		return nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
+		return nil, fmt.Errorf("trial %d: %w", t.Number, err)
 	}
-	steps := s.cfg.Final.Steps
-	s.logf("fine-tuning the plan of trial %d for %d steps", t.Number, steps)
+	r.Trial, r.Unranked = t.Number, t.Number
+	r.ModelPath, r.PlanPath = modelPath, planPath
+	if err := nn.Save(r.ModelPath, r.Model); err != nil {
+		return nil, err
+	}
+	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, t.Number, t.Plan); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Evaluate delivers a plan as the search delivers its winner, without saving anything:
+// the base model pruned with the plan, fine-tuned for [final] steps, scored on the
+// validation and test sets, and its latency measured afresh against the dense model.
+// Comparisons use it to treat a baseline (uniform pruning) exactly like a winner.
+func (s *Search) Evaluate(ctx context.Context, plan prune.Plan) (*Result, error) {
+	cand, err := prune.Structured(s.base, plan, s.crit)
+	if err != nil {
+		return nil, fmt.Errorf("pruning: %w", err)
+	}
 	seed := s.cfg.Study.Seed*1000003 - 1
-	tuned, done, err := s.finetune(ctx, cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
+	tuned, done, err := s.finetune(ctx, cand, s.cfg.Final.Steps, 1, seed, func(int, *nn.Model) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("final fine-tuning: %w", err)
 	}
-	r := &Result{Trial: t.Number, Plan: t.Plan, Model: tuned, Dense: s.dense, Steps: done, Constraint: s.constraint(), Unranked: t.Number}
+	r := &Result{Trial: -1, Unranked: -1, Plan: plan, Model: tuned, Dense: s.dense, Steps: done, Constraint: s.constraint()}
 	if r.Metrics, err = s.sizeMetrics(tuned); err != nil {
 		return nil, err
 	}
@@ -215,7 +228,6 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPat
 		return nil, err
 	}
 	r.Metrics.Accuracy, r.Metrics.Loss = val.Accuracy, val.Loss
-	// Measure afresh, interleaved with the dense model where the meter can, for the table.
 	e, err := s.measure(ctx, tuned, true)
 	if err != nil {
 		return nil, err
@@ -230,14 +242,20 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPat
 		return nil, err
 	}
 	r.TestAcc = test.Accuracy
-	r.ModelPath, r.PlanPath = modelPath, planPath
-	if err := nn.Save(r.ModelPath, tuned); err != nil {
-		return nil, err
-	}
-	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, t.Number, t.Plan); err != nil {
+	if r.DenseTest, err = s.denseTest(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// denseTest is the dense model's test-set accuracy, computed once.
+func (s *Search) denseTest(ctx context.Context) (float64, error) {
+	s.denseTestOnce.Do(func() {
+		var a eval.Score
+		a, s.denseTestErr = eval.Accuracy(ctx, s.base, s.testSet, 500, 2)
+		s.denseTestAcc = a.Accuracy
+	})
+	return s.denseTestAcc, s.denseTestErr
 }
 
 // writePlan saves a plan in the TOML form "autoprune prune --plan" reads, atomically.
@@ -283,7 +301,7 @@ func (r *Result) Write(w io.Writer) error {
 	if r.Metrics.RelLatency > 0 {
 		speed = fmt.Sprintf("%.2fx", 1/r.Metrics.RelLatency)
 		if sp := r.Metrics.RelSpread; sp > 0 && sp < 1 {
-			speed = fmt.Sprintf("%.2fx ±%.0f%%", 1/r.Metrics.RelLatency, 100*sp)
+			speed = fmt.Sprintf("%.2fx ±%.1f%%", 1/r.Metrics.RelLatency, 100*sp)
 		}
 	}
 	row(fmt.Sprintf("pruned (trial %d)", r.Trial), r.TestAcc, r.Metrics, speed)

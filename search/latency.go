@@ -167,9 +167,9 @@ func (s *Search) measureDenseLatency(ctx context.Context) (eval.Latency, error) 
 	return s.meter.Measure(ctx, s.base)
 }
 
-// nearTarget returns the uniform plan (every searched group at one ratio of the space's
-// grid) whose measured latency is closest to the objective's latency target, with that
-// latency. Pruning and timing a plan without fine-tuning takes milliseconds, and starting
+// nearTarget returns the least pruned uniform plan (every searched group at one ratio of
+// the space's grid) whose measured latency meets the objective's latency target, or the
+// one closest to it when none does, with that latency. Pruning and timing a plan without fine-tuning takes milliseconds, and starting
 // on the target's latency contour spares a sampler the trials it would spend walking there.
 // nil when the config has no latency target.
 func (s *Search) nearTarget(ctx context.Context) (prune.Plan, float64, error) {
@@ -195,7 +195,9 @@ func (s *Search) nearTarget(ctx context.Context) (prune.Plan, float64, error) {
 		}
 		return plan
 	}
+	// The least pruned plan that meets the target, or else the one closest to it.
 	best, bestGap, bestRel := -1.0, math.Inf(1), 0.0
+	feasible := false
 	for k := 0; ; k++ {
 		r := s.cfg.Prune.MinRatio + float64(k)*step
 		if r > top+1e-9 {
@@ -209,18 +211,29 @@ func (s *Search) nearTarget(ctx context.Context) (prune.Plan, float64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		gap := math.Abs(rel - target.Rel)
+		over := rel - target.Rel
 		if target.Rel == 0 {
-			gap = math.Abs(float64(lat.Median-target.Abs)) / float64(target.Abs)
+			over = float64(lat.Median-target.Abs) / float64(target.Abs)
 		}
-		if gap < bestGap {
-			best, bestGap, bestRel = r, gap, rel
+		if feasible {
+			continue
+		}
+		if over <= 0 {
+			best, bestRel, feasible = r, rel, true
+			continue
+		}
+		if over < bestGap {
+			best, bestGap, bestRel = r, over, rel
 		}
 	}
 	if best < 0 {
 		return nil, 0, nil
 	}
-	s.logf("uniform %.2f in every group is closest to the target %s (measured %.2fx the dense latency)", best, target, bestRel)
+	if feasible {
+		s.logf("uniform %.2f in every group is the least pruned uniform plan that meets the target %s (measured %.3fx the dense latency)", best, target, bestRel)
+	} else {
+		s.logf("no uniform plan meets the target %s; uniform %.2f in every group comes closest (measured %.3fx the dense latency)", target, best, bestRel)
+	}
 	return uniform(best), bestRel, nil
 }
 

@@ -88,6 +88,10 @@ type Search struct {
 
 	latMu    sync.Mutex
 	latCache map[string]latEntry
+
+	denseTestOnce sync.Once
+	denseTestAcc  float64
+	denseTestErr  error
 }
 
 // Open prepares a search: loads the data, loads (or trains once and caches) the base

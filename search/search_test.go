@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -580,7 +579,7 @@ func TestSplitIgnoresStudySeed(t *testing.T) {
 }
 
 // CMA-ES starts from the uniform plan whose measured latency is closest to the target.
-func TestCMAESStart(t *testing.T) {
+func TestStartNearTarget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads data and measures models")
 	}
@@ -604,9 +603,9 @@ func TestCMAESStart(t *testing.T) {
 			t.Errorf("start point %v is not uniform (%s)", x0, name)
 		}
 	}
-	// Every other uniform ratio of the grid is measured (from the same cache) no closer to
-	// the target.
-	gap := func(r float64) float64 {
+	// It is the least pruned uniform plan of the grid that meets the target, as measured
+	// (from the same cache).
+	rel := func(r float64) float64 {
 		plan := prune.Plan{}
 		for name := range s.space {
 			plan[name] = r
@@ -619,12 +618,14 @@ func TestCMAESStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return math.Abs(rel - 0.6)
+		return rel
 	}
-	g := gap(r)
-	for k := 0; k <= 8; k++ {
-		if o := float64(k) / 10; gap(o) < g {
-			t.Errorf("start %.1f is %.3f from the target, but %.1f is %.3f from it", r, g, o, gap(o))
+	if got := rel(r); got > 0.6 {
+		t.Errorf("start %.1f measures %.3fx, over the target 0.6x", r, got)
+	}
+	for k := 0; float64(k)/10 < r-1e-9; k++ {
+		if o := float64(k) / 10; rel(o) <= 0.6 {
+			t.Errorf("start %.1f, but the less pruned %.1f already meets the target (%.3fx)", r, o, rel(o))
 		}
 	}
 	if r <= 0 || r > 0.8 {

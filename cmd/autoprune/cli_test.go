@@ -143,17 +143,22 @@ steps = 20
 	}
 	var cmp struct {
 		Rows []struct {
-			Method string   `json:"method"`
-			Best   *float64 `json:"best_objective"`
+			Method  string   `json:"method"`
+			Winner  int      `json:"winner_trial"`
+			TestAcc *float64 `json:"test_acc"`
 		} `json:"rows"`
-		UniformPoints [][2]float64 `json:"uniform_points"`
+		Uniform []struct {
+			Rel     float64 `json:"rel_latency"`
+			TestAcc float64 `json:"test_acc"`
+		} `json:"uniform"`
 	}
 	if b, err := os.ReadFile(cmpJSON); err != nil {
 		t.Error(err)
 	} else if err := json.Unmarshal(b, &cmp); err != nil {
 		t.Errorf("compare --json: %v\n%s", err, b)
-	} else if len(cmp.Rows) != 3 || cmp.Rows[0].Method != "uniform" || cmp.Rows[1].Best == nil || len(cmp.UniformPoints) != 2 {
-		t.Errorf("compare --json: %d rows, %d uniform points\n%s", len(cmp.Rows), len(cmp.UniformPoints), b)
+	} else if len(cmp.Rows) != 2 || cmp.Rows[0].Method != "random" || len(cmp.Uniform) != 2 ||
+		(cmp.Rows[0].Winner >= 0) != (cmp.Rows[0].TestAcc != nil) || cmp.Uniform[1].Rel >= cmp.Uniform[0].Rel {
+		t.Errorf("compare --json: %d rows, %d uniform points\n%s", len(cmp.Rows), len(cmp.Uniform), b)
 	}
 }
 

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/objectives"
+	"github.com/autoprune/autoprune/prune"
 	"github.com/autoprune/autoprune/search"
 )
 
@@ -21,16 +24,40 @@ func init() {
 	register(&command{name: "compare", summary: "compare samplers (TPE, CMA-ES, random) and uniform pruning on one config", run: runCompare})
 }
 
-// compareRow is one study of a comparison.
+// compareRow is one study of a comparison, judged by what a user gets: its winner after
+// the final fine-tune, with test accuracy and latency measured afresh.
 type compareRow struct {
-	Method   string   `json:"method"` // sampler name, or "uniform"
+	Method   string   `json:"method"`
 	Seed     int64    `json:"seed"`
 	Study    string   `json:"study"`
-	Best     optFloat `json:"best_objective"`
-	AccAtTgt optFloat `json:"val_acc_at_target"` // best validation accuracy with relative latency <= target (NaN: none)
-	RelAtTgt optFloat `json:"rel_latency_of_that"`
 	Trials   int      `json:"finished_trials"`
-	Wall     float64  `json:"wall_s"`
+	Feasible int      `json:"trials_meeting_target"`
+	Winner   int      `json:"winner_trial"` // -1: no trial met the target
+	TestAcc  optFloat `json:"test_acc"`     // the winner after the final fine-tune
+	Rel      optFloat `json:"rel_latency"`  // the winner's latency re-measured against the dense model
+	Spread   optFloat `json:"rel_spread"`
+	Meets    bool     `json:"meets_target"`
+	// UniformAt is the uniform curve's test accuracy interpolated at Rel; Gain is
+	// TestAcc - UniformAt.
+	UniformAt optFloat `json:"uniform_test_acc_at_same_latency"`
+	Gain      optFloat `json:"gain_over_uniform"`
+	// Unranked is the trial the stored scores alone would have chosen and UnrankedAcc its
+	// test accuracy after the same final fine-tune (null when it is the winner).
+	Unranked    int      `json:"unranked_trial"`
+	UnrankedAcc optFloat `json:"unranked_test_acc"`
+	// Tau is Kendall's rank correlation between the trials' validation accuracy after their
+	// short fine-tune and their test accuracy after the final one, on TauN sampled trials.
+	Tau  optFloat `json:"kendall_tau"`
+	TauN int      `json:"tau_trials"`
+	Wall float64  `json:"wall_s"`
+}
+
+// uniformPoint is one plan of the uniform baseline, delivered like a winner.
+type uniformPoint struct {
+	Ratio   float64 `json:"ratio"`
+	Rel     float64 `json:"rel_latency"`
+	TestAcc float64 `json:"test_acc"`
+	ValAcc  float64 `json:"val_acc"`
 }
 
 // optFloat is a number that may be missing (NaN), written as null in JSON.
@@ -44,33 +71,40 @@ func (f optFloat) MarshalJSON() ([]byte, error) {
 	return json.Marshal(float64(f))
 }
 
-// comparison is the outcome of a comparison: one row per study, and the uniform baseline's
-// validation accuracy interpolated to the latency target (NaN when its plans do not
-// bracket the target).
+// comparison is the outcome of a comparison: the uniform baseline and one row per study.
 type comparison struct {
-	Target        float64      `json:"target"`
-	UniformAtTgt  optFloat     `json:"uniform_val_acc_interpolated_at_target"`
-	UniformPoints [][2]float64 `json:"uniform_points"` // (relative latency, validation accuracy)
-	Rows          []compareRow `json:"rows"`
+	Target  float64        `json:"target"`
+	Steps   int            `json:"final_steps"`
+	Uniform []uniformPoint `json:"uniform"`
+	Rows    []compareRow   `json:"rows"`
 }
 
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("compare", "compare CONFIG.toml [flags]", `
-Runs the same study with several samplers and seeds, plus a uniform-pruning baseline (the
-same ratio for every group, fine-tuned the same way), and prints the best objective and the
-best validation accuracy at the latency target for each. All studies go into one database
-beside the config (NAME-compare.db), so an interrupted comparison resumes where it stopped.
-Warm starts are switched off so every sampler starts from scratch.
+Judges the search by what a user gets. Runs the same study with several samplers and seeds;
+each study's winner is chosen, fine-tuned for final.steps and measured afresh, exactly as
+"autoprune search" delivers it. The baseline is uniform pruning (the same ratio in every
+group) delivered the same way: the same final fine-tune, test accuracy, latency measured
+afresh. Each winner is compared with the uniform curve interpolated at the winner's own
+re-measured latency. The comparison also reports Kendall's tau between the trials'
+validation accuracy after their short fine-tune and their test accuracy after the final
+one (--tau trials sampled per study), and what the stored scores alone would have chosen
+(before re-ranking).
 
-The latency target is the config's objective.target, relative to the dense model (e.g. 0.5x).
+All studies go into one database beside the config (NAME-compare.db), so an interrupted
+comparison resumes where it stopped; winners are saved as NAME-METHOD-sSEED-best.safetensors.
+Warm starts are switched off: every sampler starts from the uniform plan closest to the
+target and nothing else. The target is the config's objective.target, relative to the dense
+model (e.g. 0.5x).
 
 Examples:
-  autoprune compare configs/fashion-compare.toml --seeds 1,2,3      # about 30 min on 2 cores
+  autoprune compare configs/fashion-compare.toml --seeds 1,2,3
   autoprune compare configs/mobile.toml --samplers tpe,random --seeds 1 --json cmp.json`, stderr)
 	samplers := fs.String("samplers", "tpe,cmaes,random", "comma-separated samplers")
 	seedList := fs.String("seeds", "1,2,3", "comma-separated seeds")
 	uniform := fs.String("uniform", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8", "uniform ratios of the baseline (empty: none)")
 	trials := fs.Int("trials", 0, "trials per study (default: the config's)")
+	tauN := fs.Int("tau", 6, "trials per study fine-tuned like the winner to measure Kendall's tau (0: none)")
 	jsonOut := fs.String("json", "", "also write the rows as JSON to this file")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -87,6 +121,9 @@ Examples:
 	target, err := relTarget(base.Objective.Target)
 	if err != nil {
 		return asUsage(fmt.Errorf("compare: %s: objective.target: %w", pos[0], err))
+	}
+	if *tauN < 0 || *tauN == 1 {
+		return usagef("compare: --tau %d: want 0 (none) or at least 2 trials", *tauN)
 	}
 	var seeds []int64
 	for _, f := range strings.Split(*seedList, ",") {
@@ -112,77 +149,56 @@ Examples:
 			return usagef("compare: --samplers: %q is not one of tpe, cmaes, cmaes-ipop, random", m)
 		}
 	}
-	storage := base.Study.Name + "-compare.db"
-	var rows []compareRow
-	var uniformPts [][2]float64
-	runOne := func(method string, seed int64) error {
+	cmp := comparison{Target: target, Steps: base.Final.Steps}
+	study := func(method string, seed int64) *config.Config {
 		cfg := *base
 		cfg.Study.Seed = seed
-		cfg.Study.Storage = storage
+		cfg.Study.Storage = base.Study.Name + "-compare.db"
 		cfg.Study.TimeLimit = config.Duration{}
+		cfg.Study.Warmstart = []float64{}
+		cfg.Study.Name = fmt.Sprintf("%s-%s-s%d", base.Study.Name, method, seed)
+		cfg.Study.Sampler = method
+		cfg.Final.Out = cfg.Study.Name + "-best.safetensors"
+		cfg.Final.PlanOut = cfg.Study.Name + "-best.plan.toml"
 		if *trials > 0 {
 			cfg.Study.Trials = *trials
 		}
-		if method == "uniform" {
-			cfg.Study.Name = fmt.Sprintf("%s-uniform", base.Study.Name)
-			cfg.Study.Sampler = "random"
-			cfg.Study.Warmstart = ratios
-			cfg.Study.Trials = len(ratios)
-			cfg.Stopper.Kind = "none"
-		} else {
-			cfg.Study.Name = fmt.Sprintf("%s-%s-s%d", base.Study.Name, method, seed)
-			cfg.Study.Sampler = method
-			cfg.Study.Warmstart = []float64{}
-		}
-		fmt.Fprintf(stderr, "== %s\n", cfg.Study.Name)
-		start := time.Now()
-		s, err := search.Open(ctx, &cfg, search.Options{Log: stderr})
+		return &cfg
+	}
+	if len(ratios) > 0 {
+		cfg := study("random", base.Study.Seed)
+		cfg.Study.Name = base.Study.Name + "-uniform"
+		cfg.Study.Trials = 0
+		fmt.Fprintf(stderr, "== uniform pruning, %d plans, each fine-tuned for %d steps\n", len(ratios), cfg.Final.Steps)
+		s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
 		if err != nil {
 			return classify(err)
 		}
-		defer s.Close()
-		if err := s.Run(ctx); err != nil {
-			return err
-		}
-		sum, err := s.Summary()
-		if err != nil {
-			return err
-		}
-		row := compareRow{Method: method, Seed: seed, Study: cfg.Study.Name, Best: optFloat(math.NaN()),
-			AccAtTgt: optFloat(math.NaN()), RelAtTgt: optFloat(math.NaN()), Wall: time.Since(start).Seconds()}
-		if sum.Best != nil {
-			row.Best = optFloat(sum.Best.Value)
-		}
-		for _, t := range sum.Trials {
-			if t.State == "complete" || t.State == "pruned" {
-				row.Trials++
+		for _, r := range ratios {
+			res, err := s.Evaluate(ctx, prune.Uniform(s.Groups(), r))
+			if err != nil {
+				s.Close()
+				return fmt.Errorf("compare: uniform %.2f: %w", r, err)
 			}
-			if t.State != "complete" || t.Metric == nil {
-				continue
-			}
-			if method == "uniform" {
-				uniformPts = append(uniformPts, [2]float64{t.Metric.RelLatency, t.Metric.Accuracy})
-			}
-			if t.Metric.RelLatency <= target && (math.IsNaN(float64(row.AccAtTgt)) || t.Metric.Accuracy > float64(row.AccAtTgt)) {
-				row.AccAtTgt, row.RelAtTgt = optFloat(t.Metric.Accuracy), optFloat(t.Metric.RelLatency)
-			}
+			fmt.Fprintf(stderr, "uniform %.2f: test acc %.2f %%, %.3fx the dense latency\n", r, 100*res.TestAcc, res.Metrics.RelLatency)
+			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
 		}
-		rows = append(rows, row)
-		return nil
+		s.Close()
 	}
-	if len(ratios) > 0 {
-		if err := runOne("uniform", base.Study.Seed); err != nil {
-			return err
-		}
+	var curve [][2]float64
+	for _, u := range cmp.Uniform {
+		curve = append(curve, [2]float64{u.Rel, u.TestAcc})
 	}
 	for _, m := range methods {
 		for _, seed := range seeds {
-			if err := runOne(m, seed); err != nil {
+			row, err := compareStudy(ctx, study(m, seed), *tauN, curve, stderr)
+			if err != nil {
 				return err
 			}
+			row.Method, row.Seed = m, seed
+			cmp.Rows = append(cmp.Rows, row)
 		}
 	}
-	cmp := comparison{Target: target, UniformAtTgt: optFloat(interpolateAt(uniformPts, target)), UniformPoints: uniformPts, Rows: rows}
 	writeCompare(stdout, cmp)
 	if *jsonOut != "" {
 		b, err := json.MarshalIndent(cmp, "", "  ")
@@ -194,6 +210,119 @@ Examples:
 		}
 	}
 	return nil
+}
+
+// compareStudy runs (or resumes) one study, delivers its winner, and measures what the
+// comparison reports of it.
+func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, stderr io.Writer) (compareRow, error) {
+	nan := optFloat(math.NaN())
+	row := compareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
+		UniformAt: nan, Gain: nan, UnrankedAcc: nan, Tau: nan}
+	fmt.Fprintf(stderr, "== %s\n", cfg.Study.Name)
+	start := time.Now()
+	s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
+	if err != nil {
+		return row, classify(err)
+	}
+	defer s.Close()
+	if err := s.Run(ctx); err != nil {
+		return row, err
+	}
+	sum, err := s.Summary()
+	if err != nil {
+		return row, err
+	}
+	row.Trials, row.Feasible = sum.Counts["complete"]+sum.Counts["pruned"], sum.Feasible
+	res, err := s.Finalize(ctx)
+	switch {
+	case errors.Is(err, search.ErrInfeasible):
+		fmt.Fprintf(stderr, "%v\n", err)
+		row.Wall = time.Since(start).Seconds()
+		return row, nil
+	case err != nil:
+		return row, err
+	}
+	row.Winner, row.Unranked = res.Trial, res.Unranked
+	row.TestAcc, row.Rel, row.Spread = optFloat(res.TestAcc), optFloat(res.Metrics.RelLatency), optFloat(res.Metrics.RelSpread)
+	row.Meets = res.Miss == ""
+	row.UniformAt = optFloat(interpolateAt(uniform, res.Metrics.RelLatency))
+	row.Gain = row.TestAcc - row.UniformAt
+	final := map[int]float64{res.Trial: res.TestAcc}
+	deliver := func(n int) (float64, error) {
+		if acc, ok := final[n]; ok {
+			return acc, nil
+		}
+		for _, t := range sum.Trials {
+			if t.Number == n {
+				r, err := s.Evaluate(ctx, t.Plan)
+				if err != nil {
+					return 0, fmt.Errorf("compare: trial %d: %w", n, err)
+				}
+				final[n] = r.TestAcc
+				return r.TestAcc, nil
+			}
+		}
+		return 0, fmt.Errorf("compare: no trial %d", n)
+	}
+	if res.Unranked != res.Trial {
+		acc, err := deliver(res.Unranked)
+		if err != nil {
+			return row, err
+		}
+		row.UnrankedAcc = optFloat(acc)
+	}
+	if tauN > 0 {
+		// Trials evenly spread over the ranks of the stored validation accuracy, among the
+		// complete ones that meet the target.
+		var pool []search.TrialResult
+		for _, t := range sum.Trials {
+			if t.State == "complete" && t.Miss == "" && t.Metric != nil {
+				pool = append(pool, t)
+			}
+		}
+		sort.SliceStable(pool, func(i, j int) bool { return pool[i].Metric.Accuracy > pool[j].Metric.Accuracy })
+		n := min(tauN, len(pool))
+		var short, long []float64
+		for k := 0; k < n && n >= 2; k++ {
+			t := pool[k*(len(pool)-1)/(n-1)]
+			acc, err := deliver(t.Number)
+			if err != nil {
+				return row, err
+			}
+			short, long = append(short, t.Metric.Accuracy), append(long, acc)
+		}
+		if len(short) >= 2 {
+			row.Tau, row.TauN = optFloat(kendallTau(short, long)), len(short)
+		}
+	}
+	row.Wall = time.Since(start).Seconds()
+	return row, nil
+}
+
+// kendallTau is Kendall's tau-b rank correlation of x and y.
+func kendallTau(x, y []float64) float64 {
+	var conc, disc, tx, ty float64
+	for i := range x {
+		for j := i + 1; j < len(x); j++ {
+			dx, dy := x[i]-x[j], y[i]-y[j]
+			switch {
+			case dx == 0 && dy == 0:
+			case dx == 0:
+				tx++
+			case dy == 0:
+				ty++
+			case (dx > 0) == (dy > 0):
+				conc++
+			default:
+				disc++
+			}
+		}
+	}
+	den := math.Sqrt((conc + disc + tx) * (conc + disc + ty))
+	if den == 0 {
+		return math.NaN()
+	}
+	return (conc - disc) / den
 }
 
 // interpolateAt returns the accuracy of a latency-accuracy curve at relative latency x,
@@ -235,50 +364,91 @@ func writeCompare(w io.Writer, c comparison) {
 		}
 		return fmt.Sprintf("%.2f", 100*float64(v))
 	}
+	if len(c.Uniform) > 0 {
+		fmt.Fprintf(w, "uniform pruning, each plan fine-tuned for %d steps:\n", c.Steps)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "ratio\tlatency\ttest acc %%\t\n")
+		for _, u := range c.Uniform {
+			fmt.Fprintf(tw, "%.2f\t%.3fx\t%.2f\t\n", u.Ratio, u.Rel, 100*u.TestAcc)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\tseed\tbest objective\tval acc %% at <= %.2fx\tits latency\ttrials\ttime s\t\n", c.Target)
+	fmt.Fprintf(tw, "method\tseed\twinner\ttest acc %%\tlatency (<= %.2fx?)\tuniform at same latency %%\tgain pt\tunranked choice %%\ttau\ttrials\ttime s\t\n", c.Target)
 	type agg struct {
-		best, acc []float64
-		reached   int
+		gain, acc, tau []float64
+		meets, runs    int
+		worse          int
 	}
 	by := map[string]*agg{}
 	var order []string
 	for _, r := range c.Rows {
-		rel := "—"
-		if !math.IsNaN(float64(r.RelAtTgt)) {
-			rel = fmt.Sprintf("%.2fx", float64(r.RelAtTgt))
+		lat, unr, tau := "—", "(same)", "—"
+		if !math.IsNaN(float64(r.Rel)) {
+			ok := "yes"
+			if !r.Meets {
+				ok = "NO"
+			}
+			lat = fmt.Sprintf("%.3fx %s", float64(r.Rel), ok)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.4f\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, float64(r.Best), pct(r.AccAtTgt), rel, r.Trials, r.Wall)
+		if r.Winner < 0 {
+			unr = "—"
+		} else if r.Unranked != r.Winner {
+			unr = fmt.Sprintf("%s (trial %d)", pct(r.UnrankedAcc), r.Unranked)
+		}
+		if !math.IsNaN(float64(r.Tau)) {
+			tau = fmt.Sprintf("%.2f (n=%d)", float64(r.Tau), r.TauN)
+		}
+		gain := "—"
+		if !math.IsNaN(float64(r.Gain)) {
+			gain = fmt.Sprintf("%+.2f", 100*float64(r.Gain))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, r.Winner, pct(r.TestAcc), lat,
+			pct(r.UniformAt), gain, unr, tau, r.Trials, r.Wall)
 		a, ok := by[r.Method]
 		if !ok {
 			a = &agg{}
 			by[r.Method] = a
 			order = append(order, r.Method)
 		}
-		a.best = append(a.best, float64(r.Best))
-		a.acc = append(a.acc, float64(r.AccAtTgt))
-		if !math.IsNaN(float64(r.AccAtTgt)) {
-			a.reached++
+		a.runs++
+		a.gain = append(a.gain, float64(r.Gain))
+		a.acc = append(a.acc, float64(r.TestAcc))
+		a.tau = append(a.tau, float64(r.Tau))
+		if r.Winner >= 0 && r.Meets {
+			a.meets++
+		}
+		if r.Unranked != r.Winner && float64(r.UnrankedAcc) > float64(r.TestAcc) {
+			a.worse++
 		}
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\truns\tbest objective (mean ± sd)\truns with a model at target\tval acc %% at target (mean ± sd of those)\t\n")
+	fmt.Fprintf(tw, "method\truns\twinners at target\ttest acc %% (mean ± sd)\tgain over uniform, pt (mean ± sd)\tmean tau\tre-ranking worse than unranked\t\n")
 	for _, m := range order {
 		a := by[m]
-		bm, bs := meanSD(a.best)
 		am, as := meanSD(a.acc)
-		acc := "—"
-		if a.reached > 0 {
-			acc = fmt.Sprintf("%.2f ± %.2f", 100*am, 100*as)
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%.4f ± %.4f\t%d of %d\t%s\t\n", m, len(a.best), bm, bs, a.reached, len(a.best), acc)
+		gm, gs := meanSD(a.gain)
+		tm, _ := meanSD(a.tau)
+		fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%s\t%s\t%s\t%d of %d\t\n", m, a.runs, a.meets, a.runs, pmSD(100*am, 100*as), pmSD(100*gm, 100*gs), fmtNaN(tm), a.worse, a.runs)
 	}
 	tw.Flush()
-	if len(c.UniformPoints) > 0 {
-		fmt.Fprintf(w, "\nuniform pruning interpolated to %.2fx the dense latency: val acc %s %%\n", c.Target, pct(c.UniformAtTgt))
+}
+
+func pmSD(m, sd float64) string {
+	if math.IsNaN(m) {
+		return "—"
 	}
+	return fmt.Sprintf("%.2f ± %.2f", m, sd)
+}
+
+func fmtNaN(v float64) string {
+	if math.IsNaN(v) {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", v)
 }
 
 func meanSD(v []float64) (float64, float64) {
