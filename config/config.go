@@ -93,6 +93,8 @@ type Prune struct {
 	Step        float64  `toml:"step"`        // ratio grid step (default 0.05; 0 for continuous)
 	Sensitivity string   `toml:"sensitivity"` // JSON from "autoprune sensitivity": bounds the ratios per group
 	MaxDrop     float64  `toml:"max_drop"`    // accuracy drop allowed per group with Sensitivity (default 0.02)
+	MinChannels int      `toml:"min_channels"` // channels every group keeps at least (default 1)
+	RoundTo     int      `toml:"round_to"`     // kept channels rounded up to a multiple of this, such as 4 or 8 (default 1: no rounding)
 }
 
 // Finetune is the quick fine-tuning of each candidate.
@@ -362,6 +364,12 @@ func (c *Config) defaults() {
 	if p.MaxDrop == 0 {
 		p.MaxDrop = 0.02
 	}
+	if p.MinChannels == 0 {
+		p.MinChannels = 1
+	}
+	if p.RoundTo == 0 {
+		p.RoundTo = 1
+	}
 	f := &c.Finetune
 	if f.Steps == 0 {
 		f.Steps = 200
@@ -527,6 +535,12 @@ func (c *Config) validate() error {
 		return bad("finetune.rounds", "%d: want 1..100", f.Rounds)
 	case f.ValSamples < 0:
 		return bad("finetune.val_samples", "%d must not be negative", f.ValSamples)
+	}
+	if c.Prune.MinChannels < 1 || c.Prune.MinChannels > 4096 {
+		return bad("prune.min_channels", "%d: want 1..4096", c.Prune.MinChannels)
+	}
+	if c.Prune.RoundTo < 1 || c.Prune.RoundTo > 256 {
+		return bad("prune.round_to", "%d: want 1..256 (such as 4 or 8; 1 for no rounding)", c.Prune.RoundTo)
 	}
 	l := c.Latency
 	if err := oneOf("latency.meter", l.Meter, "local", "agent", "lut", "macs"); err != nil {

@@ -82,6 +82,12 @@ func TestBadConfigs(t *testing.T) {
 		{"distill", "[finetune]\ndistill_weight = 2.0\n", "finetune.distill_weight"},
 		{"budget", "[objective]\nkind = \"budget\"\n", "objective.kind"},
 		{"stopper", "[stopper]\nkind = \"hyperband\"\n", "stopper.kind"},
+		{"min channels", "[prune]\nmin_channels = -2\n", "s.toml:2: invalid config: prune.min_channels: -2: want 1..4096"},
+		{"round to", "[prune]\nround_to = 1000\n", "prune.round_to: 1000"},
+		{"max spread", "[latency]\nmax_spread = 1.5\n", "s.toml:2: invalid config: latency.max_spread: 1.5"},
+		{"max rounds", "[latency]\nmax_rounds = -1\n", "latency.max_rounds: -1"},
+		{"candidates", "[final]\ncandidates = -3\n", "final.candidates: -3"},
+		{"rerank steps", "[final]\nrerank_steps = -1\n", "final.rerank_steps: -1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -351,3 +351,38 @@ func TestTaylor(t *testing.T) {
 		t.Errorf("kept %v, want channel 7", k["conv1"])
 	}
 }
+
+func TestPlanShape(t *testing.T) {
+	gs := []Group{{Name: "a", Size: 32}, {Name: "b", Size: 6}, {Name: "c", Size: 10}}
+	tests := []struct {
+		plan              Plan
+		minKeep, multiple int
+		keep              map[string]int
+	}{
+		{Plan{"a": 0.5, "b": 0.5}, 1, 1, map[string]int{"a": 16, "b": 3}},
+		{Plan{"a": 0.6, "b": 0.9}, 1, 1, map[string]int{"a": 13, "b": 1}},
+		{Plan{"a": 0.6, "b": 0.9}, 4, 1, map[string]int{"a": 13, "b": 4}},
+		{Plan{"a": 0.6, "b": 0.9}, 1, 4, map[string]int{"a": 16, "b": 4}},
+		{Plan{"a": 0.6, "b": 0.2}, 1, 8, map[string]int{"a": 16, "b": 6}}, // never more than the group has
+		{Plan{"a": 0.95, "c": 0.55}, 2, 4, map[string]int{"a": 4, "c": 8}},
+		{Plan{"zzz": 0.5}, 4, 4, map[string]int{}},
+	}
+	for _, tc := range tests {
+		got := tc.plan.Shape(gs, tc.minKeep, tc.multiple)
+		if len(got) != len(tc.plan) {
+			t.Errorf("Shape(%v) = %v: groups changed", tc.plan, got)
+		}
+		for _, g := range gs {
+			want, ok := tc.keep[g.Name]
+			if !ok {
+				continue
+			}
+			if k := Keep(g.Size, got[g.Name]); k != want {
+				t.Errorf("Shape(%v, %d, %d): group %s keeps %d channels, want %d (ratio %v)", tc.plan, tc.minKeep, tc.multiple, g.Name, k, want, got[g.Name])
+			}
+		}
+		if tc.plan["zzz"] != got["zzz"] {
+			t.Errorf("unknown group changed: %v", got)
+		}
+	}
+}

@@ -203,7 +203,7 @@ func (s *Search) nearTarget(ctx context.Context) (prune.Plan, float64, error) {
 		if r > top+1e-9 {
 			break
 		}
-		m, err := prune.Structured(s.base, uniform(r), s.crit)
+		m, err := prune.Structured(s.base, uniform(r).Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo), s.crit)
 		if err != nil {
 			return nil, 0, err
 		}

@@ -911,6 +911,7 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	if err != nil {
 		return 0, nil, 0, err
 	}
+	plan = plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo)
 	pb, _ := json.Marshal(plan)
 	_ = s.store.SetTrialUserAttr(trial.ID, attrPlan, string(pb))
 	number, _ := trial.Number()

@@ -329,3 +329,27 @@ func pruneUniform(s *Search, r float64, plan ...prune.Plan) (*nn.Model, error) {
 	}
 	return prune.Structured(s.base, p, s.crit)
 }
+
+// With prune.round_to and prune.min_channels every stored plan keeps a multiple of the
+// rounding in every group, and at least the minimum.
+func TestPlansKeepRoundedWidths(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "round", "round.db", 4, "")
+	editConfig(t, path, "step = 0.1", "step = 0.05\nround_to = 8\nmin_channels = 16")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sum := checkStudy(t, s.store, "round", 4)
+	for _, tr := range sum.Trials {
+		for _, g := range s.groups {
+			k := prune.Keep(g.Size, tr.Plan[g.Name])
+			if (k%8 != 0 && k != g.Size) || k < 16 {
+				t.Errorf("trial %d keeps %d of %d channels in %s: not a multiple of 8 of at least 16", tr.Number, k, g.Size, g.Name)
+			}
+		}
+	}
+}

@@ -92,18 +92,20 @@ one (--tau trials sampled per study), and what the stored scores alone would hav
 (before re-ranking).
 
 All studies go into one database beside the config (NAME-compare.db), so an interrupted
-comparison resumes where it stopped; winners are saved as NAME-METHOD-sSEED-best.safetensors.
+comparison resumes where it stopped; winners are saved as NAME-TARGET-METHOD-sSEED-best.safetensors.
 Warm starts are switched off: every sampler starts from the uniform plan closest to the
 target and nothing else. The target is the config's objective.target, relative to the dense
 model (e.g. 0.5x).
 
 Examples:
   autoprune compare configs/fashion-compare.toml --seeds 1,2,3
+  autoprune compare configs/fashion-compare.toml --samplers tpe --target 0.4x
   autoprune compare configs/mobile.toml --samplers tpe,random --seeds 1 --json cmp.json`, stderr)
 	samplers := fs.String("samplers", "tpe,cmaes,random", "comma-separated samplers")
 	seedList := fs.String("seeds", "1,2,3", "comma-separated seeds")
 	uniform := fs.String("uniform", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8", "uniform ratios of the baseline (empty: none)")
 	trials := fs.Int("trials", 0, "trials per study (default: the config's)")
+	targetFlag := fs.String("target", "", "latency target relative to the dense model, such as 0.4x (default: the config's objective.target)")
 	tauN := fs.Int("tau", 6, "trials per study fine-tuned like the winner to measure Kendall's tau (0: none)")
 	jsonOut := fs.String("json", "", "also write the rows as JSON to this file")
 	pos, err := parse(fs, args)
@@ -117,6 +119,12 @@ Examples:
 	base, err := config.Load(pos[0])
 	if err != nil {
 		return asUsage(err)
+	}
+	if *targetFlag != "" {
+		if _, err := relTarget(*targetFlag); err != nil {
+			return usagef("compare: --target: %v", err)
+		}
+		base.Objective.Target = *targetFlag
 	}
 	target, err := relTarget(base.Objective.Target)
 	if err != nil {
@@ -156,7 +164,7 @@ Examples:
 		cfg.Study.Storage = base.Study.Name + "-compare.db"
 		cfg.Study.TimeLimit = config.Duration{}
 		cfg.Study.Warmstart = []float64{}
-		cfg.Study.Name = fmt.Sprintf("%s-%s-s%d", base.Study.Name, method, seed)
+		cfg.Study.Name = fmt.Sprintf("%s-%s-%s-s%d", base.Study.Name, base.Objective.Target, method, seed)
 		cfg.Study.Sampler = method
 		cfg.Final.Out = cfg.Study.Name + "-best.safetensors"
 		cfg.Final.PlanOut = cfg.Study.Name + "-best.plan.toml"
@@ -167,7 +175,7 @@ Examples:
 	}
 	if len(ratios) > 0 {
 		cfg := study("random", base.Study.Seed)
-		cfg.Study.Name = base.Study.Name + "-uniform"
+		cfg.Study.Name = base.Study.Name + "-" + base.Objective.Target + "-uniform"
 		cfg.Study.Trials = 0
 		fmt.Fprintf(stderr, "== uniform pruning, %d plans, each fine-tuned for %d steps\n", len(ratios), cfg.Final.Steps)
 		s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
