@@ -85,14 +85,14 @@ type Data struct {
 
 // Prune is the search space.
 type Prune struct {
-	Criterion   string   `toml:"criterion"`   // l1 (default), l2, bn, random
-	Include     []string `toml:"include"`     // groups to search (default: all)
-	Exclude     []string `toml:"exclude"`     // groups never pruned
-	MinRatio    float64  `toml:"min_ratio"`   // default 0
-	MaxRatio    float64  `toml:"max_ratio"`   // default 0.8
-	Step        float64  `toml:"step"`        // ratio grid step (default 0.05; 0 for continuous)
-	Sensitivity string   `toml:"sensitivity"` // JSON from "autoprune sensitivity": bounds the ratios per group
-	MaxDrop     float64  `toml:"max_drop"`    // accuracy drop allowed per group with Sensitivity (default 0.02)
+	Criterion   string   `toml:"criterion"`    // l1 (default), l2, bn, random
+	Include     []string `toml:"include"`      // groups to search (default: all)
+	Exclude     []string `toml:"exclude"`      // groups never pruned
+	MinRatio    float64  `toml:"min_ratio"`    // default 0
+	MaxRatio    float64  `toml:"max_ratio"`    // default 0.8
+	Step        float64  `toml:"step"`         // ratio grid step (default 0.05; 0 for continuous)
+	Sensitivity string   `toml:"sensitivity"`  // JSON from "autoprune sensitivity": bounds the ratios per group
+	MaxDrop     float64  `toml:"max_drop"`     // accuracy drop allowed per group with Sensitivity (default 0.02)
 	MinChannels int      `toml:"min_channels"` // channels every group keeps at least (default 1)
 	RoundTo     int      `toml:"round_to"`     // kept channels rounded up to a multiple of this, such as 4 or 8 (default 1: no rounding)
 }
