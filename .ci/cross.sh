@@ -3,7 +3,8 @@
 # phones) with CGO_ENABLED=0, then, when qemu can run arm64 binaries here, checks the arm64
 # latency agent end to end: it starts "autoprune agent" for linux/arm64 under qemu on a
 # loopback port, measures zoo:lenet5 on it with the host's "autoprune bench --agent", checks
-# that the device it reports is arm64, and stops it with SIGINT (exit code 130).
+# that the device it reports is arm64, times lenet5 against itself interleaved on it
+# ("bench --agent --versus", POST /v1/measure-pair), and stops it with SIGINT (exit code 130).
 #
 # Every build, wait and run is bounded by a timeout. Exits non-zero on any failure; only a
 # missing qemu that cannot be installed is a warning (the arm64 run is then skipped).
@@ -92,6 +93,17 @@ cat "$bench"
 grep -q '^device    linux/arm64, ' "$bench" || fail "the agent did not report a linux/arm64 device"
 grep -q '^latency   median ' "$bench" || fail "no latency distribution in the bench output"
 
+pair="$out/pair.txt"
+if ! timeout 300 "$out/autoprune" bench zoo:lenet5 --agent "$url" --versus zoo:lenet5 --runs 20 >"$pair" 2>&1; then
+  cat "$pair" >&2
+  cat "$log" >&2
+  fail "autoprune bench --agent $url --versus zoo:lenet5 failed"
+fi
+cat "$pair"
+grep -q '^device    linux/arm64, ' "$pair" || fail "the interleaved pairs were not timed on the linux/arm64 device"
+grep -q '^ratio     [0-9.]*x the reference' "$pair" || fail "no ratio in the bench --versus output"
+grep -q '^spread    ' "$pair" || fail "no spread in the bench --versus output"
+
 # Ctrl-C stops the agent gracefully with exit code 130.
 kill -INT "$agent_pid"
 code=0
@@ -107,4 +119,4 @@ agent_pid=""
 echo "cross: agent log:"
 sed 's/^/  /' "$log"
 [ "$code" = 130 ] || fail "the arm64 agent exited with $code after SIGINT, want 130"
-echo "cross: OK (linux/arm64 and android/arm64 built; arm64 agent measured lenet5 under qemu)"
+echo "cross: OK (linux/arm64 and android/arm64 built; arm64 agent measured lenet5, alone and interleaved, under qemu)"

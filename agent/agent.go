@@ -2,11 +2,13 @@
 // phone, a board) and times forward passes of the architectures a pruning search sends it,
 // so that the search optimises latency measured where the model will run.
 //
-// The protocol is in package eval (MeasureRequest, MeasureResponse, AgentInfo; the client
-// is eval.RemoteMeter):
+// The protocol is in package eval (MeasureRequest, MeasureResponse, PairRequest,
+// PairResponse, AgentInfo; the client is eval.RemoteMeter):
 //
-//	POST /v1/measure   a model architecture and timing settings -> the latency distribution
-//	GET  /v1/info      the device description, the agent version and its limits
+//	POST /v1/measure        a model architecture and timing settings -> the latency distribution
+//	POST /v1/measure-pair   a reference and a candidate architecture -> their timings, interleaved
+//	                        (A B A B ...) pair by pair, whose ratios survive drift of the device
+//	GET  /v1/info           the device description, the agent version and its limits
 //
 // The agent listens on loopback by default. On any other address it requires a token,
 // which every request must then carry as "Authorization: Bearer TOKEN". It reads at most
@@ -36,8 +38,9 @@ import (
 	"github.com/autoprune/autoprune/nn"
 )
 
-// Version is the agent protocol version reported by GET /v1/info.
-const Version = "1"
+// Version is the agent protocol version reported by GET /v1/info: 2 added
+// POST /v1/measure-pair.
+const Version = "2"
 
 // DefaultAddr is the address the agent listens on when none is given: loopback only.
 const DefaultAddr = "127.0.0.1:7070"
@@ -45,8 +48,12 @@ const DefaultAddr = "127.0.0.1:7070"
 // MeasureFunc times a model's forward pass; the model has weights.
 type MeasureFunc func(ctx context.Context, m *nn.Model, req eval.MeasureRequest) (eval.Latency, error)
 
+// PairFunc times a candidate interleaved with a reference model; both have weights.
+type PairFunc func(ctx context.Context, ref, cand *nn.Model, req eval.PairRequest) (eval.Pairs, error)
+
 // Config configures an agent. The zero value is usable: no token, DefaultLimits with at most
-// twice as many threads as cores, eval.MeasureLocal, the local device.
+// twice as many threads as cores, eval.MeasureLocal and eval.MeasurePairLocal, the local
+// device.
 type Config struct {
 	// Token, when set, must be sent by every request as "Authorization: Bearer TOKEN".
 	Token string
@@ -61,6 +68,8 @@ type Config struct {
 	MeasureTimeout time.Duration
 	// Measure times a forward pass; default eval.MeasureLocal.
 	Measure MeasureFunc
+	// MeasurePair times two models interleaved; default eval.MeasurePairLocal.
+	MeasurePair PairFunc
 	// Device describes this machine; default eval.ThisDevice().
 	Device eval.Device
 	// Log receives one line per request; nil discards them.
@@ -86,6 +95,11 @@ func New(cfg Config) *Agent {
 	if cfg.Measure == nil {
 		cfg.Measure = func(ctx context.Context, m *nn.Model, r eval.MeasureRequest) (eval.Latency, error) {
 			return eval.MeasureLocal(ctx, m, r.Batch, r.Threads, r.Warmup, r.Runs, r.Budget())
+		}
+	}
+	if cfg.MeasurePair == nil {
+		cfg.MeasurePair = func(ctx context.Context, ref, cand *nn.Model, r eval.PairRequest) (eval.Pairs, error) {
+			return eval.MeasurePairLocal(ctx, ref, cand, r.Batch, r.Threads, r.Warmup, r.Runs, r.Budget())
 		}
 	}
 	if cfg.Device == (eval.Device{}) {
@@ -158,13 +172,19 @@ func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a.measure(rec, r)
+	case eval.PairPath:
+		if !allow(rec, r, http.MethodPost) {
+			return
+		}
+		a.measurePair(rec, r)
 	case eval.InfoPath:
 		if !allow(rec, r, http.MethodGet, http.MethodHead) {
 			return
 		}
 		writeJSON(rec, http.StatusOK, eval.AgentInfo{Version: Version, Device: a.cfg.Device, Limits: a.cfg.Limits})
 	default:
-		writeError(rec, http.StatusNotFound, fmt.Sprintf("no such endpoint %q (have POST %s and GET %s)", r.URL.Path, eval.MeasurePath, eval.InfoPath))
+		writeError(rec, http.StatusNotFound, fmt.Sprintf("no such endpoint %q (have POST %s, POST %s and GET %s)",
+			r.URL.Path, eval.MeasurePath, eval.PairPath, eval.InfoPath))
 	}
 }
 
@@ -195,28 +215,94 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 
 // measure decodes and checks a request, waits for the measurement slot, and times the model.
 func (a *Agent) measure(w *recorder, r *http.Request) {
-	// A JSON content type also makes browsers ask before a cross-site POST, so that a web
-	// page cannot make a loopback agent measure.
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: want application/json", ct))
+	if !jsonBody(w, r) {
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody)
-	req, m, err := a.cfg.Limits.Decode(body)
+	req, m, err := a.cfg.Limits.Decode(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody))
 	if err != nil {
-		status := http.StatusBadRequest
-		switch {
-		case errors.Is(err, eval.ErrBodyTooLarge):
-			status = http.StatusRequestEntityTooLarge
-		case errors.Is(err, eval.ErrOverLimit):
-			status = http.StatusUnprocessableEntity
-		}
-		writeError(w, status, err.Error())
+		writeDecodeError(w, err)
 		return
 	}
 	hash := m.Hash()
 	w.note = fmt.Sprintf(" model %q %.12s batch %d threads %d", m.Name, hash, req.Batch, req.Threads)
+	var lat eval.Latency
+	ok := a.run(w, r, fmt.Sprintf("%q", m.Name), req.Budget(), func(ctx context.Context) error {
+		if err := m.Init(1); err != nil {
+			return fmt.Errorf("%w: %v", eval.ErrBadRequest, err)
+		}
+		var err error
+		lat, err = a.cfg.Measure(ctx, m, req)
+		return err
+	})
+	if !ok {
+		return
+	}
+	lat.Device = a.cfg.Device
+	w.note += fmt.Sprintf(" median %s n %d", lat.Median, lat.N)
+	writeJSON(w, http.StatusOK, eval.MeasureResponse{Latency: lat, Device: a.cfg.Device, Hash: hash})
+}
 
+// measurePair decodes and checks a pair request, waits for the measurement slot, and times
+// the two models interleaved.
+func (a *Agent) measurePair(w *recorder, r *http.Request) {
+	if !jsonBody(w, r) {
+		return
+	}
+	req, ref, cand, err := a.cfg.Limits.DecodePair(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody))
+	if err != nil {
+		writeDecodeError(w, err)
+		return
+	}
+	refHash, candHash := ref.Hash(), cand.Hash()
+	w.note = fmt.Sprintf(" ref %q %.12s cand %q %.12s batch %d threads %d", ref.Name, refHash, cand.Name, candHash, req.Batch, req.Threads)
+	var p eval.Pairs
+	ok := a.run(w, r, fmt.Sprintf("%q versus %q", cand.Name, ref.Name), req.Budget(), func(ctx context.Context) error {
+		if err := ref.Init(1); err != nil {
+			return fmt.Errorf("%w: reference: %v", eval.ErrBadRequest, err)
+		}
+		if err := cand.Init(1); err != nil {
+			return fmt.Errorf("%w: candidate: %v", eval.ErrBadRequest, err)
+		}
+		var err error
+		p, err = a.cfg.MeasurePair(ctx, ref, cand, req)
+		return err
+	})
+	if !ok {
+		return
+	}
+	p.Device = a.cfg.Device
+	w.note += fmt.Sprintf(" ratio %.4f n %d", p.Ratio(), p.Len())
+	writeJSON(w, http.StatusOK, eval.PairResponse{Pairs: p, Device: a.cfg.Device, RefHash: refHash, CandHash: candHash})
+}
+
+// jsonBody refuses a request body that is not declared as JSON (415). A JSON content type
+// also makes browsers ask before a cross-site POST, so that a web page cannot make a
+// loopback agent measure.
+func jsonBody(w http.ResponseWriter, r *http.Request) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: want application/json", ct))
+		return false
+	}
+	return true
+}
+
+// writeDecodeError answers a request the decoder refused: 413 for a body over the limit,
+// 422 for a request over the agent's limits, 400 for anything else.
+func writeDecodeError(w http.ResponseWriter, err error) {
+	status := http.StatusBadRequest
+	switch {
+	case errors.Is(err, eval.ErrBodyTooLarge):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, eval.ErrOverLimit):
+		status = http.StatusUnprocessableEntity
+	}
+	writeError(w, status, err.Error())
+}
+
+// run waits for the measurement slot and runs work in it under the measurement timeout
+// (the agent's, or budget plus one minute). It reports whether work succeeded; otherwise it
+// has answered with the error. what names the measurement in the log of a panic.
+func (a *Agent) run(w http.ResponseWriter, r *http.Request, what string, budget time.Duration, work func(ctx context.Context) error) bool {
 	// Wait for the device: one measurement at a time, or they would disturb each other.
 	queue := time.NewTimer(a.cfg.QueueTimeout)
 	defer queue.Stop()
@@ -225,66 +311,52 @@ func (a *Agent) measure(w *recorder, r *http.Request) {
 	case <-queue.C:
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("busy: another measurement has run for over %s; try again later", a.cfg.QueueTimeout))
-		return
+		return false
 	case <-r.Context().Done():
 		writeError(w, http.StatusServiceUnavailable, "request cancelled while waiting for the device")
-		return
+		return false
 	}
 
 	timeout := a.cfg.MeasureTimeout
 	if timeout <= 0 {
-		timeout = req.Budget() + time.Minute
+		timeout = budget + time.Minute
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	type result struct {
-		lat eval.Latency
-		err error
-	}
-	done := make(chan result, 1)
+	done := make(chan error, 1)
 	go func() {
 		// The slot is released only when the measurement really ends, even after the
 		// handler gave up on it, so that measurements never overlap.
 		defer func() { <-a.slot }()
-		var res result
+		var err error
 		defer func() {
 			if p := recover(); p != nil {
-				a.cfg.Log.Printf("panic measuring %q: %v\n%s", m.Name, p, debug.Stack())
-				res.err = fmt.Errorf("%w: %v", errPanic, p)
+				a.cfg.Log.Printf("panic measuring %s: %v\n%s", what, p, debug.Stack())
+				err = fmt.Errorf("%w: %v", errPanic, p)
 			}
-			done <- res
+			done <- err
 		}()
-		if err := m.Init(1); err != nil {
-			res.err = fmt.Errorf("%w: %v", eval.ErrBadRequest, err)
-			return
-		}
-		res.lat, res.err = a.cfg.Measure(ctx, m, req)
+		err = work(ctx)
 	}()
-	var res result
+	var err error
 	select {
-	case res = <-done:
+	case err = <-done:
 	case <-ctx.Done():
-		res.err = ctx.Err()
+		err = ctx.Err()
 	}
 	switch {
-	case res.err == nil:
-	case errors.Is(res.err, eval.ErrBadRequest), errors.Is(res.err, nn.ErrInvalid):
-		writeError(w, http.StatusBadRequest, res.err.Error())
-		return
-	case errors.Is(res.err, context.DeadlineExceeded):
+	case err == nil:
+		return true
+	case errors.Is(err, eval.ErrBadRequest), errors.Is(err, nn.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("measurement exceeded the agent's limit of %s", timeout))
-		return
 	case r.Context().Err() != nil:
 		writeError(w, http.StatusServiceUnavailable, "request cancelled during the measurement")
-		return
 	default:
-		writeError(w, http.StatusInternalServerError, "measurement failed: "+res.err.Error())
-		return
+		writeError(w, http.StatusInternalServerError, "measurement failed: "+err.Error())
 	}
-	lat := res.lat
-	lat.Device = a.cfg.Device
-	w.note += fmt.Sprintf(" median %s n %d", lat.Median, lat.N)
-	writeJSON(w, http.StatusOK, eval.MeasureResponse{Latency: lat, Device: a.cfg.Device, Hash: hash})
+	return false
 }
 
 var errPanic = errors.New("panic in the inference engine")

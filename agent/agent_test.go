@@ -18,6 +18,7 @@ import (
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/prune"
 )
 
 // start runs an agent on a free loopback port until the test ends and returns its URL.
@@ -177,15 +178,27 @@ func TestAgentSerializesMeasurements(t *testing.T) {
 		mu.Unlock()
 		return eval.Summarize([]time.Duration{time.Millisecond}), nil
 	}
-	url := start(t, agent.Config{Measure: measure})
-	body := `{"model":` + arch(t, "mlp") + `}`
+	measurePair := func(ctx context.Context, ref, cand *nn.Model, r eval.PairRequest) (eval.Pairs, error) {
+		if _, err := measure(ctx, cand, eval.MeasureRequest{}); err != nil {
+			return eval.Pairs{}, err
+		}
+		return eval.Pairs{RefTimes: []time.Duration{1}, CandTimes: []time.Duration{1}, Batch: 1, Threads: 1}, nil
+	}
+	url := start(t, agent.Config{Measure: measure, MeasurePair: measurePair})
+	mlp := arch(t, "mlp")
+	// Single and pair measurements share the device: none may overlap another.
+	single, pair := `{"model":`+mlp+`}`, `{"ref":`+mlp+`,"cand":`+mlp+`}`
 	var wg sync.WaitGroup
 	errs := make(chan string, 6)
 	for i := 0; i < 6; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := http.Post(url+eval.MeasurePath, "application/json", strings.NewReader(body))
+			path, body := eval.MeasurePath, single
+			if i%2 == 1 {
+				path, body = eval.PairPath, pair
+			}
+			resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
 			if err != nil {
 				errs <- err.Error()
 				return
@@ -337,5 +350,142 @@ func TestAgentShutsDownOnCancel(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not stop")
+	}
+}
+
+// halfVGG returns vgg-small and vgg-small with half of every group's channels removed by L1
+// norm.
+func halfVGG(t *testing.T) (dense, pruned *nn.Model) {
+	t.Helper()
+	dense, err := zoo.Build("vgg-small", nn.Shape{C: 1, H: 28, W: 28}, 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs, err := prune.Groups(dense)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruned, err = prune.Structured(dense, prune.Uniform(gs, 0.5), prune.L1{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dense, pruned
+}
+
+func TestAgentMeasuresPairs(t *testing.T) {
+	const token = "correct-horse-battery-staple"
+	url := start(t, agent.Config{Token: token})
+	dense, pruned := halfVGG(t)
+	rm := &eval.RemoteMeter{URL: url, Token: token, Runs: 30, Warmup: 2, Budget: 10 * time.Second}
+	ratios := map[string]float64{}
+	for _, tc := range []struct {
+		name      string
+		ref, cand *nn.Model
+	}{
+		{"itself", dense, dense.Clone()},
+		{"pruned", dense, pruned},
+	} {
+		p, err := rm.MeasurePair(context.Background(), tc.ref, tc.cand)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if err := p.Check(); err != nil || p.Len() < 30 || p.Batch != 1 || p.Threads != 1 || p.Device != eval.ThisDevice() {
+			t.Errorf("%s: %v, %d pairs, batch %d, %d thread(s), device %v", tc.name, err, p.Len(), p.Batch, p.Threads, p.Device)
+		}
+		ratios[tc.name] = p.Ratio()
+	}
+	// Loose bounds, and the order: the machine is shared.
+	if r := ratios["itself"]; r < 0.8 || r > 1.25 {
+		t.Errorf("vgg-small against itself: ratio %.3f, want about 1", r)
+	}
+	if r := ratios["pruned"]; r > 0.8 || r >= ratios["itself"] {
+		t.Errorf("50 %% pruned vgg-small against dense: ratio %.3f (itself %.3f), want well below 1", r, ratios["itself"])
+	}
+
+	// A wrong or missing token is refused before anything is measured.
+	for _, tok := range []string{"", "correct-horse-battery-stapler"} {
+		_, err := (&eval.RemoteMeter{URL: url, Token: tok}).MeasurePair(context.Background(), dense, pruned)
+		if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "check the token") {
+			t.Errorf("token %q: error %v", tok, err)
+		}
+	}
+
+	// A cancelled request stops the measurement, and the device is free again afterwards.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(200 * time.Millisecond); cancel() }()
+	begin := time.Now()
+	long := &eval.RemoteMeter{URL: url, Token: token, Runs: 10000, Budget: 60 * time.Second}
+	if _, err := long.MeasurePair(ctx, dense, pruned); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: error %v, want context.Canceled", err)
+	}
+	if d := time.Since(begin); d > 10*time.Second {
+		t.Errorf("cancelled measurement took %s to return", d)
+	}
+	quick := &eval.RemoteMeter{URL: url, Token: token, Runs: 5, Warmup: 1, Backoff: 100 * time.Millisecond, Retries: 20}
+	if _, err := quick.MeasurePair(context.Background(), dense, pruned); err != nil {
+		t.Errorf("after a cancelled measurement: %v", err)
+	}
+}
+
+func TestAgentRejectsBadPairRequests(t *testing.T) {
+	const token = "s3cret"
+	url := start(t, agent.Config{Token: token})
+	lenet := arch(t, "lenet5")
+	other := `{"name":"r","input":{"c":1,"h":27,"w":27},"layers":[{"name":"r","kind":"relu","inputs":["input"]}]}`
+	pair := func(ref, cand string) string { return `{"ref":` + ref + `,"cand":` + cand + `}` }
+	valid := `{"ref":` + lenet + `,"cand":` + lenet + `,"runs":5,"warmup":1,"budget_ms":1000}`
+	// About 10.3e9 multiply-adds each: one is within the default limit of 20e9, two are not.
+	big := `{"name":"big","input":{"c":1024,"h":33,"w":33},"layers":[{"name":"c","kind":"conv2d","inputs":["input"],"in":1024,"out":1024,"kernel":3,"pad":1}]}`
+	many := `{"name":"deep","input":{"c":1,"h":28,"w":28},"layers":[{"name":"r0","kind":"relu","inputs":["input"]}`
+	for i := 1; i < 1500; i++ {
+		many += fmt.Sprintf(`,{"name":"r%d","kind":"relu","inputs":["r%d"]}`, i, i-1)
+	}
+	many += `]}`
+	if _, _, err := eval.DecodeMeasureRequest(strings.NewReader(`{"model":` + big + `}`)); err != nil {
+		t.Fatalf("one big convolution alone: %v", err)
+	}
+	for _, tc := range []struct {
+		name, method, token, body string
+		status                    int
+		msg                       string
+	}{
+		{"malformed JSON", "POST", token, `{"ref":{`, 400, "unexpected EOF"},
+		{"unknown field", "POST", token, `{"ref":` + lenet + `,"cand":` + lenet + `,"model":{}}`, 400, `unknown field "model"`},
+		{"no candidate", "POST", token, `{"ref":` + lenet + `}`, 400, "no candidate model"},
+		{"invalid candidate", "POST", token, pair(lenet, strings.Replace(lenet, `"in":6`, `"in":7`, 1)), 400, "candidate: "},
+		{"different inputs", "POST", token, pair(lenet, other), 400, "differs from candidate input"},
+		{"trailing garbage", "POST", token, valid + `garbage`, 400, "after the JSON object"},
+		{"empty body", "POST", token, ``, 400, "empty body"},
+		{"absurd runs", "POST", token, `{"ref":` + lenet + `,"cand":` + lenet + `,"runs":1000000}`, 422, "runs 1000000 exceeds"},
+		{"MACs together", "POST", token, pair(big, big), 422, "of the 2 models together"},
+		{"layers together", "POST", token, pair(many, many), 422, "the 2 models have 3000 layers, limit 2000"},
+		{"oversize body", "POST", token, valid + strings.Repeat(" ", 1<<20), 413, "over 1048576 bytes"},
+		{"wrong method", "GET", token, ``, 405, "method GET not allowed"},
+		{"missing token", "POST", "", valid, 401, "missing or wrong token"},
+		{"wrong token", "POST", "s3cret!", valid, 401, "missing or wrong token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := do(t, tc.method, url+eval.PairPath, tc.token, tc.body)
+			var e eval.ErrorResponse
+			if a.status != tc.status || json.Unmarshal([]byte(a.body), &e) != nil || !strings.Contains(e.Error, tc.msg) {
+				t.Errorf("%d %s, want %d with a JSON error containing %q", a.status, a.body, tc.status, tc.msg)
+			}
+		})
+	}
+	req, _ := http.NewRequest("POST", url+eval.PairPath, strings.NewReader(valid))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain body: %v %v", resp.Status, err)
+	}
+	// After all that, the agent still measures, and says which architectures it timed.
+	a := do(t, "POST", url+eval.PairPath, token, valid)
+	var res eval.PairResponse
+	if a.status != 200 || json.Unmarshal([]byte(a.body), &res) != nil {
+		t.Fatalf("valid request: %d %s", a.status, a.body)
+	}
+	m, _ := zoo.Build("lenet5", nn.Shape{C: 1, H: 28, W: 28}, 10, 1)
+	if res.RefHash != m.Hash() || res.CandHash != m.Hash() || res.Device != eval.ThisDevice() || res.Pairs.Check() != nil || res.Pairs.Len() < 5 {
+		t.Errorf("answer %+v", res)
 	}
 }

@@ -209,20 +209,8 @@ func quantile(s []time.Duration, q float64) time.Duration {
 	return s[i] + time.Duration(f*float64(s[i+1]-s[i]))
 }
 
-// MinInterleaved is the least time Interleaved spends on timed pairs.
+// MinInterleaved is the least time InterleavedPairs spends on timed pairs.
 const MinInterleaved = 300 * time.Millisecond
-
-// Interleaved times a candidate against a reference model on this machine, alternating
-// single passes (A B A B ...) so that both see the same machine state; shared machines
-// drift, and a ratio measured this way survives the drift. It returns both distributions
-// and the median of the per-pair ratios candidate/reference (see InterleavedPairs).
-func Interleaved(ctx context.Context, ref, cand *nn.Model, batch, threads, warmup, runs int) (refLat, candLat Latency, ratio float64, err error) {
-	p, err := InterleavedPairs(ctx, ref, cand, batch, threads, warmup, runs)
-	if err != nil {
-		return refLat, candLat, 0, err
-	}
-	return p.Ref(), p.Cand(), p.Ratio(), nil
-}
 
 // InterleavedPairs times a candidate against a reference model on this machine, alternating
 // single passes (A B A B ..., and which goes first within a pair) and returns every pair.

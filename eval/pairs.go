@@ -123,7 +123,7 @@ type PairMeter interface {
 	MeasurePair(ctx context.Context, ref, cand *nn.Model) (Pairs, error)
 }
 
-// LocalPairMeter is the PairMeter of this machine (see Interleaved).
+// LocalPairMeter is the PairMeter of this machine (see InterleavedPairs).
 type LocalPairMeter struct {
 	Batch   int  // samples per pass; default 1
 	Threads int  // engine threads; default 1

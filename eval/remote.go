@@ -21,14 +21,17 @@ import (
 
 // The latency agent protocol, shared by the agent (package agent) and RemoteMeter:
 //
-//	POST /v1/measure   MeasureRequest  -> MeasureResponse
-//	GET  /v1/info                      -> AgentInfo
+//	POST /v1/measure        MeasureRequest  -> MeasureResponse
+//	POST /v1/measure-pair   PairRequest     -> PairResponse    (since agent version 2)
+//	GET  /v1/info                           -> AgentInfo
 //
 // Bodies are JSON. Every error answer is an ErrorResponse with a 4xx or 5xx status. When the
 // agent has a token, every request carries "Authorization: Bearer TOKEN".
 const (
 	// MeasurePath is the path of the measurement endpoint.
 	MeasurePath = "/v1/measure"
+	// PairPath is the path of the interleaved measurement of two models (see PairRequest).
+	PairPath = "/v1/measure-pair"
 	// InfoPath is the path of the device description endpoint.
 	InfoPath = "/v1/info"
 )
@@ -69,7 +72,7 @@ type ErrorResponse struct {
 	Error string `json:"error"`
 }
 
-// Errors of DecodeMeasureRequest, each wrapped with the details.
+// Errors of DecodeMeasureRequest and DecodePairRequest, each wrapped with the details.
 var (
 	// ErrBadRequest is malformed JSON, an unknown field or an invalid model (400).
 	ErrBadRequest = errors.New("bad measure request")
@@ -83,14 +86,14 @@ var (
 // memory or keep it busy for long. Every bound is checked before anything is allocated.
 type Limits struct {
 	MaxBody    int64   `json:"max_body_bytes"`    // request body
-	MaxLayers  int     `json:"max_layers"`        // layers of the model
+	MaxLayers  int     `json:"max_layers"`        // layers of the model (both models of a pair)
 	MaxBatch   int     `json:"max_batch"`         // samples per forward pass
 	MaxThreads int     `json:"max_threads"`       // engine threads
 	MaxWarmup  int     `json:"max_warmup"`        // untimed passes
-	MaxRuns    int     `json:"max_runs"`          // timed passes
+	MaxRuns    int     `json:"max_runs"`          // timed passes (pairs, for a pair)
 	MaxBudget  int     `json:"max_budget_ms"`     // time for the timed passes, milliseconds
-	MaxMACs    float64 `json:"max_macs_per_pass"` // multiply-adds of one forward pass (all samples)
-	MaxMemory  float64 `json:"max_memory_bytes"`  // activations, im2col buffers and weights
+	MaxMACs    float64 `json:"max_macs_per_pass"` // multiply-adds of one forward pass, all samples (both models of a pair)
+	MaxMemory  float64 `json:"max_memory_bytes"`  // activations, im2col buffers, weights (both models of a pair)
 }
 
 // DefaultLimits are the limits of DecodeMeasureRequest and of an agent by default.
@@ -118,70 +121,63 @@ func DecodeMeasureRequest(r io.Reader) (MeasureRequest, *nn.Model, error) {
 // ErrOverLimit.
 func (lim Limits) Decode(r io.Reader) (MeasureRequest, *nn.Model, error) {
 	var req MeasureRequest
-	body, err := io.ReadAll(io.LimitReader(r, lim.MaxBody+1))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return req, nil, fmt.Errorf("%w: body over %d bytes", ErrBodyTooLarge, lim.MaxBody)
-		}
-		return req, nil, fmt.Errorf("%w: reading the body: %v", ErrBadRequest, err)
-	}
-	if int64(len(body)) > lim.MaxBody {
-		return req, nil, fmt.Errorf("%w: body over %d bytes", ErrBodyTooLarge, lim.MaxBody)
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return req, nil, fmt.Errorf("%w: empty body (want a JSON object with a model)", ErrBadRequest)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return req, nil, fmt.Errorf("%w: unexpected data after the JSON object", ErrBadRequest)
+	if err := lim.decodeStrict(r, &req, "a model"); err != nil {
+		return req, nil, err
 	}
 	m := req.Model
 	if m == nil {
 		return req, nil, fmt.Errorf("%w: no model (want \"model\": {\"name\", \"input\", \"layers\"})", ErrBadRequest)
 	}
-	if err := req.fill(lim); err != nil {
+	if err := lim.fill(&req.Batch, &req.Threads, &req.Warmup, &req.Runs, &req.BudgetMS); err != nil {
 		return req, nil, err
 	}
-	if len(m.Layers) > lim.MaxLayers {
-		return req, nil, fmt.Errorf("%w: model has %d layers, limit %d", ErrOverLimit, len(m.Layers), lim.MaxLayers)
-	}
-	// Shapes bounds every layer output but not the input, whose size could overflow.
-	if in := m.Input; float64(in.C)*float64(in.H)*float64(in.W) > 1<<28 {
-		return req, nil, fmt.Errorf("%w: input shape %v has more than %d values", ErrOverLimit, in, 1<<28)
-	}
-	shapes, err := m.Shapes()
-	if err != nil {
-		return req, nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
-	}
-	c := Estimate(m, shapes, req.Batch, req.Threads)
-	if c.MACs > lim.MaxMACs {
-		return req, nil, fmt.Errorf("%w: %.3g multiply-adds per forward pass (batch %d), limit %.3g",
-			ErrOverLimit, c.MACs, req.Batch, lim.MaxMACs)
-	}
-	if c.Memory > lim.MaxMemory {
-		return req, nil, fmt.Errorf("%w: the forward pass needs about %.0f MiB (batch %d), limit %.0f MiB",
-			ErrOverLimit, c.Memory/(1<<20), req.Batch, lim.MaxMemory/(1<<20))
+	if err := lim.checkModels(req.Batch, req.Threads, reqModel{m: m}); err != nil {
+		return req, nil, err
 	}
 	return req, m, nil
 }
 
+// decodeStrict reads at most MaxBody bytes from r and decodes them into v: one JSON object,
+// no unknown field, nothing after it. want names what the object must hold, for the error
+// about an empty body.
+func (lim Limits) decodeStrict(r io.Reader, v any, want string) error {
+	body, err := io.ReadAll(io.LimitReader(r, lim.MaxBody+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: body over %d bytes", ErrBodyTooLarge, lim.MaxBody)
+		}
+		return fmt.Errorf("%w: reading the body: %v", ErrBadRequest, err)
+	}
+	if int64(len(body)) > lim.MaxBody {
+		return fmt.Errorf("%w: body over %d bytes", ErrBodyTooLarge, lim.MaxBody)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return fmt.Errorf("%w: empty body (want a JSON object with %s)", ErrBadRequest, want)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: unexpected data after the JSON object", ErrBadRequest)
+	}
+	return nil
+}
+
 // fill checks the numbers of a request against the limits and replaces zeros by defaults.
-func (r *MeasureRequest) fill(lim Limits) error {
+func (lim Limits) fill(batch, threads, warmup, runs, budgetMS *int) error {
 	for _, f := range []struct {
 		name      string
 		v         *int
 		def, most int
 	}{
-		{"batch", &r.Batch, 1, lim.MaxBatch},
-		{"threads", &r.Threads, 1, lim.MaxThreads},
-		{"warmup", &r.Warmup, 5, lim.MaxWarmup},
-		{"runs", &r.Runs, 50, lim.MaxRuns},
-		{"budget_ms", &r.BudgetMS, 3000, lim.MaxBudget},
+		{"batch", batch, 1, lim.MaxBatch},
+		{"threads", threads, 1, lim.MaxThreads},
+		{"warmup", warmup, 5, lim.MaxWarmup},
+		{"runs", runs, 50, lim.MaxRuns},
+		{"budget_ms", budgetMS, 3000, lim.MaxBudget},
 	} {
 		switch {
 		case *f.v < 0:
@@ -191,6 +187,55 @@ func (r *MeasureRequest) fill(lim Limits) error {
 		case *f.v > f.most:
 			return fmt.Errorf("%w: %s %d exceeds the limit of %d", ErrOverLimit, f.name, *f.v, f.most)
 		}
+	}
+	return nil
+}
+
+// reqModel is a model of a request and the name errors give it ("" when it is the only one).
+type reqModel struct {
+	label string
+	m     *nn.Model
+}
+
+// checkModels validates the architectures a request will hold in memory at the same time
+// and bounds them together: layers, multiply-adds of one forward pass of each, and memory.
+func (lim Limits) checkModels(batch, threads int, models ...reqModel) error {
+	what, together := "model has", ""
+	if len(models) > 1 {
+		what, together = fmt.Sprintf("the %d models have", len(models)), fmt.Sprintf(" of the %d models together", len(models))
+	}
+	layers := 0
+	for _, x := range models {
+		layers += len(x.m.Layers)
+	}
+	if layers > lim.MaxLayers {
+		return fmt.Errorf("%w: %s %d layers, limit %d", ErrOverLimit, what, layers, lim.MaxLayers)
+	}
+	var total Cost
+	for _, x := range models {
+		prefix := ""
+		if x.label != "" {
+			prefix = x.label + ": "
+		}
+		// Shapes bounds every layer output but not the input, whose size could overflow.
+		if in := x.m.Input; float64(in.C)*float64(in.H)*float64(in.W) > 1<<28 {
+			return fmt.Errorf("%w: %sinput shape %v has more than %d values", ErrOverLimit, prefix, in, 1<<28)
+		}
+		shapes, err := x.m.Shapes()
+		if err != nil {
+			return fmt.Errorf("%w: %s%v", ErrBadRequest, prefix, err)
+		}
+		c := Estimate(x.m, shapes, batch, threads)
+		total.MACs += c.MACs
+		total.Memory += c.Memory
+	}
+	if total.MACs > lim.MaxMACs {
+		return fmt.Errorf("%w: %.3g multiply-adds per forward pass%s (batch %d), limit %.3g",
+			ErrOverLimit, total.MACs, together, batch, lim.MaxMACs)
+	}
+	if total.Memory > lim.MaxMemory {
+		return fmt.Errorf("%w: the forward pass%s needs about %.0f MiB (batch %d), limit %.0f MiB",
+			ErrOverLimit, together, total.Memory/(1<<20), batch, lim.MaxMemory/(1<<20))
 	}
 	return nil
 }
@@ -288,7 +333,7 @@ func (rm *RemoteMeter) MeasureResponse(ctx context.Context, m *nn.Model) (Measur
 	if err != nil {
 		return res, fmt.Errorf("latency agent at %s: encoding model %q: %w", rm.URL, m.Name, err)
 	}
-	if err := rm.call(ctx, http.MethodPost, MeasurePath, body, &res); err != nil {
+	if err := rm.call(ctx, http.MethodPost, MeasurePath, body, maxAnswer, &res); err != nil {
 		return res, err
 	}
 	if want := m.Hash(); res.Hash != want {
@@ -303,7 +348,7 @@ func (rm *RemoteMeter) MeasureResponse(ctx context.Context, m *nn.Model) (Measur
 // Info asks the agent for its version, device and limits.
 func (rm *RemoteMeter) Info(ctx context.Context) (AgentInfo, error) {
 	var info AgentInfo
-	err := rm.call(ctx, http.MethodGet, InfoPath, nil, &info)
+	err := rm.call(ctx, http.MethodGet, InfoPath, nil, maxAnswer, &info)
 	return info, err
 }
 
@@ -322,8 +367,12 @@ func (e *statusError) Error() string {
 	return s
 }
 
-// call sends one request with retries and decodes a 200 answer into out.
-func (rm *RemoteMeter) call(ctx context.Context, method, path string, body []byte, out any) error {
+// maxAnswer is the most a client reads of an agent's answer, unless it expects more.
+const maxAnswer = 1 << 20
+
+// call sends one request with retries and decodes a 200 answer of at most limit bytes into
+// out.
+func (rm *RemoteMeter) call(ctx context.Context, method, path string, body []byte, limit int64, out any) error {
 	u, err := rm.endpoint(path)
 	if err != nil {
 		return err
@@ -356,7 +405,7 @@ func (rm *RemoteMeter) call(ctx context.Context, method, path string, body []byt
 			}
 		}
 		var retry bool
-		retry, network, last = rm.try(ctx, method, u, body, out)
+		retry, network, last = rm.try(ctx, method, u, body, limit, out)
 		if last == nil {
 			return nil
 		}
@@ -380,7 +429,7 @@ func (rm *RemoteMeter) call(ctx context.Context, method, path string, body []byt
 
 // try sends one request. It reports whether a failure is worth retrying and whether it was
 // a network error (no HTTP answer).
-func (rm *RemoteMeter) try(ctx context.Context, method, u string, body []byte, out any) (retry, network bool, err error) {
+func (rm *RemoteMeter) try(ctx context.Context, method, u string, body []byte, limit int64, out any) (retry, network bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, rm.timeout())
 	defer cancel()
 	var rd io.Reader
@@ -407,7 +456,7 @@ func (rm *RemoteMeter) try(ctx context.Context, method, u string, body []byte, o
 		return true, true, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return true, true, fmt.Errorf("reading the answer: %w", err)
 	}
@@ -425,6 +474,9 @@ func (rm *RemoteMeter) try(ctx context.Context, method, u string, body []byte, o
 			se.retryAfter = time.Duration(min(s, 60)) * time.Second
 		}
 		return resp.StatusCode >= 500, false, se
+	}
+	if int64(len(data)) > limit {
+		return false, false, fmt.Errorf("answer over %d bytes", limit)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return false, false, fmt.Errorf("answer is not valid JSON: %w", err)

@@ -33,9 +33,11 @@ It listens on loopback (127.0.0.1:7070) by default: reach it through a forwarded
 address it needs a token, which clients send as "Authorization: Bearer TOKEN"; the token
 can also come from the environment variable `+tokenEnv+`.
 
-Endpoints: POST /v1/measure (a model architecture -> latency distribution), GET /v1/info.
-Requests are limited to 1 MiB, batch 256, 20e9 multiply-adds per pass, 1 GiB of memory,
-10000 runs and a 60 s budget.
+Endpoints: POST /v1/measure (a model architecture -> latency distribution), POST
+/v1/measure-pair (a reference and a candidate architecture -> their passes timed
+alternately, A B A B ..., pair by pair; "autoprune bench --agent URL --versus REF"), GET
+/v1/info. Requests are limited to 1 MiB, batch 256, 20e9 multiply-adds per pass, 1 GiB of
+memory, 10000 runs and a 60 s budget; for a pair, the two models together.
 
 On a phone with big and little cores, --cpu pins every measurement to one core (numbered
 from 0, as in /proc/cpuinfo), so the search sees the core the app will run on; a request
@@ -80,6 +82,14 @@ Examples:
 			}
 			defer release()
 			return eval.MeasureLocal(ctx, m, r.Batch, r.Threads, r.Warmup, r.Runs, r.Budget())
+		}
+		cfg.MeasurePair = func(ctx context.Context, ref, cand *nn.Model, r eval.PairRequest) (eval.Pairs, error) {
+			release, err := eval.PinToCPU(*cpu)
+			if err != nil {
+				return eval.Pairs{}, err
+			}
+			defer release()
+			return eval.MeasurePairLocal(ctx, ref, cand, r.Batch, r.Threads, r.Warmup, r.Runs, r.Budget())
 		}
 	} else if *cpu != -1 {
 		return usagef("agent: --cpu %d: want a CPU number (0 for the first) or -1", *cpu)

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,6 +117,10 @@ func TestBenchCommand(t *testing.T) {
 		code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", pinned, "--runs", "3")
 		if code != exitOK || !strings.Contains(out, "latency   median") {
 			t.Errorf("agent pinned to CPU 0: exit %d\n%s%s", code, out, stderr)
+		}
+		code, out, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", pinned, "--versus", "zoo:mlp", "--runs", "3")
+		if code != exitOK || !strings.Contains(out, "ratio") || !strings.Contains(out, "spread") {
+			t.Errorf("pair on an agent pinned to CPU 0: exit %d\n%s%s", code, out, stderr)
 		}
 		code, _, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", pinned, "--threads", "2")
 		if code == exitOK || !strings.Contains(stderr, "thread") {
@@ -272,5 +280,61 @@ func TestLUTAccuracyLong(t *testing.T) {
 	}
 	if e, _ := strconv.ParseFloat(m[1], 64); e > 10 {
 		t.Errorf("median absolute error %.1f %%, goal 10 %%", e)
+	}
+}
+
+// ratioRE reads the median per-pair ratio that bench --versus prints.
+var ratioRE = regexp.MustCompile(`(?m)^ratio     ([0-9.]+)x the reference's latency`)
+
+func TestBenchVersusAgent(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	half := filepath.Join(t.TempDir(), "vgg-half.safetensors")
+	if code, out, stderr := runLatencyCmd(t, "prune", "zoo:vgg-small", "--uniform", "0.5", "--criterion", "l1", "--out", half); code != exitOK {
+		t.Fatalf("prune: exit %d\n%s%s", code, out, stderr)
+	}
+	url := startAgentCmd(t, "--token", "tok")
+	ratios := map[string]float64{}
+	for _, tc := range []struct{ name, model string }{{"itself", "zoo:vgg-small"}, {"pruned", half}} {
+		code, out, stderr := runLatencyCmd(t, "bench", tc.model, "--versus", "zoo:vgg-small", "--agent", url, "--token", "tok",
+			"--runs", "30", "--warmup", "2")
+		m := ratioRE.FindStringSubmatch(out)
+		if code != exitOK || m == nil || !strings.Contains(out, "source    agent "+url+" (version 2)") ||
+			!strings.Contains(out, "device    "+eval.ThisDevice().String()) || !strings.Contains(out, "versus    zoo:vgg-small") ||
+			!regexp.MustCompile(`(?m)^spread    ±[0-9.]+ % \(95 % interval of the median ratio over \d+ pairs\)$`).MatchString(out) {
+			t.Fatalf("bench %s --versus on the agent: exit %d\n%s%s", tc.name, code, out, stderr)
+		}
+		ratios[tc.name], _ = strconv.ParseFloat(m[1], 64)
+	}
+	// Loose bounds, and the order: the machine is shared.
+	if r := ratios["itself"]; r < 0.8 || r > 1.25 {
+		t.Errorf("vgg-small against itself: ratio %.3f, want about 1", r)
+	}
+	if r := ratios["pruned"]; r > 0.8 || r >= ratios["itself"] {
+		t.Errorf("50 %% pruned vgg-small against dense: ratio %.3f (itself %.3f), want well below 1", r, ratios["itself"])
+	}
+
+	// An agent older than the pair endpoint is named as such, with what to do.
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == eval.InfoPath {
+			json.NewEncoder(w).Encode(eval.AgentInfo{Version: "1", Device: eval.ThisDevice(), Limits: eval.DefaultLimits})
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(eval.ErrorResponse{Error: fmt.Sprintf("no such endpoint %q (have POST /v1/measure and GET /v1/info)", r.URL.Path)})
+	}))
+	defer old.Close()
+	code, _, stderr := runLatencyCmd(t, "bench", "zoo:lenet5", "--versus", "zoo:lenet5", "--agent", old.URL)
+	if code != exitFailure || !strings.Contains(stderr, "404") || !strings.Contains(stderr, "update the agent binary") {
+		t.Errorf("old agent: exit %d, %s", code, stderr)
+	}
+	for _, args := range [][]string{
+		{"bench", "zoo:lenet5", "--versus", "zoo:lenet5", "--agent", url, "--lut", "x.json"},
+		{"bench", "zoo:lenet5", "--versus", "zoo:nosuchmodel", "--agent", url},
+		{"bench", "zoo:lenet5", "--versus", "zoo:lenet5", "--agent", url, "--cpu", "0"},
+	} {
+		if code, _, stderr := runLatencyCmd(t, args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/autoprune/autoprune/eval"
@@ -15,11 +16,19 @@ func init() {
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench MODEL-FILE | zoo:NAME [--agent URL [--token TOKEN]] [flags]", `
+	fs := newFlags("bench", "bench MODEL-FILE | zoo:NAME [--agent URL [--token TOKEN]] [--versus BASE] [flags]", `
 Measures the latency of a model's forward pass: warm-up passes, then timed passes,
 reported as median, p90, mean and min. Without --agent it measures on this machine; with
 --agent it sends the architecture (not the weights) to a latency agent ("autoprune agent")
 running on the target device and prints what the device measured.
+
+With --versus BASE the model and BASE run alternately (A B A B ...), here or, with --agent,
+on the device, so that both see the same machine state. Each pair gives a ratio of the two
+latencies; the median ratio is printed with its spread, the half-width of its 95 %
+interval (±2 % means the ratio is known within 2 %). Clock scaling, heat and an emulator
+warming up move both halves of a pair alike, so the ratio is far steadier than either
+absolute figure: it is what a search compares. --runs then counts pairs (fast models get
+more, to cover at least 0.3 s) and --budget bounds their time once 5 are timed.
 
 With --lut or --macs it prints an estimate instead, labelled as a proxy.
 
@@ -29,20 +38,17 @@ Examples:
   autoprune bench zoo:lenet5 --agent http://127.0.0.1:7070 --runs 20
   autoprune bench zoo:vgg-small --lut device-lut.json
   autoprune bench vgg-50.safetensors --versus vgg.safetensors   # interleaved with the dense model
-
-With --versus BASE (this machine only) the model and BASE run alternately (A B A B ...), so
-both see the same machine state, and the ratio of their latencies is printed: on a shared
-machine the ratio is far steadier than either absolute figure.`, stderr)
+  autoprune bench vgg-50.safetensors --versus vgg.safetensors --agent http://127.0.0.1:7070`, stderr)
 	agentURL := fs.String("agent", "", "URL of a latency agent (e.g. http://127.0.0.1:7070); default: this machine")
 	token := fs.String("token", "", "the agent's token (default $"+tokenEnv+")")
 	batch := fs.Int("batch", 1, "samples per forward pass")
 	threads := fs.Int("threads", 1, "engine threads")
-	warmup := fs.Int("warmup", 10, "untimed passes before timing")
-	runs := fs.Int("runs", 100, "timed passes")
-	budget := fs.Duration("budget", 10*time.Second, "time limit for the timed passes (at least 5 runs are timed)")
+	warmup := fs.Int("warmup", 10, "untimed passes before timing (of each model with --versus)")
+	runs := fs.Int("runs", 100, "timed passes (pairs with --versus)")
+	budget := fs.Duration("budget", 10*time.Second, "time limit for the timed passes or pairs (at least 5 are timed)")
 	lut := fs.String("lut", "", "predict from this lookup table (\"autoprune profile\") instead of measuring")
 	macs := fs.Float64("macs", 0, "estimate as MACs x this many ns per multiply-add instead of measuring (a proxy)")
-	versus := fs.String("versus", "", "a reference model (file or zoo:NAME) to time interleaved with this one, on this machine")
+	versus := fs.String("versus", "", "a reference model (file or zoo:NAME) to time interleaved with this one, here or on the --agent")
 	cpu := fs.Int("cpu", -1, "pin the measuring thread to this CPU, numbered from 0 (Linux and Android; local timing with --threads 1); -1: no pinning")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -72,8 +78,8 @@ machine the ratio is far steadier than either absolute figure.`, stderr)
 			modes++
 		}
 	}
-	if modes > 1 || (modes == 1 && *versus != "") {
-		return usagef("bench: give at most one of --agent, --lut, --macs and --versus")
+	if modes > 1 || (*versus != "" && (*lut != "" || *macs > 0)) {
+		return usagef("bench: give at most one of --agent, --lut and --macs, and --versus only alone or with --agent (proxies are not timed)")
 	}
 	m, err := loadModelArg(pos[0])
 	if err != nil {
@@ -86,34 +92,16 @@ machine the ratio is far steadier than either absolute figure.`, stderr)
 		}
 		defer release()
 	}
+	var ref *nn.Model
 	if *versus != "" {
-		ref, err := loadModelArg(*versus)
-		if err != nil {
+		if ref, err = loadModelArg(*versus); err != nil {
 			return asUsage(err)
 		}
-		refLat, lat, ratio, err := eval.Interleaved(ctx, ref, m, *batch, *threads, *warmup, *runs)
-		if err != nil {
-			return err
-		}
-		_, refMACs, _ := ref.Totals()
-		_, macs, _ := m.Totals()
-		fmt.Fprintf(stdout, "device    %s\n", lat.Device)
-		fmt.Fprintf(stdout, "model     %s: %.3f M MACs, latency %s\n", pos[0], float64(macs)/1e6, lat)
-		fmt.Fprintf(stdout, "versus    %s: %.3f M MACs, latency %s\n", *versus, float64(refMACs)/1e6, refLat)
-		fmt.Fprintf(stdout, "ratio     %.3fx the reference's latency (%.2fx faster) for %.3fx its MACs\n",
-			ratio, 1/ratio, float64(macs)/float64(refMACs))
-		return nil
 	}
-	_, totalMACs, err := m.Totals()
-	if err != nil {
-		return asUsage(err)
-	}
-	var meter eval.Meter
+	var rm *eval.RemoteMeter
 	where := "this machine"
-	switch {
-	case *agentURL != "":
-		rm, err := remoteMeter(*agentURL, *token)
-		if err != nil {
+	if *agentURL != "" {
+		if rm, err = remoteMeter(*agentURL, *token); err != nil {
 			return err
 		}
 		rm.Batch, rm.Threads, rm.Warmup, rm.Runs, rm.Budget = *batch, *threads, *warmup, *runs, *budget
@@ -121,7 +109,52 @@ machine the ratio is far steadier than either absolute figure.`, stderr)
 		if err != nil {
 			return err
 		}
-		meter, where = rm, fmt.Sprintf("agent %s (version %s)", *agentURL, info.Version)
+		where = fmt.Sprintf("agent %s (version %s)", *agentURL, info.Version)
+	}
+	if ref != nil {
+		_, refMACs, err := ref.Totals()
+		if err != nil {
+			return asUsage(err)
+		}
+		_, macs, err := m.Totals()
+		if err != nil {
+			return asUsage(err)
+		}
+		var p eval.Pairs
+		if rm != nil {
+			p, err = rm.MeasurePair(ctx, ref, m)
+		} else {
+			p, err = eval.MeasurePairLocal(ctx, ref, m, *batch, *threads, *warmup, *runs, *budget)
+		}
+		if err != nil {
+			return err
+		}
+		ratio := p.Ratio()
+		fmt.Fprintf(stdout, "source    %s\n", where)
+		fmt.Fprintf(stdout, "device    %s\n", p.Device)
+		fmt.Fprintf(stdout, "model     %s: %.3f M MACs, latency %s\n", pos[0], float64(macs)/1e6, p.Cand())
+		fmt.Fprintf(stdout, "versus    %s: %.3f M MACs, latency %s\n", *versus, float64(refMACs)/1e6, p.Ref())
+		fmt.Fprintf(stdout, "ratio     %.3fx the reference's latency (%.2fx faster) for %.3fx its MACs\n",
+			ratio, 1/ratio, float64(macs)/float64(refMACs))
+		if sp := p.Spread(); math.IsInf(sp, 0) {
+			fmt.Fprintf(stdout, "spread    unknown: %d pairs, too few for an interval (raise --runs or --budget)\n", p.Len())
+		} else {
+			digits := 1
+			if sp < 0.01 {
+				digits = 2
+			}
+			fmt.Fprintf(stdout, "spread    ±%.*f %% (95 %% interval of the median ratio over %d pairs)\n", digits, 100*sp, p.Len())
+		}
+		return nil
+	}
+	_, totalMACs, err := m.Totals()
+	if err != nil {
+		return asUsage(err)
+	}
+	var meter eval.Meter
+	switch {
+	case rm != nil:
+		meter = rm
 	case *lut != "":
 		t, err := eval.LoadLUT(*lut)
 		if err != nil {
