@@ -99,14 +99,14 @@ type Prune struct {
 
 // Finetune is the quick fine-tuning of each candidate.
 type Finetune struct {
-	Steps         int     `toml:"steps"`          // optimizer steps per trial (default 200)
-	Batch         int     `toml:"batch"`          // default 64
-	LR            float64 `toml:"lr"`             // default 1e-3 (adam)
-	Temperature   float64 `toml:"temperature"`    // distillation temperature (default 4)
-	DistillWeight float64 `toml:"distill_weight"` // weight of the distillation loss in [0, 1] (default 0.7)
-	BNBatches     int     `toml:"bn_batches"`     // batch-norm recalibration batches before fine-tuning (default 20)
-	Rounds        int     `toml:"rounds"`         // accuracy reports to the stopper per trial (default 4)
-	ValSamples    int     `toml:"val_samples"`    // validation samples scored per round (default: all)
+	Steps         int      `toml:"steps"`          // optimizer steps per trial (default 200)
+	Batch         int      `toml:"batch"`          // default 64
+	LR            float64  `toml:"lr"`             // default 1e-3 (adam)
+	Temperature   float64  `toml:"temperature"`    // distillation temperature (default 1: higher ones cost pruned students accuracy)
+	DistillWeight *float64 `toml:"distill_weight"` // weight of the distillation loss in [0, 1] (default 0.7; 0 for labels only)
+	BNBatches     int      `toml:"bn_batches"`     // batch-norm recalibration batches before fine-tuning (default 20)
+	Rounds        int      `toml:"rounds"`         // accuracy reports to the stopper per trial (default 4)
+	ValSamples    int      `toml:"val_samples"`    // validation samples scored per round (default: all)
 }
 
 // Latency says how latency is measured.
@@ -381,10 +381,11 @@ func (c *Config) defaults() {
 		f.LR = 1e-3
 	}
 	if f.Temperature == 0 {
-		f.Temperature = 4
+		f.Temperature = 1
 	}
-	if f.DistillWeight == 0 {
-		f.DistillWeight = 0.7
+	if f.DistillWeight == nil {
+		w := 0.7
+		f.DistillWeight = &w
 	}
 	if f.BNBatches == 0 {
 		f.BNBatches = 20
@@ -527,8 +528,8 @@ func (c *Config) validate() error {
 		return bad("finetune.lr", "%v: want a learning rate in (0, 10)", f.LR)
 	case !(f.Temperature >= 1 && f.Temperature <= 100):
 		return bad("finetune.temperature", "%v: want 1..100", f.Temperature)
-	case !(f.DistillWeight >= 0 && f.DistillWeight <= 1):
-		return bad("finetune.distill_weight", "%v: want a weight in [0, 1]", f.DistillWeight)
+	case !(*f.DistillWeight >= 0 && *f.DistillWeight <= 1):
+		return bad("finetune.distill_weight", "%v: want a weight in [0, 1]", *f.DistillWeight)
 	case f.BNBatches < 0 || f.BNBatches > 10000:
 		return bad("finetune.bn_batches", "%d: want 0..10000", f.BNBatches)
 	case f.Rounds < 1 || f.Rounds > 100:

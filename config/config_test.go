@@ -138,3 +138,21 @@ func TestPlanIsNotAConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A value the user wrote is honoured, zero included: distill_weight = 0 means labels only.
+func TestExplicitZeroDistillWeight(t *testing.T) {
+	c, err := Parse("[finetune]\ndistill_weight = 0\n", "/tmp/x/s.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *c.Finetune.DistillWeight != 0 {
+		t.Errorf("distill_weight = 0 read as %v", *c.Finetune.DistillWeight)
+	}
+	d, err := Parse("", "/tmp/x/s.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Finetune.DistillWeight != 0.7 || d.Finetune.Temperature != 1 {
+		t.Errorf("defaults: distill_weight %v, temperature %v; want 0.7 and 1", *d.Finetune.DistillWeight, d.Finetune.Temperature)
+	}
+}

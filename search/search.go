@@ -1007,8 +1007,9 @@ func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eva
 }
 
 // finetune recalibrates batch norms, then fine-tunes with distillation from the base model
-// for steps optimizer steps split in rounds, calling onRound with the current model after
-// each round (an error from onRound, such as a stop, ends the fine-tuning).
+// (labels only when finetune.distill_weight is 0) for steps optimizer steps split in
+// rounds, calling onRound with the current model after each round (an error from onRound,
+// such as a stop, ends the fine-tuning).
 func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, seed int64, onRound func(round int, m *nn.Model) error) (*nn.Model, int, error) {
 	f := s.cfg.Finetune
 	var err error
@@ -1022,7 +1023,7 @@ func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, s
 	}
 	cfg := train.Config{
 		Steps: steps, BatchSize: f.Batch, LR: f.LR, Schedule: "cosine", Seed: seed,
-		Temperature: f.Temperature, DistillWeight: f.DistillWeight,
+		Temperature: f.Temperature, DistillWeight: *f.DistillWeight,
 	}
 	tr, err := train.NewTrainer(m, f.Batch, cfg)
 	if err != nil {
@@ -1045,10 +1046,15 @@ func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, s
 				b.Reset(seed + epoch)
 				continue
 			}
-			for j, i := range batch.Index {
-				copy(teach[j*classes:(j+1)*classes], s.teacher[i*classes:(i+1)*classes])
+			var loss float64
+			if *f.DistillWeight == 0 {
+				loss, err = tr.Step(batch.Images, batch.Labels)
+			} else {
+				for j, i := range batch.Index {
+					copy(teach[j*classes:(j+1)*classes], s.teacher[i*classes:(i+1)*classes])
+				}
+				loss, err = tr.StepDistill(batch.Images, batch.Labels, teach)
 			}
-			loss, err := tr.StepDistill(batch.Images, batch.Labels, teach)
 			if err != nil {
 				return nil, done, err
 			}

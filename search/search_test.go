@@ -632,3 +632,33 @@ func TestStartNearTarget(t *testing.T) {
 		t.Errorf("start ratio %v outside (0, 0.8]", r)
 	}
 }
+
+// finetune.distill_weight = 0 fine-tunes on the labels alone, and differs from distillation.
+func TestLabelsOnlyFinetune(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	acc := map[string]float64{}
+	for _, w := range []string{"0", "0.7"} {
+		dir := t.TempDir()
+		path := writeConfig(t, dir, "labels", "labels.db", 1, "")
+		editConfig(t, path, "rounds = 2", "rounds = 2\ndistill_weight = "+w)
+		editConfig(t, path, "[latency]\n", "[latency]\nmeter = \"macs\"\n")
+		s := openSearch(t, path)
+		if err := s.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		sum, err := s.Summary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := sum.Trials[0].Metric
+		if m == nil || m.Accuracy < 0.5 {
+			t.Fatalf("distill_weight %s: trial %+v", w, sum.Trials[0])
+		}
+		acc[w] = m.Accuracy
+	}
+	if acc["0"] == acc["0.7"] {
+		t.Errorf("labels-only and distillation fine-tunes gave the same accuracy %v: the weight is ignored", acc["0"])
+	}
+}

@@ -12,9 +12,10 @@ import (
 // StepDistill is Step with knowledge distillation from a teacher: teacher holds the
 // teacher's logits for the batch (Batch() x classes). The loss is
 // (1-alpha)·CE(student, labels) + alpha·T²·CE(softmax(teacher/T), softmax(student/T)) with
-// T = cfg.Temperature and alpha = cfg.DistillWeight: the softened teacher outputs carry
-// how similar the classes look to it, which a pruned student recovers from faster than
-// from the labels alone.
+// T = cfg.Temperature and alpha = cfg.DistillWeight. With T = 1 the target is a mix of
+// the label and the teacher's probabilities; with T > 1 the term approaches matching the
+// teacher's logits on every class, which a pruned student of a few hundred steps cannot
+// afford (see Config.Temperature).
 func (t *Trainer) StepDistill(x []float32, labels []uint8, teacher []float32) (float64, error) {
 	if t.gr == nil {
 		return 0, fmt.Errorf("train: Step on a closed Trainer")

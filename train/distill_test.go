@@ -204,3 +204,18 @@ func randomDataset(seed int64, offset float32) *data.Dataset {
 	}
 	return ds
 }
+
+// Distillation defaults to temperature 1: higher temperatures made pruned students of
+// short fine-tunes less accurate than labels alone (Config.Temperature).
+func TestDistillDefaults(t *testing.T) {
+	c, err := Config{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Temperature != 1 || c.DistillWeight != 0.7 {
+		t.Errorf("default temperature %v, weight %v; want 1 and 0.7", c.Temperature, c.DistillWeight)
+	}
+	if c, _ := (Config{Temperature: 3, DistillWeight: 0.2}).withDefaults(); c.Temperature != 3 || c.DistillWeight != 0.2 {
+		t.Errorf("explicit temperature and weight replaced: %v, %v", c.Temperature, c.DistillWeight)
+	}
+}

@@ -60,7 +60,10 @@ type Config struct {
 	// logits for every sample of the dataset (N x classes, in dataset order); see
 	// Trainer.StepDistill for the loss.
 	Teacher []float32
-	// Temperature softens both distributions for distillation (default 4).
+	// Temperature softens both distributions for distillation (default 1). Higher
+	// temperatures make the student match the teacher's logits on every class, not its
+	// decision: in short fine-tunes of pruned models they cost accuracy (at 4, 0.6 to 15
+	// points below labels alone on Fashion-MNIST), while 1 is as good or better.
 	Temperature float64
 	// DistillWeight is the weight alpha of the distillation term in [0, 1] (default 0.7).
 	DistillWeight float64
@@ -123,7 +126,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.BNMomentum = 0.1
 	}
 	if c.Temperature == 0 {
-		c.Temperature = 4
+		c.Temperature = 1
 	}
 	if c.DistillWeight == 0 {
 		c.DistillWeight = 0.7
