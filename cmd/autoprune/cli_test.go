@@ -44,6 +44,7 @@ func TestCommandLine(t *testing.T) {
 		{"prune uniform", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--out", lenet}, exitOK, "params"},
 		{"inspect compare", []string{"inspect", lenet, "--compare", "zoo:lenet5"}, exitOK, "(before)"},
 		{"prune plan", []string{"prune", "zoo:lenet5", "--plan", p("good-plan.toml"), "--out", p("plan.safetensors")}, exitOK, "saved"},
+		{"search a plan", []string{"search", p("good-plan.toml")}, exitUsage, "this is a pruning plan"},
 		{"prune bad plan", []string{"prune", "zoo:lenet5", "--plan", p("bad-plan.toml"), "--out", p("x.safetensors")}, exitUsage, "unknown key(s) colour, extra"},
 		{"prune unknown group", []string{"prune", "zoo:lenet5", "--plan", p("unknown-group.toml"), "--out", p("x.safetensors")}, exitUsage, `unknown group "conv9"`},
 		{"prune ratio", []string{"prune", "zoo:lenet5", "--uniform", "1.5", "--out", p("x.safetensors")}, exitUsage, "want a ratio in [0, 1)"},
