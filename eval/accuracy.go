@@ -95,3 +95,35 @@ func crossEntropy(logits []float32, label int) float64 {
 	}
 	return mx + math.Log(sum) - float64(logits[label])
 }
+
+// Logits runs the model over the whole dataset once and returns every sample's logits in
+// dataset order (N x classes): a teacher's outputs for knowledge distillation.
+func Logits(ctx context.Context, m *nn.Model, ds *data.Dataset, threads int) ([]float32, error) {
+	if want := m.Input; want.C != ds.C || want.H != ds.H || want.W != ds.W {
+		return nil, fmt.Errorf("eval: model %q expects %v inputs, dataset %s has %dx%dx%d",
+			m.Name, want, ds.Name, ds.C, ds.H, ds.W)
+	}
+	batch := min(500, max(ds.N, 1))
+	ex, err := nn.NewExecutor(m, batch, nn.Options{Threads: threads})
+	if err != nil {
+		return nil, fmt.Errorf("eval: %w", err)
+	}
+	per := ds.C * ds.H * ds.W
+	classes := ex.OutputShape().Size()
+	out := make([]float32, 0, ds.N*classes)
+	buf := make([]float32, batch*per)
+	for start := 0; start < ds.N; start += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("eval: %w", err)
+		}
+		n := min(batch, ds.N-start)
+		copy(buf, ds.Images[start*per:(start+n)*per])
+		clear(buf[n*per:])
+		y, err := ex.Forward(buf)
+		if err != nil {
+			return nil, fmt.Errorf("eval: %w", err)
+		}
+		out = append(out, y[:n*classes]...)
+	}
+	return out, nil
+}

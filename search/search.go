@@ -124,7 +124,10 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 	if err := s.measureDense(ctx); err != nil {
 		return nil, err
 	}
-	s.teacher = logits(s.base, s.trainSet)
+	var err error
+	if s.teacher, err = eval.Logits(ctx, s.base, s.trainSet, 2); err != nil {
+		return nil, fmt.Errorf("teacher logits: %w", err)
+	}
 	if err := s.openStudy(ctx); err != nil {
 		return nil, err
 	}
@@ -408,29 +411,6 @@ type countingWriter struct{ n int64 }
 
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
 
-// logits runs the model over a dataset once and returns all logits (N x classes).
-func logits(m *nn.Model, ds *data.Dataset) []float32 {
-	const batch = 500
-	ex, err := nn.NewExecutor(m, batch, nn.Options{Threads: 2})
-	if err != nil {
-		return nil
-	}
-	per := ds.C * ds.H * ds.W
-	classes := ex.OutputShape().Size()
-	out := make([]float32, 0, ds.N*classes)
-	buf := make([]float32, batch*per)
-	for start := 0; start < ds.N; start += batch {
-		n := min(batch, ds.N-start)
-		copy(buf, ds.Images[start*per:(start+n)*per])
-		clear(buf[n*per:])
-		y, err := ex.Forward(buf)
-		if err != nil {
-			return nil
-		}
-		out = append(out, y[:n*classes]...)
-	}
-	return out
-}
 
 // processSeed derives this process's sampler seed: the configured seed for the process
 // that creates the study (so one worker reproduces a study), mixed with the number of

@@ -35,6 +35,14 @@ Examples:
   autoprune train --model vgg-small --dataset fashion-mnist --epochs 5 --out vgg.safetensors
   autoprune train --init vgg.safetensors --epochs 1 --lr 1e-4 --out vgg2.safetensors
 
+Fine-tuning a pruned model with knowledge distillation from the dense one (what a search
+does to every candidate): the loss mixes the labels with the teacher's outputs,
+(1-w)·CE(labels) + w·T²·CE(teacher/T, student/T). Temperature 1 suits short fine-tunes of
+pruned students; higher temperatures match the teacher's logits on every class and cost
+accuracy there (docs/BENCHMARKS.md).
+  autoprune prune vgg.safetensors --uniform 0.5 --out half.safetensors
+  autoprune train --init half.safetensors --dataset fashion-mnist --steps 937 --teacher vgg.safetensors
+
 Pruning during training (dynamic, gradual pruning): the model is pruned at scheduled steps
 between --prune-start and --prune-end (fractions of the run) and keeps training, so the
 remaining weights adapt. Unstructured pruning masks weights (smaller files once compressed,
@@ -60,6 +68,9 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 	scope := fs.String("scope", "global", "with --prune unstructured: rank weights per layer (layer) or across layers (global)")
 	criterion := fs.String("criterion", "l1", "with --prune structured: channel importance ("+strings.Join(prune.CriterionNames, ", ")+")")
 	wd := fs.Float64("weight-decay", 0, "L2 weight decay")
+	teacher := fs.String("teacher", "", "distil from this model file (usually the dense model a pruned --init came from)")
+	temperature := fs.Float64("temperature", 1, "with --teacher: distillation temperature (at least 1)")
+	distillWeight := fs.Float64("distill-weight", 0.7, "with --teacher: weight of the distillation term in (0, 1]")
 	seed := fs.Int64("seed", 1, "seed for initial weights and shuffling: the same seed gives the same model")
 	out := fs.String("out", "", "output model file (default MODEL-DATASET.safetensors)")
 	threads := fs.Int("threads", 2, "threads for the test-set evaluation")
@@ -85,6 +96,10 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 		return usagef("train: --prune %q: want none, unstructured or structured", *pruneMode)
 	case !(*pruneStart >= 0 && *pruneStart <= *pruneEnd && *pruneEnd <= 1):
 		return usagef("train: want 0 <= --prune-start <= --prune-end <= 1 (got %v, %v)", *pruneStart, *pruneEnd)
+	case !(*temperature >= 1 && *temperature <= 100):
+		return usagef("train: --temperature %v: want 1..100", *temperature)
+	case !(*distillWeight > 0 && *distillWeight <= 1):
+		return usagef("train: --distill-weight %v: want a weight in (0, 1] (leave out --teacher for labels only)", *distillWeight)
 	}
 	trainSet, testSet, err := data.Load(*dataset, *dataDir)
 	if err != nil {
@@ -117,6 +132,20 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 			fmt.Fprintf(stderr, "  epoch %d/%d  step %d/%d  loss %.4f  %.0f img/s  %s\n",
 				p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec, p.Elapsed.Round(time.Second))
 		},
+	}
+	if *teacher != "" {
+		tm, err := nn.Load(*teacher)
+		if err != nil {
+			return asUsage(fmt.Errorf("train: --teacher: %w", err))
+		}
+		if cfg.Teacher, err = eval.Logits(ctx, tm, trainSet, *threads); err != nil {
+			return asUsage(fmt.Errorf("train: --teacher %s: %w", *teacher, err))
+		}
+		if len(cfg.Teacher) != trainSet.N*trainSet.Classes {
+			return usagef("train: --teacher %s has %d outputs per sample, the dataset %d classes", *teacher, len(cfg.Teacher)/trainSet.N, trainSet.Classes)
+		}
+		cfg.Temperature, cfg.DistillWeight = *temperature, *distillWeight
+		fmt.Fprintf(stderr, "distilling from %s (temperature %g, weight %g)\n", *teacher, *temperature, *distillWeight)
 	}
 	if *pruneMode != "none" {
 		total := *steps
