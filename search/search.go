@@ -411,7 +411,6 @@ type countingWriter struct{ n int64 }
 
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
 
-
 // processSeed derives this process's sampler seed: the configured seed for the process
 // that creates the study (so one worker reproduces a study), mixed with the number of
 // trials already stored and the worker label otherwise (so a resumed or second worker does
