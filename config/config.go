@@ -203,7 +203,11 @@ func Parse(src, path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config %s:%d: %w: unknown key %s%s", path, lineOf(src, k), ErrConfig, k, suggest(k))
 	}
+	zeros := c.explicitZeros(md)
 	c.defaults()
+	for _, z := range zeros {
+		z()
+	}
 	if err := c.validate(); err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {
@@ -212,6 +216,48 @@ func Parse(src, path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w: %v", path, ErrConfig, err)
 	}
 	return c, nil
+}
+
+// explicitZeros returns, for every number the file sets to zero, a function that puts the
+// zero back after defaults() filled it: a value the user wrote is honoured (prune.step = 0
+// is a continuous space, final.steps = 0 skips the final fine-tune) or refused by validate
+// (study.trials = 0), never silently replaced by the default.
+func (c *Config) explicitZeros(md toml.MetaData) []func() {
+	ints := map[string]*int{
+		"study.trials": &c.Study.Trials, "model.train_epochs": &c.Model.TrainEpochs,
+		"data.val_samples": &c.Data.ValSamples, "finetune.steps": &c.Finetune.Steps,
+		"finetune.batch": &c.Finetune.Batch, "finetune.bn_batches": &c.Finetune.BNBatches,
+		"finetune.rounds": &c.Finetune.Rounds, "latency.batch": &c.Latency.Batch,
+		"latency.threads": &c.Latency.Threads, "latency.runs": &c.Latency.Runs,
+		"latency.warmup": &c.Latency.Warmup, "latency.max_rounds": &c.Latency.MaxRounds,
+		"stopper.startup": &c.Stopper.Startup, "stopper.min_rounds": &c.Stopper.MinRounds,
+		"final.steps": &c.Final.Steps, "final.candidates": &c.Final.Candidates,
+		"prune.min_channels": &c.Prune.MinChannels, "prune.round_to": &c.Prune.RoundTo,
+	}
+	floats := map[string]*float64{
+		"prune.max_ratio": &c.Prune.MaxRatio, "prune.step": &c.Prune.Step,
+		"prune.max_drop": &c.Prune.MaxDrop, "finetune.lr": &c.Finetune.LR,
+		"finetune.temperature": &c.Finetune.Temperature, "latency.max_spread": &c.Latency.MaxSpread,
+	}
+	int64s := map[string]*int64{"study.seed": &c.Study.Seed, "data.split_seed": &c.Data.SplitSeed}
+	var out []func()
+	defined := func(key string) bool { return md.IsDefined(strings.Split(key, ".")...) }
+	for k, p := range ints {
+		if *p == 0 && defined(k) {
+			out = append(out, func() { *p = 0 })
+		}
+	}
+	for k, p := range floats {
+		if *p == 0 && defined(k) {
+			out = append(out, func() { *p = 0 })
+		}
+	}
+	for k, p := range int64s {
+		if *p == 0 && defined(k) {
+			out = append(out, func() { *p = 0 })
+		}
+	}
+	return out
 }
 
 // isPlan tells a plan file (what a search writes beside its winner, or "prune --plan"
@@ -489,7 +535,7 @@ func (c *Config) validate() error {
 			return bad("study.warmstart", "ratio %v: want ratios in [0, 1)", r)
 		}
 	}
-	if c.Model.TrainEpochs < 0 || c.Model.TrainEpochs > 100 {
+	if c.Model.TrainEpochs < 1 || c.Model.TrainEpochs > 100 {
 		return bad("model.train_epochs", "%d: want 1..100", c.Model.TrainEpochs)
 	}
 	d := c.Data
@@ -554,8 +600,8 @@ func (c *Config) validate() error {
 		return bad("latency.threads", "%d: want 1..64", l.Threads)
 	case l.Runs < 1 || l.Runs > 10000:
 		return bad("latency.runs", "%d: want 1..10000", l.Runs)
-	case l.Warmup < 0 || l.Warmup > 1000:
-		return bad("latency.warmup", "%d: want 0..1000", l.Warmup)
+	case l.Warmup < 1 || l.Warmup > 1000:
+		return bad("latency.warmup", "%d: want 1..1000", l.Warmup)
 	case l.CPU != nil && (*l.CPU < 0 || *l.CPU > 4095):
 		return bad("latency.cpu", "%d: want a CPU number, 0 for the first", *l.CPU)
 	case l.CPU != nil && l.Meter != "local":

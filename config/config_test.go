@@ -156,3 +156,47 @@ func TestExplicitZeroDistillWeight(t *testing.T) {
 		t.Errorf("defaults: distill_weight %v, temperature %v; want 0.7 and 1", *d.Finetune.DistillWeight, d.Finetune.Temperature)
 	}
 }
+
+// A zero the user wrote is honoured or refused with the key's name, never replaced by the
+// default.
+func TestExplicitZeros(t *testing.T) {
+	honoured := []struct {
+		src string
+		get func(*Config) float64
+	}{
+		{"[prune]\nstep = 0\n", func(c *Config) float64 { return c.Prune.Step }},
+		{"[finetune]\nsteps = 0\n", func(c *Config) float64 { return float64(c.Finetune.Steps) }},
+		{"[finetune]\nbn_batches = 0\n", func(c *Config) float64 { return float64(c.Finetune.BNBatches) }},
+		{"[stopper]\nstartup = 0\n", func(c *Config) float64 { return float64(c.Stopper.Startup) }},
+		{"[final]\nsteps = 0\n", func(c *Config) float64 { return float64(c.Final.Steps) }},
+		{"[study]\nseed = 0\n", func(c *Config) float64 { return float64(c.Study.Seed) }},
+		{"[data]\nsplit_seed = 0\n", func(c *Config) float64 { return float64(c.Data.SplitSeed) }},
+	}
+	for _, tc := range honoured {
+		c, err := Parse(tc.src, "/tmp/x/s.toml")
+		if err != nil {
+			t.Errorf("%q: %v", tc.src, err)
+			continue
+		}
+		if v := tc.get(c); v != 0 {
+			t.Errorf("%q read as %v", tc.src, v)
+		}
+	}
+	refused := map[string]string{
+		"[study]\ntrials = 0\n":         "s.toml:2: invalid config: study.trials: 0",
+		"[model]\ntrain_epochs = 0\n":   "model.train_epochs: 0",
+		"[finetune]\nrounds = 0\n":      "finetune.rounds: 0",
+		"[finetune]\nlr = 0\n":          "finetune.lr: 0",
+		"[finetune]\ntemperature = 0\n": "finetune.temperature: 0",
+		"[latency]\nwarmup = 0\n":       "latency.warmup: 0",
+		"[latency]\nruns = 0\n":         "latency.runs: 0",
+		"[final]\ncandidates = 0\n":     "final.candidates: 0",
+		"[prune]\nmax_ratio = 0\n":      "prune.max_ratio: 0",
+	}
+	for src, want := range refused {
+		_, err := Parse(src, "/tmp/x/s.toml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", src, err, want)
+		}
+	}
+}
