@@ -95,6 +95,10 @@ type Prune struct {
 	MaxDrop     float64  `toml:"max_drop"`     // accuracy drop allowed per group with Sensitivity (default 0.02)
 	MinChannels int      `toml:"min_channels"` // channels every group keeps at least (default 1)
 	RoundTo     int      `toml:"round_to"`     // kept channels rounded up to a multiple of this, such as 4 or 8 (default 1: no rounding)
+	// FitTarget shifts every proposed plan by one ratio so that it just meets the latency
+	// target (default true when there is one): the sampler decides how pruning is spread
+	// over the groups, and no trial spends less or more than the latency budget.
+	FitTarget *bool `toml:"fit_target"`
 }
 
 // Finetune is the quick fine-tuning of each candidate.
@@ -415,6 +419,10 @@ func (c *Config) defaults() {
 	}
 	if p.RoundTo == 0 {
 		p.RoundTo = 1
+	}
+	if p.FitTarget == nil {
+		fit := true
+		p.FitTarget = &fit
 	}
 	f := &c.Finetune
 	if f.Steps == 0 {

@@ -247,3 +247,75 @@ func high(d interface{}) float64 {
 	}
 	return 0
 }
+
+// fitTarget shifts every ratio of plan by one amount (clamped to each group's bounds) so
+// that the pruned model just meets the latency target, as measured: the least pruning that
+// meets it, found by bisection on the shift. The sampler decides how pruning is spread over
+// the groups; the fit spends the latency budget the user gave, no less (a trial far under
+// the target throws accuracy away) and no more (a trial over it cannot win), so trials
+// compare at the same latency. The target is aimed 1 % low, so that a re-measurement's noise
+// does not push the winner over it. When even the most pruned shift misses the target, that
+// shift is returned. The plan is unchanged when the config has no latency target or
+// prune.fit_target is false.
+func (s *Search) fitTarget(ctx context.Context, plan prune.Plan) (prune.Plan, error) {
+	p := s.cfg.Prune
+	if !*p.FitTarget || s.cfg.Objective.Target == "" || s.cfg.Objective.Kind == "weighted" {
+		return plan, nil
+	}
+	target, err := objectives.ParseTarget(s.cfg.Objective.Target)
+	if err != nil {
+		return nil, err
+	}
+	apply := func(d float64) prune.Plan {
+		out := prune.Plan{}
+		for name, r := range plan {
+			hi := p.MaxRatio
+			if dist, ok := s.space[name]; ok {
+				hi = high(dist)
+			}
+			out[name] = math.Round(math.Max(p.MinRatio, math.Min(hi, r+d))*1e6) / 1e6
+		}
+		return out.Shape(s.groups, p.MinChannels, p.RoundTo)
+	}
+	meets := func(d float64) (bool, error) {
+		m, err := prune.Structured(s.base, apply(d), s.crit)
+		if err != nil {
+			return false, err
+		}
+		e, err := s.measure(ctx, m, false)
+		if err != nil {
+			return false, err
+		}
+		if target.Rel > 0 {
+			return e.rel <= 0.99*target.Rel, nil
+		}
+		return float64(e.lat.Median) <= 0.99*float64(target.Abs), nil
+	}
+	// lo never meets the target, hi always does.
+	lo, hi := -1.0, 0.0
+	ok, err := meets(0)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		lo, hi = 0, 1
+		if ok, err = meets(1); err != nil || !ok {
+			return apply(1), err
+		}
+	} else if ok, err = meets(-1); err != nil || ok {
+		return apply(-1), err
+	}
+	for i := 0; i < 6; i++ {
+		mid := (lo + hi) / 2
+		ok, err := meets(mid)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return apply(hi), nil
+}

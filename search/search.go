@@ -911,6 +911,9 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 		return 0, nil, 0, err
 	}
 	plan = plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo)
+	if plan, err = s.fitTarget(ctx, plan); err != nil {
+		return 0, nil, 0, fmt.Errorf("fitting the plan to the latency target: %w", err)
+	}
 	pb, _ := json.Marshal(plan)
 	if err := s.store.SetTrialUserAttr(trial.ID, attrPlan, string(pb)); err != nil {
 		return 0, nil, 0, &storageError{err}

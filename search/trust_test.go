@@ -353,3 +353,30 @@ func TestPlansKeepRoundedWidths(t *testing.T) {
 		}
 	}
 }
+
+// With prune.fit_target every trial is shifted to just meet the latency target: none over
+// it, none far under it.
+func TestPlansFitTheTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "fit", "fit.db", 6, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.3x\"\n")
+	editConfig(t, path, "fit_target = false", "fit_target = true")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sum := checkStudy(t, s.store, "fit", 6)
+	for _, tr := range sum.Trials {
+		if tr.Metric == nil {
+			t.Fatalf("trial %d: no metrics", tr.Number)
+		}
+		if rel := tr.Metric.RelLatency; rel > 0.3*0.99 || rel < 0.3*0.85 {
+			t.Errorf("trial %d (plan %v) measured %.3fx, want just under the target 0.3x", tr.Number, tr.Plan, rel)
+		}
+	}
+	if sum.Feasible != sum.Counts["complete"] {
+		t.Errorf("%d of %d complete trials meet the target", sum.Feasible, sum.Counts["complete"])
+	}
+}
