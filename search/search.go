@@ -497,9 +497,13 @@ func (s *Search) openStudy(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
 		}
-		if creator {
+		if creator && study.Direction() == goptuna.StudyDirectionMaximize {
 			break
 		}
+		// Two workers that both found no study may both have asked goptuna to create it:
+		// the second loads it before the first has set its direction. Wait for the study
+		// in the making, as a worker that found it does.
+		creator = false
 		attrs, err := study.GetUserAttrs()
 		if err != nil {
 			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
