@@ -49,7 +49,7 @@ type Candidate struct {
 	StoredRel   float64 // latency ratio stored with the trial
 	Rel         float64 // latency ratio measured again
 	Spread      float64 // relative half-width of Rel's 95 % interval
-	Miss        string  // what the re-measured trial misses of the constraint
+	Miss        string  // what the re-measured trial misses of the constraint, beyond its spread
 	Accuracy    float64 // validation accuracy after the re-ranking fine-tune (or as stored)
 	Score       float64 // objective score from Accuracy and Rel
 }
@@ -135,7 +135,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		m := *t.Metric
 		m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
 		c := Candidate{Trial: t.Number, StoredScore: t.Value, StoredRel: t.Metric.RelLatency, Rel: e.rel,
-			Spread: e.spread, Miss: cons.Miss(m, 0), Accuracy: m.Accuracy}
+			Spread: e.spread, Miss: cons.Miss(m, e.spread), Accuracy: m.Accuracy}
 		if c.Score, err = s.obj.Score(m); err != nil {
 			return nil, nil, err
 		}
