@@ -33,7 +33,8 @@ type Result struct {
 	Constraint Constraint
 	Miss       string
 	// Candidates are the trials measured again (and re-ranked) before the choice, best
-	// stored score first; Unranked is the trial the stored scores alone would have chosen.
+	// stored score first; Unranked is the trial the stored scores alone would have chosen
+	// among them (without the re-ranking fine-tune).
 	Candidates []Candidate
 	Unranked   int
 	// Front holds the other trials of the accuracy-vs-latency Pareto front, fine-tuned and
@@ -80,7 +81,7 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	best.Candidates = cands
-	best.Unranked = sum.Best.Number
+	best.Unranked = cands[0].Trial
 	if !s.cfg.Final.Pareto {
 		return best, nil
 	}
@@ -128,7 +129,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		if err != nil {
 			return nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
 		}
-		e, err := s.measure(ctx, cand, true)
+		e, err := s.verdict(ctx, cand, cons, *t.Metric)
 		if err != nil {
 			return nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
 		}
@@ -230,7 +231,7 @@ func (s *Search) Evaluate(ctx context.Context, plan prune.Plan) (*Result, error)
 		return nil, err
 	}
 	r.Metrics.Accuracy, r.Metrics.Loss = val.Accuracy, val.Loss
-	e, err := s.measure(ctx, tuned, true)
+	e, err := s.verdict(ctx, tuned, r.Constraint, r.Metrics)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/c-bata/goptuna"
 
@@ -318,4 +319,33 @@ func (s *Search) fitTarget(ctx context.Context, plan prune.Plan) (prune.Plan, er
 		}
 	}
 	return apply(hi), nil
+}
+
+// verdict measures m afresh for a decision against the constraint (is a candidate still
+// under the target, does the delivered model meet it). A fresh measurement that meets it is
+// the answer. One that misses is not trusted alone: m is measured afresh twice more and
+// the answer is the measurement with the median ratio of the three, so that neither one
+// unlucky round nor one lucky one decides. base holds the other metrics the constraint
+// reads (size).
+func (s *Search) verdict(ctx context.Context, m *nn.Model, cons Constraint, base eval.Metrics) (latEntry, error) {
+	miss := func(e latEntry) string {
+		mm := base
+		mm.Latency, mm.RelLatency = e.lat, e.rel
+		return cons.Miss(mm, e.spread)
+	}
+	first, err := s.measure(ctx, m, true)
+	if err != nil || miss(first) == "" || s.pairMeter() == nil {
+		return first, err
+	}
+	es := []latEntry{first}
+	for len(es) < 3 {
+		e, err := s.measure(ctx, m, true)
+		if err != nil {
+			return latEntry{}, err
+		}
+		es = append(es, e)
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].rel < es[j].rel })
+	s.logf("  over the target at %.3fx: measured twice more, %.3fx and %.3fx; the median %.3fx decides", first.rel, es[0].rel, es[2].rel, es[1].rel)
+	return es[1], nil
 }

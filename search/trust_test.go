@@ -380,3 +380,63 @@ func TestPlansFitTheTarget(t *testing.T) {
 		t.Errorf("%d of %d complete trials meet the target", sum.Feasible, sum.Counts["complete"])
 	}
 }
+
+// scriptedDevice times one architecture with a scripted ratio per measurement, everything
+// else by its MACs.
+type scriptedDevice struct {
+	fakeDevice
+	hash   string
+	ratios []float64
+	calls  int
+}
+
+func (d *scriptedDevice) MeasurePair(ctx context.Context, ref, cand *nn.Model) (eval.Pairs, error) {
+	if cand.Hash() != d.hash {
+		return d.fakeDevice.MeasurePair(ctx, ref, cand)
+	}
+	r := d.ratios[min(d.calls, len(d.ratios)-1)]
+	d.calls++
+	p := eval.Pairs{Batch: 1, Threads: 1}
+	for i := 0; i < 20; i++ {
+		p.RefTimes = append(p.RefTimes, time.Millisecond)
+		p.CandTimes = append(p.CandTimes, time.Duration(r*float64(time.Millisecond)))
+	}
+	return p, nil
+}
+
+// A decision against the target is not taken on one unlucky measurement: a miss is
+// measured twice more and the median decides.
+func TestVerdictTakesTheMedian(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads data")
+	}
+	for _, tc := range []struct {
+		ratios []float64
+		want   float64
+		meets  bool
+	}{
+		{[]float64{0.50}, 0.50, true},
+		{[]float64{0.62, 0.50, 0.51}, 0.51, true},
+		{[]float64{0.62, 0.61, 0.50}, 0.61, false},
+	} {
+		dir := t.TempDir()
+		path := writeConfig(t, dir, "verdict", "verdict.db", 1, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.55x\"\n")
+		dev := &scriptedDevice{}
+		s := openWith(t, path, Options{Meter: dev})
+		cand, err := pruneUniform(s, 0.3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev.hash, dev.ratios = cand.Hash(), tc.ratios
+		cons := s.constraint()
+		e, err := s.verdict(context.Background(), cand, cons, eval.Metrics{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := eval.Metrics{RelLatency: e.rel, Latency: e.lat}
+		if math.Abs(e.rel-tc.want) > 1e-9 || (cons.Miss(m, e.spread) == "") != tc.meets || dev.calls != len(tc.ratios) {
+			t.Errorf("ratios %v: verdict %.3f after %d measurements (meets %v), want %.3f after %d (meets %v)",
+				tc.ratios, e.rel, dev.calls, cons.Miss(m, e.spread) == "", tc.want, len(tc.ratios), tc.meets)
+		}
+	}
+}

@@ -41,7 +41,8 @@ type compareRow struct {
 	// TestAcc - UniformAt.
 	UniformAt optFloat `json:"uniform_test_acc_at_same_latency"`
 	Gain      optFloat `json:"gain_over_uniform"`
-	// Unranked is the trial the stored scores alone would have chosen and UnrankedAcc its
+	// Unranked is the trial the stored scores alone would have chosen among the candidates
+	// that stayed under the target when measured again, and UnrankedAcc its
 	// test accuracy after the same final fine-tune (null when it is the winner).
 	Unranked    int      `json:"unranked_trial"`
 	UnrankedAcc optFloat `json:"unranked_test_acc"`
