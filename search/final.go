@@ -303,8 +303,11 @@ func (r *Result) Write(w io.Writer) error {
 	speed := "-"
 	if r.Metrics.RelLatency > 0 {
 		speed = fmt.Sprintf("%.2fx", 1/r.Metrics.RelLatency)
-		if sp := r.Metrics.RelSpread; sp > 0 && sp < 1 {
-			speed = fmt.Sprintf("%.2fx ±%.1f%%", 1/r.Metrics.RelLatency, 100*sp)
+		switch sp := r.Metrics.RelSpread; {
+		case sp > 0 && sp < 0.001:
+			speed += " ±<0.1%"
+		case sp >= 0.001 && sp < 1:
+			speed += fmt.Sprintf(" ±%.1f%%", 100*sp)
 		}
 	}
 	row(fmt.Sprintf("pruned (trial %d)", r.Trial), r.TestAcc, r.Metrics, speed)
