@@ -136,16 +136,7 @@ func (lm *LocalMeter) Measure(ctx context.Context, m *nn.Model) (Latency, error)
 // the LocalMeter defaults. The model needs weights, but their values do not matter for
 // timing (nn.Model.Init fills an architecture with random ones).
 func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs int, budget time.Duration) (Latency, error) {
-	batch, threads = max(batch, 1), max(threads, 1)
-	if warmup <= 0 {
-		warmup = 5
-	}
-	if runs <= 0 {
-		runs = 50
-	}
-	if budget <= 0 {
-		budget = 3 * time.Second
-	}
+	batch, threads, warmup, runs, budget = timingDefaults(batch, threads, warmup, runs, budget)
 	ex, err := nn.NewExecutor(m, batch, nn.Options{Threads: threads})
 	if err != nil {
 		return Latency{}, fmt.Errorf("latency: %w", err)
@@ -176,6 +167,21 @@ func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs
 	l := Summarize(times)
 	l.Batch, l.Threads, l.Device = batch, threads, ThisDevice()
 	return l, nil
+}
+
+// timingDefaults fills the zero (or negative) timing arguments with the LocalMeter
+// defaults: batch 1, 1 thread, 5 warm-up passes, 50 timed passes, a 3 s budget.
+func timingDefaults(batch, threads, warmup, runs int, budget time.Duration) (int, int, int, int, time.Duration) {
+	if warmup <= 0 {
+		warmup = 5
+	}
+	if runs <= 0 {
+		runs = 50
+	}
+	if budget <= 0 {
+		budget = 3 * time.Second
+	}
+	return max(batch, 1), max(threads, 1), warmup, runs, budget
 }
 
 // Summarize computes the distribution of a set of timings (N, min, median, p90, mean).
@@ -217,13 +223,7 @@ const MinInterleaved = 300 * time.Millisecond
 // Zero arguments take the LocalMeter defaults; fast models run more pairs than runs, until
 // the pairs cover MinInterleaved.
 func InterleavedPairs(ctx context.Context, ref, cand *nn.Model, batch, threads, warmup, runs int) (Pairs, error) {
-	batch, threads = max(batch, 1), max(threads, 1)
-	if warmup <= 0 {
-		warmup = 5
-	}
-	if runs <= 0 {
-		runs = 50
-	}
+	batch, threads, warmup, runs, _ = timingDefaults(batch, threads, warmup, runs, 0)
 	if ref.Input != cand.Input {
 		return Pairs{}, fmt.Errorf("latency: reference input %v differs from candidate input %v", ref.Input, cand.Input)
 	}

@@ -83,16 +83,7 @@ func (lim Limits) DecodePair(r io.Reader) (req PairRequest, ref, cand *nn.Model,
 // and more pairs for fast models, to cover MinInterleaved whatever the budget). Zero
 // arguments take the defaults of a PairRequest.
 func MeasurePairLocal(ctx context.Context, ref, cand *nn.Model, batch, threads, warmup, runs int, budget time.Duration) (Pairs, error) {
-	batch, threads = max(batch, 1), max(threads, 1)
-	if warmup <= 0 {
-		warmup = 5
-	}
-	if runs <= 0 {
-		runs = 50
-	}
-	if budget <= 0 {
-		budget = 3 * time.Second
-	}
+	batch, threads, warmup, runs, budget = timingDefaults(batch, threads, warmup, runs, budget)
 	if ref.Input != cand.Input {
 		return Pairs{}, fmt.Errorf("latency: reference input %v differs from candidate input %v", ref.Input, cand.Input)
 	}
