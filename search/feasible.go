@@ -37,7 +37,8 @@ func (c Constraint) String() string {
 }
 
 // Miss says what m misses of the constraint, or "" when it meets it. A latency within
-// tol (a fraction, such as the measurement's own spread) over the target still meets it.
+// tol (a fraction, such as the measurement's own spread) over the target still meets it; a
+// negative tol asks for that margin under the target.
 func (c Constraint) Miss(m eval.Metrics, tol float64) string {
 	if c.Target != "" {
 		t, err := objectives.ParseTarget(c.Target)

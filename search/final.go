@@ -117,6 +117,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 	k := s.cfg.Final.Candidates
 	type entry struct {
 		t    TrialResult
+		m    eval.Metrics // the stored metrics with the latency measured again
 		c    Candidate
 		cand *nn.Model
 	}
@@ -145,7 +146,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 			s.logf("  trial %d is no longer a candidate: %s", t.Number, c.Miss)
 			continue
 		}
-		pool = append(pool, entry{t, c, cand})
+		pool = append(pool, entry{t, m, c, cand})
 	}
 	if len(pool) == 0 {
 		return nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
@@ -165,9 +166,8 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 			if err != nil {
 				return nil, nil, err
 			}
-			m := *p.t.Metric
+			m := p.m
 			m.Accuracy, m.Loss = val.Accuracy, val.Loss
-			m.RelLatency, m.RelSpread = p.c.Rel, p.c.Spread
 			p.c.Accuracy = val.Accuracy
 			if p.c.Score, err = s.obj.Score(m); err != nil {
 				return nil, nil, err

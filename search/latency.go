@@ -260,12 +260,9 @@ func high(d interface{}) float64 {
 // prune.fit_target is false.
 func (s *Search) fitTarget(ctx context.Context, plan prune.Plan) (prune.Plan, error) {
 	p := s.cfg.Prune
-	if !*p.FitTarget || s.cfg.Objective.Target == "" || s.cfg.Objective.Kind == "weighted" {
+	cons := Constraint{Target: s.constraint().Target} // the size budget does not move with the shift
+	if !*p.FitTarget || cons.Target == "" {
 		return plan, nil
-	}
-	target, err := objectives.ParseTarget(s.cfg.Objective.Target)
-	if err != nil {
-		return nil, err
 	}
 	apply := func(d float64) prune.Plan {
 		out := prune.Plan{}
@@ -287,10 +284,7 @@ func (s *Search) fitTarget(ctx context.Context, plan prune.Plan) (prune.Plan, er
 		if err != nil {
 			return false, err
 		}
-		if target.Rel > 0 {
-			return e.rel <= 0.99*target.Rel, nil
-		}
-		return float64(e.lat.Median) <= 0.99*float64(target.Abs), nil
+		return cons.Miss(eval.Metrics{Latency: e.lat, RelLatency: e.rel}, -0.01) == "", nil // 1 % low
 	}
 	// lo never meets the target, hi always does.
 	lo, hi := -1.0, 0.0

@@ -571,7 +571,7 @@ func (s *Search) initStudy(ctx context.Context) error {
 			return err
 		}
 	}
-	// Every sampler also starts from the uniform plan measured closest to the target.
+	// Every sampler also starts from the least pruned uniform plan that meets the target.
 	near, _, err := s.nearTarget(ctx)
 	if err != nil {
 		return fmt.Errorf("measuring uniform plans: %w", err)
@@ -928,7 +928,7 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 		return 0, nil, 0, err
 	}
 	arch := cand.Hash()
-	if v, m, err, ok := s.scoreDuplicate(trial, arch); ok {
+	if v, m, ok, err := s.scoreDuplicate(trial, arch); ok {
 		return v, m, 0, err
 	}
 	if err := s.store.SetTrialUserAttr(trial.ID, attrArch, arch); err != nil {
@@ -978,10 +978,10 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 // had (plans that differ by less than a channel in every group prune to the same model):
 // it takes that trial's metrics and score, or its early stop, instead of fine-tuning the
 // same model again. ok is false when the architecture is new.
-func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eval.Metrics, error, bool) {
+func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eval.Metrics, bool, error) {
 	ts, err := s.study.GetTrials()
 	if err != nil {
-		return 0, nil, nil, false
+		return 0, nil, false, nil
 	}
 	for _, t := range ts {
 		if t.ID == trial.ID || t.UserAttrs[attrArch] != arch {
@@ -999,24 +999,24 @@ func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eva
 				continue
 			}
 			if err := s.store.SetTrialIntermediateValue(trial.ID, step, t.IntermediateValues[step]); err != nil {
-				return 0, nil, nil, false
+				return 0, nil, false, nil
 			}
 		default:
 			continue
 		}
 		for _, a := range [][2]string{{attrArch, arch}, {attrDupOf, strconv.Itoa(t.Number)}} {
 			if err := s.store.SetTrialUserAttr(trial.ID, a[0], a[1]); err != nil {
-				return 0, nil, &storageError{err}, true
+				return 0, nil, true, &storageError{err}
 			}
 		}
 		number, _ := trial.Number()
 		s.logf("  trial %d prunes to the same architecture as trial %d: scored from it", number, t.Number)
 		if t.State == goptuna.TrialStatePruned {
-			return 0, &m, goptuna.ErrTrialPruned, true
+			return 0, &m, true, goptuna.ErrTrialPruned
 		}
-		return t.Value, &m, nil, true
+		return t.Value, &m, true, nil
 	}
-	return 0, nil, nil, false
+	return 0, nil, false, nil
 }
 
 // finetune recalibrates batch norms, then fine-tunes with distillation from the base model
