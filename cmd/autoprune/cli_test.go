@@ -183,3 +183,20 @@ func TestInterpolateAt(t *testing.T) {
 		}
 	}
 }
+
+func TestKendallTau(t *testing.T) {
+	for _, tc := range []struct {
+		x, y []float64
+		want float64
+	}{
+		{[]float64{1, 2, 3, 4}, []float64{10, 20, 30, 40}, 1},
+		{[]float64{1, 2, 3, 4}, []float64{4, 3, 2, 1}, -1},
+		{[]float64{1, 2, 3}, []float64{1, 3, 2}, 1.0 / 3},
+		{[]float64{1, 1, 1}, []float64{1, 2, 3}, math.NaN()},
+	} {
+		got := kendallTau(tc.x, tc.y)
+		if math.IsNaN(tc.want) != math.IsNaN(got) || (!math.IsNaN(got) && math.Abs(got-tc.want) > 1e-12) {
+			t.Errorf("kendallTau(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
+		}
+	}
+}
