@@ -158,8 +158,11 @@ type Final struct {
 	// fresh rounds, and re-ranked by a longer fine-tune, before the winner is chosen
 	// (default 3; 1 takes the best trial as stored).
 	Candidates int `toml:"candidates"`
-	// RerankSteps is the fine-tune that re-ranks the candidates (default 3x finetune.steps;
-	// 0 re-ranks by the trials' own scores with the re-measured latency).
+	// RerankSteps is the fine-tune that re-ranks the candidates. The default, final.steps,
+	// gives every candidate the winner's final fine-tune (same steps, same seed), so the
+	// ranking judges exactly what is delivered and the winner's model is kept, not tuned
+	// again; fewer steps rank more cheaply, then the winner is tuned again; 0 re-ranks by
+	// the trials' own scores with the re-measured latency.
 	RerankSteps *int `toml:"rerank_steps"`
 }
 
@@ -497,7 +500,7 @@ func (c *Config) defaults() {
 		fi.Candidates = 3
 	}
 	if fi.RerankSteps == nil {
-		n := 3 * f.Steps
+		n := fi.Steps
 		fi.RerankSteps = &n
 	}
 	if fi.Out == "" {

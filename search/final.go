@@ -53,14 +53,19 @@ type Candidate struct {
 	Miss        string  // what the re-measured trial misses of the constraint, beyond its spread
 	Accuracy    float64 // validation accuracy after the re-ranking fine-tune (or as stored)
 	Score       float64 // objective score from Accuracy and Rel
+	// TestAcc is the test accuracy after the re-ranking fine-tune when that fine-tune is
+	// the final one (what the trial would deliver), else 0. It is reported, never used
+	// to choose.
+	TestAcc float64
 }
 
 // Finalize chooses the winner and makes it: among the complete trials that meet the
 // constraint, the best few by stored score ([final] candidates) are measured again in
-// fresh rounds and re-ranked by a longer fine-tune ([final] rerank_steps); the best that
-// still meets the constraint is pruned from the base model again, fine-tuned for the final
-// steps, measured afresh against the dense model on the test set and the latency meter,
-// and saved with its plan. With [final] pareto it does the same for every other trial on
+// fresh rounds and re-ranked by a longer fine-tune ([final] rerank_steps, by default the
+// final fine-tune itself); the best that still meets the constraint is delivered: fine-tuned
+// for the final steps (the re-ranking model itself when the two are the same), measured
+// afresh against the dense model on the test set and the latency meter, and saved with its
+// plan. With [final] pareto it does the same for every other trial on
 // the Pareto front. When no trial meets the constraint it returns an error wrapping
 // ErrInfeasible that names the closest trial.
 func (s *Search) Finalize(ctx context.Context) (*Result, error) {
@@ -72,11 +77,11 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("study %s has no complete trial yet", s.cfg.Study.Name)
 	}
 	cons := s.constraint()
-	winner, cands, err := s.choose(ctx, sum, cons)
+	winner, tuned, cands, err := s.choose(ctx, sum, cons)
 	if err != nil {
 		return nil, err
 	}
-	best, err := s.finalize(ctx, *winner, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
+	best, err := s.finalize(ctx, *winner, tuned, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +95,7 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 			continue
 		}
 		stem := fmt.Sprintf("%s-pareto-%d", s.cfg.Study.Name, t.Number)
-		r, err := s.finalize(ctx, t, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+".plan.toml"))
+		r, err := s.finalize(ctx, t, nil, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+".plan.toml"))
 		if err != nil {
 			return nil, err
 		}
@@ -99,8 +104,16 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 	return best, nil
 }
 
-// choose measures the best feasible trials again and re-ranks them; see Finalize.
-func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*TrialResult, []Candidate, error) {
+// tuned is a plan's model after the final fine-tune, and the steps it took.
+type tuned struct {
+	model *nn.Model
+	steps int
+}
+
+// choose measures the best feasible trials again and re-ranks them; see Finalize. When
+// the re-ranking fine-tune is the final one (the default), it returns the winner's tuned
+// model too, so that what was ranked is exactly what is delivered.
+func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*TrialResult, *tuned, []Candidate, error) {
 	var feasible []TrialResult
 	for _, t := range sum.Trials {
 		// A trial without its plan (storage lost it) cannot be made again: pruning with an
@@ -110,16 +123,17 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		}
 	}
 	if len(feasible) == 0 {
-		return nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
+		return nil, nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
 			s.cfg.Study.Name, ErrInfeasible, cons, sum.Counts["complete"], sum.closestNote())
 	}
 	sort.SliceStable(feasible, func(i, j int) bool { return feasible[i].Value > feasible[j].Value })
 	k := s.cfg.Final.Candidates
 	type entry struct {
-		t    TrialResult
-		m    eval.Metrics // the stored metrics with the latency measured again
-		c    Candidate
-		cand *nn.Model
+		t     TrialResult
+		m     eval.Metrics // the stored metrics with the latency measured again
+		c     Candidate
+		cand  *nn.Model
+		tuned *tuned
 	}
 	var pool []entry
 	for _, t := range feasible {
@@ -128,49 +142,67 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		}
 		cand, err := prune.Structured(s.base, t.Plan, s.crit)
 		if err != nil {
-			return nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
+			return nil, nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
 		}
 		e, err := s.verdict(ctx, cand, cons, *t.Metric)
 		if err != nil {
-			return nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
+			return nil, nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
 		}
 		m := *t.Metric
 		m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
 		c := Candidate{Trial: t.Number, StoredScore: t.Value, StoredRel: t.Metric.RelLatency, Rel: e.rel,
 			Spread: e.spread, Miss: cons.Miss(m, e.spread), Accuracy: m.Accuracy}
 		if c.Score, err = s.obj.Score(m); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		s.logf("trial %d measured again: %.3fx the dense latency (stored %.3fx)", t.Number, e.rel, t.Metric.RelLatency)
 		if c.Miss != "" {
 			s.logf("  trial %d is no longer a candidate: %s", t.Number, c.Miss)
 			continue
 		}
-		pool = append(pool, entry{t, m, c, cand})
+		pool = append(pool, entry{t: t, m: m, c: c, cand: cand})
 	}
 	if len(pool) == 0 {
-		return nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
+		return nil, nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
 			s.cfg.Study.Name, ErrInfeasible, cons)
 	}
 	steps := *s.cfg.Final.RerankSteps
 	if len(pool) > 1 && steps > 0 {
-		s.logf("re-ranking %d candidates by a %d-step fine-tune", len(pool), steps)
+		final := steps == s.cfg.Final.Steps
+		how := fmt.Sprintf("a %d-step fine-tune", steps)
+		if final {
+			how = fmt.Sprintf("their final fine-tune (%d steps)", steps)
+		}
+		s.logf("re-ranking %d candidates by %s", len(pool), how)
 		for i := range pool {
 			p := &pool[i]
 			seed := s.cfg.Study.Seed*1000003 - 2
-			tuned, _, err := s.finetune(ctx, p.cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
-			if err != nil {
-				return nil, nil, fmt.Errorf("re-ranking trial %d: %w", p.t.Number, err)
+			if final {
+				seed = s.finalSeed()
 			}
-			val, err := eval.Accuracy(ctx, tuned, s.valSet, 500, 1)
+			model, done, err := s.finetune(ctx, p.cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, fmt.Errorf("re-ranking trial %d: %w", p.t.Number, err)
+			}
+			if final {
+				p.tuned = &tuned{model, done}
+			}
+			val, err := eval.Accuracy(ctx, model, s.valSet, 500, 1)
+			if err != nil {
+				return nil, nil, nil, err
 			}
 			m := p.m
 			m.Accuracy, m.Loss = val.Accuracy, val.Loss
 			p.c.Accuracy = val.Accuracy
 			if p.c.Score, err = s.obj.Score(m); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
+			}
+			if final {
+				test, err := eval.Accuracy(ctx, model, s.testSet, 500, 2)
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				p.c.TestAcc = test.Accuracy
 			}
 			s.logf("  trial %d: validation accuracy %.2f %% after %d steps (%.2f %% after %d), score %.4f",
 				p.t.Number, 100*val.Accuracy, steps, 100*p.t.Metric.Accuracy, p.t.Steps, p.c.Score)
@@ -187,13 +219,23 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		cands[i] = pool[i].c
 	}
 	w := pool[win].t
-	return &w, cands, nil
+	return &w, pool[win].tuned, cands, nil
 }
 
-// finalize makes one trial's plan (see Evaluate) and saves the model and its plan.
-func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPath string) (*Result, error) {
-	s.logf("fine-tuning the plan of trial %d for %d steps", t.Number, s.cfg.Final.Steps)
-	r, err := s.Evaluate(ctx, t.Plan)
+// finalize makes one trial's plan (see Evaluate), or delivers its model already tuned by
+// the final fine-tune, and saves the model and its plan.
+func (s *Search) finalize(ctx context.Context, t TrialResult, tu *tuned, modelPath, planPath string) (*Result, error) {
+	if tu == nil {
+		s.logf("fine-tuning the plan of trial %d for %d steps", t.Number, s.cfg.Final.Steps)
+		cand, err := prune.Structured(s.base, t.Plan, s.crit)
+		if err != nil {
+			return nil, fmt.Errorf("trial %d: pruning: %w", t.Number, err)
+		}
+		if tu, err = s.tuneFinal(ctx, cand); err != nil {
+			return nil, fmt.Errorf("trial %d: %w", t.Number, err)
+		}
+	}
+	r, err := s.deliver(ctx, t.Plan, tu)
 	if err != nil {
 		return nil, fmt.Errorf("trial %d: %w", t.Number, err)
 	}
@@ -208,6 +250,18 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, modelPath, planPat
 	return r, nil
 }
 
+// finalSeed seeds the final fine-tune of every plan of the study alike.
+func (s *Search) finalSeed() int64 { return s.cfg.Study.Seed*1000003 - 1 }
+
+// tuneFinal fine-tunes a pruned model for [final] steps.
+func (s *Search) tuneFinal(ctx context.Context, cand *nn.Model) (*tuned, error) {
+	model, done, err := s.finetune(ctx, cand, s.cfg.Final.Steps, 1, s.finalSeed(), func(int, *nn.Model) error { return nil })
+	if err != nil {
+		return nil, fmt.Errorf("final fine-tuning: %w", err)
+	}
+	return &tuned{model, done}, nil
+}
+
 // Evaluate delivers a plan as the search delivers its winner, without saving anything:
 // the base model pruned with the plan, fine-tuned for [final] steps, scored on the
 // validation and test sets, and its latency measured afresh against the dense model.
@@ -217,21 +271,27 @@ func (s *Search) Evaluate(ctx context.Context, plan prune.Plan) (*Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("pruning: %w", err)
 	}
-	seed := s.cfg.Study.Seed*1000003 - 1
-	tuned, done, err := s.finetune(ctx, cand, s.cfg.Final.Steps, 1, seed, func(int, *nn.Model) error { return nil })
+	tu, err := s.tuneFinal(ctx, cand)
 	if err != nil {
-		return nil, fmt.Errorf("final fine-tuning: %w", err)
-	}
-	r := &Result{Trial: -1, Unranked: -1, Plan: plan, Model: tuned, Dense: s.dense, Steps: done, Constraint: s.constraint()}
-	if r.Metrics, err = s.sizeMetrics(tuned); err != nil {
 		return nil, err
 	}
-	val, err := eval.Accuracy(ctx, tuned, s.valSet, 500, 1)
+	return s.deliver(ctx, plan, tu)
+}
+
+// deliver scores a plan's fine-tuned model on the validation and test sets and measures
+// its latency afresh against the dense model.
+func (s *Search) deliver(ctx context.Context, plan prune.Plan, tu *tuned) (*Result, error) {
+	r := &Result{Trial: -1, Unranked: -1, Plan: plan, Model: tu.model, Dense: s.dense, Steps: tu.steps, Constraint: s.constraint()}
+	var err error
+	if r.Metrics, err = s.sizeMetrics(tu.model); err != nil {
+		return nil, err
+	}
+	val, err := eval.Accuracy(ctx, tu.model, s.valSet, 500, 1)
 	if err != nil {
 		return nil, err
 	}
 	r.Metrics.Accuracy, r.Metrics.Loss = val.Accuracy, val.Loss
-	e, err := s.verdict(ctx, tuned, r.Constraint, r.Metrics)
+	e, err := s.verdict(ctx, tu.model, r.Constraint, r.Metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +300,7 @@ func (s *Search) Evaluate(ctx context.Context, plan prune.Plan) (*Result, error)
 		r.Dense.Latency = e.pairs.Ref()
 	}
 	r.Miss = r.Constraint.Miss(r.Metrics, e.spread)
-	test, err := eval.Accuracy(ctx, tuned, s.testSet, 500, 2)
+	test, err := eval.Accuracy(ctx, tu.model, s.testSet, 500, 2)
 	if err != nil {
 		return nil, err
 	}

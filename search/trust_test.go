@@ -236,6 +236,66 @@ func TestLyingMeterDoesNotDecide(t *testing.T) {
 	}
 }
 
+// The re-ranking gives every candidate the final fine-tune and delivers the best as it
+// is: the winner's delivered numbers are its candidate's, no candidate ranked higher, and
+// the plan the stored scores would have chosen delivers exactly the model it was ranked by.
+func TestRerankDeliversWhatItRanked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "rerank", "rerank.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n[final]\nsteps = 30\ncandidates = 3\n")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	ctx := context.Background()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Finalize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Candidates) < 2 {
+		t.Fatalf("%d candidates: the test proves nothing", len(res.Candidates))
+	}
+	var win *Candidate
+	for i, c := range res.Candidates {
+		if c.TestAcc == 0 {
+			t.Errorf("candidate trial %d has no test accuracy after its final fine-tune", c.Trial)
+		}
+		if c.Trial == res.Trial {
+			win = &res.Candidates[i]
+		}
+	}
+	if win == nil {
+		t.Fatalf("winner trial %d is not among the candidates %+v", res.Trial, res.Candidates)
+	}
+	if win.Accuracy != res.Metrics.Accuracy || win.TestAcc != res.TestAcc || res.Steps != 30 {
+		t.Errorf("delivered val %.4f test %.4f after %d steps, ranked val %.4f test %.4f", res.Metrics.Accuracy, res.TestAcc, res.Steps, win.Accuracy, win.TestAcc)
+	}
+	for _, c := range res.Candidates {
+		if c.Score > win.Score {
+			t.Errorf("trial %d scored %.4f after re-ranking, above the winner's %.4f", c.Trial, c.Score, win.Score)
+		}
+	}
+	var plan prune.Plan
+	sum, err := s.Summary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range sum.Trials {
+		if tr.Number == res.Unranked {
+			plan = tr.Plan
+		}
+	}
+	again, err := s.Evaluate(ctx, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.TestAcc != res.Candidates[0].TestAcc {
+		t.Errorf("trial %d delivered again: test %.4f, ranked with test %.4f", res.Unranked, again.TestAcc, res.Candidates[0].TestAcc)
+	}
+}
+
 // A study where no trial meets the target says so: no winner, and the report names the
 // fastest trial.
 func TestInfeasibleStudySaysSo(t *testing.T) {

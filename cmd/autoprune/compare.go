@@ -257,6 +257,11 @@ func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][
 	row.UniformAt = optFloat(interpolateAt(uniform, res.Metrics.RelLatency))
 	row.Gain = row.TestAcc - row.UniformAt
 	final := map[int]float64{res.Trial: res.TestAcc}
+	for _, c := range res.Candidates {
+		if c.TestAcc > 0 { // delivered by the re-ranking itself
+			final[c.Trial] = c.TestAcc
+		}
+	}
 	deliver := func(n int) (float64, error) {
 		if acc, ok := final[n]; ok {
 			return acc, nil

@@ -32,9 +32,10 @@ latency.max_spread (default ±3 %), or whose reference drifted, is measured agai
 
 The latency target (objective.target) and the size budget (max_bytes with kind = "budget")
 are constraints: the winner is chosen among the trials that meet them. At the end the best
-few of those (final.candidates) are measured again in fresh rounds and re-ranked by a longer
-fine-tune (final.rerank_steps); the winner is fine-tuned for final.steps, measured afresh
-against the dense model and compared with it on the test set, and saved with its plan
+few of those (final.candidates) are measured again in fresh rounds and each is given the
+final fine-tune (final.steps; final.rerank_steps sets a cheaper re-ranking fine-tune); the
+best by validation score is the winner: measured afresh against the dense model, compared
+with it on the test set, and saved with its plan
 (NAME-best.safetensors, NAME-best.plan.toml). When no trial meets the target the search
 says so, names the fastest trial, and exits with status 1.
 
