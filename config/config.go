@@ -154,6 +154,8 @@ type Final struct {
 	Out     string `toml:"out"`      // pruned model file (default NAME-best.safetensors)
 	PlanOut string `toml:"plan_out"` // its plan (default NAME-best.plan.toml)
 	Pareto  bool   `toml:"pareto"`   // also fine-tune and save the Pareto front (default false)
+	// ONNX also writes each saved model as ONNX beside it, NAME-best.onnx (default true).
+	ONNX *bool `toml:"onnx"`
 	// Candidates is how many of the best trials that meet the target are measured again in
 	// fresh rounds, and re-ranked by a longer fine-tune, before the winner is chosen
 	// (default 3; 1 takes the best trial as stored).
@@ -214,6 +216,10 @@ func Parse(src, path string) (*Config, error) {
 	c.defaults()
 	for _, z := range zeros {
 		z()
+	}
+	if !md.IsDefined("final", "rerank_steps") {
+		n := c.Final.Steps // the re-ranking is the final fine-tune, zero steps included
+		c.Final.RerankSteps = &n
 	}
 	if err := c.validate(); err != nil {
 		var fe *fieldError
@@ -502,6 +508,10 @@ func (c *Config) defaults() {
 	if fi.RerankSteps == nil {
 		n := fi.Steps
 		fi.RerankSteps = &n
+	}
+	if fi.ONNX == nil {
+		on := true
+		fi.ONNX = &on
 	}
 	if fi.Out == "" {
 		fi.Out = s.Name + "-best.safetensors"

@@ -159,6 +159,24 @@ func TestExplicitZeroDistillWeight(t *testing.T) {
 
 // A zero the user wrote is honoured or refused with the key's name, never replaced by the
 // default.
+// The re-ranking fine-tune is the final one unless the file sets it apart.
+func TestRerankStepsFollowFinalSteps(t *testing.T) {
+	for src, want := range map[string]int{
+		"":                       1000,
+		"[final]\nsteps = 300\n": 300,
+		"[final]\nsteps = 300\nrerank_steps = 50\n": 50,
+		"[final]\nrerank_steps = 0\n":               0,
+	} {
+		c, err := Parse(src, "/tmp/x/s.toml")
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if got := *c.Final.RerankSteps; got != want {
+			t.Errorf("%q: rerank_steps %d, want %d", src, got, want)
+		}
+	}
+}
+
 func TestExplicitZeros(t *testing.T) {
 	honoured := []struct {
 		src string
@@ -169,6 +187,7 @@ func TestExplicitZeros(t *testing.T) {
 		{"[finetune]\nbn_batches = 0\n", func(c *Config) float64 { return float64(c.Finetune.BNBatches) }},
 		{"[stopper]\nstartup = 0\n", func(c *Config) float64 { return float64(c.Stopper.Startup) }},
 		{"[final]\nsteps = 0\n", func(c *Config) float64 { return float64(c.Final.Steps) }},
+		{"[final]\nsteps = 0\n", func(c *Config) float64 { return float64(*c.Final.RerankSteps) }},
 		{"[study]\nseed = 0\n", func(c *Config) float64 { return float64(c.Study.Seed) }},
 		{"[data]\nsplit_seed = 0\n", func(c *Config) float64 { return float64(c.Data.SplitSeed) }},
 	}

@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/prune"
 )
 
@@ -27,6 +29,7 @@ type Result struct {
 	DenseTest float64      // test-set accuracy of the dense model
 	ModelPath string       // where the model was saved
 	PlanPath  string       // where the plan was saved
+	ONNXPath  string       // where the model was saved as ONNX ("" with [final] onnx = false)
 	Steps     int          // fine-tuning steps of the final model
 	// Constraint is what the winner had to meet; Miss says what the final model misses of
 	// it on the final re-measurement, beyond that measurement's own spread ("" when met).
@@ -241,11 +244,19 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, tu *tuned, modelPa
 	}
 	r.Trial, r.Unranked = t.Number, t.Number
 	r.ModelPath, r.PlanPath = modelPath, planPath
-	if err := nn.Save(r.ModelPath, r.Model); err != nil {
+	if err := onnx.SaveFile(r.ModelPath, r.Model); err != nil {
 		return nil, err
 	}
 	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, t.Number, t.Plan); err != nil {
 		return nil, err
+	}
+	if *s.cfg.Final.ONNX {
+		r.ONNXPath = strings.TrimSuffix(modelPath, filepath.Ext(modelPath)) + ".onnx"
+		if r.ONNXPath == modelPath {
+			r.ONNXPath = "" // the model file is ONNX already
+		} else if err := onnx.Save(r.ONNXPath, r.Model); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -396,9 +407,12 @@ func (r *Result) Write(w io.Writer) error {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "saved %s and %s\n", r.ModelPath, r.PlanPath)
-	for _, f := range r.Front {
-		fmt.Fprintf(w, "saved %s and %s\n", f.ModelPath, f.PlanPath)
+	for _, x := range append([]*Result{r}, r.Front...) {
+		fmt.Fprintf(w, "saved %s and %s", x.ModelPath, x.PlanPath)
+		if x.ONNXPath != "" {
+			fmt.Fprintf(w, " (as ONNX: %s)", x.ONNXPath)
+		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }

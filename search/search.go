@@ -29,6 +29,7 @@ import (
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/nn/zoo"
 	"github.com/autoprune/autoprune/objectives"
 	"github.com/autoprune/autoprune/prune"
@@ -183,7 +184,7 @@ func (s *Search) loadData() error {
 func (s *Search) loadBase(ctx context.Context) error {
 	path := s.cfg.Resolve(s.cfg.Model.File)
 	if _, err := os.Stat(path); err == nil {
-		m, err := nn.Load(path)
+		m, err := onnx.LoadFile(path)
 		if err != nil {
 			return err
 		}
@@ -210,7 +211,7 @@ func (s *Search) loadBase(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("training the base model: %w", err)
 	}
-	if err := nn.Save(path, m); err != nil {
+	if err := onnx.SaveFile(path, m); err != nil {
 		return err
 	}
 	s.logf("base model trained in %s, saved to %s", time.Since(start).Round(time.Second), path)

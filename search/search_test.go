@@ -20,6 +20,7 @@ import (
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/nn/zoo"
 	"github.com/autoprune/autoprune/prune"
 	"github.com/autoprune/autoprune/train"
@@ -273,8 +274,12 @@ func TestSearchEndToEnd(t *testing.T) {
 	if res.TestAcc < 0.5 || res.Metrics.MACs >= res.Dense.MACs {
 		t.Errorf("final: %+v", res)
 	}
-	if _, err := nn.Load(res.ModelPath); err != nil {
+	saved, err := nn.Load(res.ModelPath)
+	if err != nil {
 		t.Errorf("saved model: %v", err)
+	}
+	if exported, err := onnx.Load(res.ONNXPath); err != nil || saved == nil || exported.Hash() != saved.Hash() {
+		t.Errorf("winner as ONNX (%s): %v", res.ONNXPath, err)
 	}
 	if b, err := os.ReadFile(res.PlanPath); err != nil || !strings.Contains(string(b), "[ratios]") {
 		t.Errorf("saved plan: %v %q", err, b)

@@ -21,6 +21,7 @@ func TestCommandLine(t *testing.T) {
 		return p(name)
 	}
 	write("garbage.safetensors", "this is not a model")
+	write("garbage.onnx", "this is not a model either")
 	write("bad-plan.toml", "colour = 1\n[ratios]\nconv1 = 0.5\n[extra]\nx = 1\n")
 	write("unknown-group.toml", "[ratios]\nconv9 = 0.5\n")
 	write("good-plan.toml", "criterion = \"l2\"\n[ratios]\nconv1 = 0.5\nfc1 = 0.25\n")
@@ -67,6 +68,12 @@ func TestCommandLine(t *testing.T) {
 		{"sensitivity ratios", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5,2"}, exitUsage, `"2" is not a ratio`},
 		{"search missing", []string{"search", p("none.toml")}, exitUsage, "no such file"},
 		{"search bad config", []string{"search", p("bad.toml")}, exitUsage, "bad.toml:3: invalid config: unknown key study.samplr"},
+		{"export", []string{"export", lenet, "--onnx", p("lenet-half.onnx")}, exitOK, "ONNX opset 13"},
+		{"inspect onnx", []string{"inspect", p("lenet-half.onnx"), "--compare", lenet}, exitOK, "(before)"},
+		{"prune onnx", []string{"prune", "../../nn/onnx/testdata/torch/resnet-opset17.onnx", "--uniform", "0.5", "--out", p("resnet-half.onnx")}, exitOK, "saved"},
+		{"eval onnx", []string{"eval", p("resnet-half.onnx"), "--runs", "5"}, exitOK, "latency   median"},
+		{"export no out", []string{"export", lenet}, exitUsage, "--onnx OUT.onnx is required"},
+		{"export garbage", []string{"export", p("garbage.onnx"), "--onnx", p("x.onnx")}, exitUsage, "not an ONNX model"},
 		{"report missing", []string{"report", p("none.db")}, exitUsage, "no such file"},
 		{"report not sqlite", []string{"report", p("garbage.safetensors")}, exitUsage, "not a SQLite database"},
 	}

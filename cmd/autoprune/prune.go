@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/prune"
 )
 
@@ -122,7 +123,7 @@ Examples:
 			return err
 		}
 	}
-	if err := nn.Save(*out, p); err != nil {
+	if err := onnx.SaveFile(*out, p); err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
 	fmt.Fprintf(stdout, "saved %s\n", *out)

@@ -12,6 +12,7 @@ import (
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
+	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/nn/zoo"
 	"github.com/autoprune/autoprune/prune"
 	"github.com/autoprune/autoprune/train"
@@ -107,7 +108,7 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 	}
 	var m *nn.Model
 	if *initFile != "" {
-		if m, err = nn.Load(*initFile); err != nil {
+		if m, err = onnx.LoadFile(*initFile); err != nil {
 			return asUsage(err)
 		}
 	} else {
@@ -134,7 +135,7 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 		},
 	}
 	if *teacher != "" {
-		tm, err := nn.Load(*teacher)
+		tm, err := onnx.LoadFile(*teacher)
 		if err != nil {
 			return asUsage(fmt.Errorf("train: --teacher: %w", err))
 		}
@@ -185,7 +186,7 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	if err := nn.Save(*out, trained); err != nil {
+	if err := onnx.SaveFile(*out, trained); err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	fmt.Fprintf(stdout, "model      %s\ndataset    %s (test set, %d images)\naccuracy   %.2f %%\ntest loss  %.4f\ntraining   %d steps in %s (%.0f img/s)\nsaved      %s\n",
@@ -203,5 +204,5 @@ func loadModelArg(arg string) (*nn.Model, error) {
 	if _, err := os.Stat(arg); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("model file %s: no such file (train one with \"autoprune train\", or use zoo:NAME)", arg)
 	}
-	return nn.Load(arg)
+	return onnx.LoadFile(arg)
 }
