@@ -75,8 +75,17 @@ type Model struct {
 
 // Data is the dataset and how it is split.
 type Data struct {
-	Dataset        string `toml:"dataset"`         // mnist (default) or fashion-mnist
-	Dir            string `toml:"dir"`             // folder of the IDX files (default: built in / Debian's)
+	Dataset        string `toml:"dataset"`         // mnist (default), fashion-mnist, folder (images) or npy (NumPy arrays)
+	Dir            string `toml:"dir"`             // folder of the files (default: built in / Debian's; required for folder and npy)
+	// ImageSize resizes the images of a folder to ImageSize x ImageSize (default: the
+	// first image's size); Channels reads them as 1 (gray) or 3 (RGB) channels (default:
+	// from the first image).
+	ImageSize int `toml:"image_size"`
+	Channels  int `toml:"channels"`
+	// Mean and Std normalise every channel, (x - mean) / std, after pixels are scaled to
+	// [0,1]: one value for all channels or one per channel (default: no normalisation).
+	Mean []float64 `toml:"mean"`
+	Std  []float64 `toml:"std"`
 	ValSamples     int    `toml:"val_samples"`     // held out of the training set for validation (default 5000)
 	SplitSeed      int64  `toml:"split_seed"`      // seed of the train/validation split and the base model (default 1)
 	TrainSamples   int    `toml:"train_samples"`   // training samples used for fine-tuning (0: all the rest)
@@ -395,7 +404,11 @@ func (c *Config) defaults() {
 		c.Model.Zoo = "lenet5"
 	}
 	if c.Model.File == "" {
-		c.Model.File = c.Model.Zoo + "-" + orDefault(c.Data.Dataset, "mnist") + ".safetensors"
+		set := orDefault(c.Data.Dataset, "mnist")
+		if (set == "folder" || set == "npy") && c.Data.Dir != "" {
+			set = filepath.Base(filepath.Clean(c.Data.Dir)) // one cached base model per folder
+		}
+		c.Model.File = c.Model.Zoo + "-" + set + ".safetensors"
 	}
 	if c.Model.TrainEpochs == 0 {
 		c.Model.TrainEpochs = 2
@@ -560,8 +573,33 @@ func (c *Config) validate() error {
 		return bad("model.train_epochs", "%d: want 1..100", c.Model.TrainEpochs)
 	}
 	d := c.Data
-	if err := oneOf("data.dataset", d.Dataset, "mnist", "fashion-mnist"); err != nil {
+	if err := oneOf("data.dataset", d.Dataset, "mnist", "fashion-mnist", "folder", "npy"); err != nil {
 		return err
+	}
+	if (d.Dataset == "folder" || d.Dataset == "npy") && d.Dir == "" {
+		return bad("data.dir", "missing: data set %q reads its files from a folder", d.Dataset)
+	}
+	if d.ImageSize < 0 || d.ImageSize > 4096 {
+		return bad("data.image_size", "%d: want 1..4096", d.ImageSize)
+	}
+	if d.Channels != 0 && d.Channels != 1 && d.Channels != 3 {
+		return bad("data.channels", "%d: want 1 or 3", d.Channels)
+	}
+	if (d.ImageSize != 0 || d.Channels != 0) && d.Dataset != "folder" {
+		return bad("data.image_size", "applies to image folders (dataset = \"folder\") only")
+	}
+	if (len(d.Mean) == 0) != (len(d.Std) == 0) {
+		return bad("data.mean", "give data.mean and data.std together")
+	}
+	for _, v := range d.Std {
+		if !(v > 0) || math.IsInf(v, 0) {
+			return bad("data.std", "%v: want positive values", v)
+		}
+	}
+	for _, v := range d.Mean {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return bad("data.mean", "%v: want finite values", v)
+		}
 	}
 	if d.ValSamples < 100 || d.ValSamples > 30000 {
 		return bad("data.val_samples", "%d: want 100..30000", d.ValSamples)

@@ -16,7 +16,8 @@ import (
 type Dataset struct {
 	// Name identifies the data, e.g. "mnist/train".
 	Name string
-	// Images holds N*C*H*W pixel values in NCHW order, each in [0,1].
+	// Images holds N*C*H*W pixel values in NCHW order, each in [0,1] unless
+	// normalised (Normalize).
 	Images []float32
 	// Labels holds the class index of each of the N samples.
 	Labels []uint8
@@ -97,6 +98,41 @@ func (d *Dataset) Head(n int) *Dataset {
 		W:       d.W,
 		Classes: d.Classes,
 	}
+}
+
+// Normalize maps every pixel x of channel c to (x - mean[c]) / std[c], as a model trained
+// on normalised images expects; one value in mean or std applies to every channel.
+func (d *Dataset) Normalize(mean, std []float32) error {
+	pick := func(v []float32, c int) (float32, error) {
+		switch len(v) {
+		case 1:
+			return v[0], nil
+		case d.C:
+			return v[c], nil
+		}
+		return 0, fmt.Errorf("data: %s: %d values for %d channels (want 1 or %d)", d.Name, len(v), d.C, d.C)
+	}
+	hw := d.H * d.W
+	for c := 0; c < d.C; c++ {
+		m, err := pick(mean, c)
+		if err != nil {
+			return err
+		}
+		s, err := pick(std, c)
+		if err != nil {
+			return err
+		}
+		if !(s > 0) {
+			return fmt.Errorf("data: %s: standard deviation %v of channel %d must be positive", d.Name, s, c)
+		}
+		for n := 0; n < d.N; n++ {
+			px := d.Images[(n*d.C+c)*hw : (n*d.C+c+1)*hw]
+			for i := range px {
+				px[i] = (px[i] - m) / s
+			}
+		}
+	}
+	return nil
 }
 
 // ClassCounts returns how many samples carry each label, indexed by label.

@@ -13,7 +13,7 @@ import (
 )
 
 // ErrFormat is matched (via errors.Is) by every error that reports malformed
-// or unsupported IDX content: bad magic numbers, unsupported element types or
+// or unsupported content of a data file (IDX, NumPy or image). For IDX: bad magic numbers, unsupported element types or
 // dimension counts, zero or oversized dimensions, truncated or trailing data,
 // corrupt gzip streams, and dataset-level inconsistencies such as mismatched
 // image and label counts or out-of-range labels. I/O failures of the

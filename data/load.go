@@ -18,8 +18,9 @@ import (
 var mnistFS embed.FS
 
 // Names lists the data set names accepted by Load. "fashion" is also
-// accepted as an alias for "fashion-mnist".
-var Names = []string{"mnist", "fashion-mnist"}
+// accepted as an alias for "fashion-mnist". "folder" reads an image folder
+// (LoadFolder) and "npy" NumPy arrays (LoadNPY) from the folder given.
+var Names = []string{"mnist", "fashion-mnist", "folder", "npy"}
 
 // DefaultFashionMNISTDir is where the Debian package dataset-fashion-mnist
 // installs the Fashion-MNIST IDX files.
@@ -277,11 +278,17 @@ func findIDXFile(dir, file string) (string, error) {
 }
 
 // Load returns the training and test sets of the named data set: "mnist",
-// "fashion-mnist" or its alias "fashion" (case is ignored). dir is the folder
-// holding the IDX files; for "mnist" an empty dir means the embedded copy,
+// "fashion-mnist" or its alias "fashion" (case is ignored), "folder" (an image
+// folder, see LoadFolder) or "npy" (NumPy arrays, see LoadNPY). dir is the
+// folder holding the files; for "mnist" an empty dir means the embedded copy,
 // and for Fashion-MNIST it means DefaultFashionMNISTDir. An unknown name
 // gives an error listing the valid names.
 func Load(name, dir string) (train, test *Dataset, err error) {
+	return LoadWith(name, dir, FolderOptions{})
+}
+
+// LoadWith is Load with the options of an image folder.
+func LoadWith(name, dir string, opt FolderOptions) (train, test *Dataset, err error) {
 	switch strings.ToLower(strings.TrimSpace(name)) {
 	case "mnist":
 		if dir == "" {
@@ -290,6 +297,14 @@ func Load(name, dir string) (train, test *Dataset, err error) {
 		return loadDir("mnist", dir, mnistHint)
 	case "fashion-mnist", "fashion":
 		return LoadFashionMNIST(dir)
+	case "folder", "npy":
+		if dir == "" {
+			return nil, nil, fmt.Errorf("data: data set %q needs a folder", name)
+		}
+		if strings.EqualFold(strings.TrimSpace(name), "npy") {
+			return LoadNPY(dir)
+		}
+		return LoadFolder(dir, opt)
 	}
 	return nil, nil, fmt.Errorf("data: unknown data set %q: valid names are %s (or \"fashion\" for fashion-mnist)",
 		name, strings.Join(Names, ", "))

@@ -139,6 +139,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		tuned *tuned
 	}
 	var pool []entry
+	seen := map[string]bool{} // architectures already among the candidates
 	for _, t := range feasible {
 		if len(pool) == k {
 			break
@@ -147,6 +148,11 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
 		}
+		h := cand.Hash()
+		if seen[h] {
+			continue // the same model as a better-scored candidate
+		}
+		seen[h] = true
 		e, err := s.verdict(ctx, cand, cons, *t.Metric)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)

@@ -116,6 +116,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 	if err := s.loadBase(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.checkShapes(); err != nil {
+		return nil, err
+	}
 	if err := s.buildSpace(); err != nil {
 		return nil, err
 	}
@@ -158,9 +161,27 @@ func (s *Search) logf(format string, args ...any) {
 
 func (s *Search) loadData() error {
 	d := s.cfg.Data
-	full, test, err := data.Load(d.Dataset, s.cfg.Resolve(d.Dir))
+	full, test, err := data.LoadWith(d.Dataset, s.cfg.Resolve(d.Dir), data.FolderOptions{Size: d.ImageSize, Channels: d.Channels})
 	if err != nil {
-		return fmt.Errorf("config %s: [data]: %w", s.cfg.Path, err)
+		return fmt.Errorf("config %s: %w: [data]: %w", s.cfg.Path, config.ErrConfig, err)
+	}
+	if len(d.Mean) > 0 {
+		mean, std := make([]float32, len(d.Mean)), make([]float32, len(d.Std))
+		for i := range d.Mean {
+			mean[i] = float32(d.Mean[i])
+		}
+		for i := range d.Std {
+			std[i] = float32(d.Std[i])
+		}
+		for _, set := range []*data.Dataset{full, test} {
+			if err := set.Normalize(mean, std); err != nil {
+				return fmt.Errorf("config %s: %w: data.mean, data.std: %w", s.cfg.Path, config.ErrConfig, err)
+			}
+		}
+	}
+	if d.ValSamples*2 > full.N {
+		return fmt.Errorf("config %s: %w: data.val_samples: %d is more than half of the %d training samples of %s",
+			s.cfg.Path, config.ErrConfig, d.ValSamples, full.N, full.Name)
 	}
 	frac := float64(d.ValSamples) / float64(full.N)
 	// The split does not follow the study seed: the base model is trained once, on the
@@ -176,6 +197,25 @@ func (s *Search) loadData() error {
 		val = val.Head(s.cfg.Finetune.ValSamples)
 	}
 	s.trainSet, s.valSet, s.testSet = tr, val, test
+	return nil
+}
+
+// checkShapes refuses, before any work, a base model whose input or output does not fit
+// the data.
+func (s *Search) checkShapes() error {
+	in, d := s.base.Input, s.trainSet
+	if in.C != d.C || in.H != d.H || in.W != d.W {
+		return fmt.Errorf("config %s: %w: model.file %s (%s) expects %v inputs, but the data (%s) has %dx%dx%d images",
+			s.cfg.Path, config.ErrConfig, s.cfg.Model.File, s.base.Name, in, d.Name, d.C, d.H, d.W)
+	}
+	shapes, err := s.base.Shapes()
+	if err != nil {
+		return fmt.Errorf("config %s: model.file %s: %w", s.cfg.Path, s.cfg.Model.File, err)
+	}
+	if out := shapes[len(shapes)-1].Size(); out < d.Classes {
+		return fmt.Errorf("config %s: %w: model.file %s (%s) has %d outputs, but the data (%s) has %d classes",
+			s.cfg.Path, config.ErrConfig, s.cfg.Model.File, s.base.Name, out, d.Name, d.Classes)
+	}
 	return nil
 }
 

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"math"
+	"math/rand"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -671,5 +675,118 @@ func TestLabelsOnlyFinetune(t *testing.T) {
 	}
 	if acc["0"] == acc["0.7"] {
 		t.Errorf("labels-only and distillation fine-tunes gave the same accuracy %v: the weight is ignored", acc["0"])
+	}
+}
+
+// writeRGBFolder writes an image folder of 10 classes of 3x32x32 PNG images: each class
+// a colour and a bar at its own place, with seeded noise.
+func writeRGBFolder(t *testing.T, dir string, train, test int) {
+	t.Helper()
+	r := rand.New(rand.NewSource(1))
+	for k := 0; k < 10; k++ {
+		for i := 0; i < train+test; i++ {
+			img := image.NewRGBA(image.Rect(0, 0, 32, 32))
+			for y := 0; y < 32; y++ {
+				for x := 0; x < 32; x++ {
+					v := func(base int) uint8 { return uint8(max(0, min(255, base+r.Intn(60)-30))) }
+					c := color.RGBA{v(25 * k), v(255 - 25*k), v(128), 255}
+					if x/3 == k {
+						c = color.RGBA{v(240), v(240), v(240), 255}
+					}
+					img.Set(x, y, c)
+				}
+			}
+			split := "train"
+			if i >= train {
+				split = "test"
+			}
+			path := filepath.Join(dir, split, fmt.Sprintf("class%02d", k), fmt.Sprintf("%03d.png", i))
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := png.Encode(f, img); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+}
+
+// A user's own RGB images at 3x32x32 with 10 classes: the zoo model takes the data's
+// shape, trains, and the search prunes and delivers it.
+func TestSearchImageFolderRGB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains and fine-tunes models")
+	}
+	dir := t.TempDir()
+	writeRGBFolder(t, filepath.Join(dir, "shapes"), 30, 8)
+	src := `
+[study]
+name = "rgb"
+trials = 3
+seed = 3
+[model]
+zoo = "lenet5"
+train_epochs = 10
+[data]
+dataset = "folder"
+dir = "shapes"
+val_samples = 100
+mean = [0.5]
+std = [0.25]
+[finetune]
+steps = 10
+batch = 16
+rounds = 1
+[latency]
+runs = 5
+warmup = 1
+[objective]
+kind = "mnas-hard"
+target = "0.7x"
+[stopper]
+kind = "none"
+[final]
+steps = 60
+candidates = 2
+`
+	path := filepath.Join(dir, "rgb.toml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if in := s.Base().Input; in != (nn.Shape{C: 3, H: 32, W: 32}) {
+		t.Fatalf("base model input %v, want 3x32x32", in)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lenet5-shapes.safetensors")); err != nil {
+		t.Errorf("cached base model: %v", err)
+	}
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Finalize(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TestAcc < 0.5 || res.Metrics.MACs >= res.Dense.MACs || res.Miss != "" {
+		t.Errorf("winner: test accuracy %.2f, MACs %d (dense %d), %q", res.TestAcc, res.Metrics.MACs, res.Dense.MACs, res.Miss)
+	}
+	back, err := onnx.Load(res.ONNXPath)
+	if err != nil || back.Input != s.Base().Input {
+		t.Errorf("winner as ONNX: %v", err)
+	}
+	// A model file whose input does not fit the data is refused before any work.
+	editConfig(t, path, `zoo = "lenet5"`, fmt.Sprintf("file = %q", baseModel(t)))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), cfg, Options{Log: testWriter{t}})
+	if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), "expects 1x28x28 inputs, but the data (shapes/train:train) has 3x32x32 images") {
+		t.Errorf("model and data that do not fit: %v", err)
 	}
 }

@@ -26,8 +26,9 @@ func newCriterion(name string, seed int64, m *nn.Model, dataset, dir string) (pr
 	if err != nil {
 		return nil, err
 	}
-	// A seeded sample of the training set, like the validation split's complement.
-	_, sample, err := full.Split(float64(taylorSamples)/float64(full.N), seed+1)
+	// A seeded sample of the training set, like the validation split's complement; at most
+	// half of a small one.
+	_, sample, err := full.Split(min(float64(taylorSamples)/float64(full.N), 0.5), seed+1)
 	if err != nil {
 		return nil, err
 	}

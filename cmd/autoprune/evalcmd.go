@@ -23,8 +23,8 @@ as median, p90, mean and min.
 Examples:
   autoprune eval lenet5-mnist.safetensors
   autoprune eval vgg.safetensors --dataset fashion-mnist --latency-batch 32`, stderr)
-	dataset := fs.String("dataset", "mnist", "dataset: mnist or fashion-mnist")
-	dataDir := fs.String("data-dir", "", "folder with the dataset's IDX files")
+	dataset := fs.String("dataset", "mnist", "dataset: mnist, fashion-mnist, folder (an image folder: --data-dir) or npy (NumPy arrays: --data-dir)")
+	dataDir := fs.String("data-dir", "", "folder with the dataset's files")
 	batch := fs.Int("batch", 500, "batch size for the accuracy pass")
 	threads := fs.Int("threads", 1, "engine threads (accuracy and latency)")
 	latBatch := fs.Int("latency-batch", 1, "batch size for the latency measurement")

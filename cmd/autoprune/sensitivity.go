@@ -37,8 +37,8 @@ data.split_seed equal to --seed and the same data.val_samples).
 Examples:
   autoprune sensitivity vgg.safetensors --dataset fashion-mnist --json vgg-sens.json
   autoprune sensitivity lenet5-mnist.safetensors --ratios 0.25,0.5,0.75 --csv sens.csv`, stderr)
-	dataset := fs.String("dataset", "mnist", "dataset: mnist or fashion-mnist")
-	dataDir := fs.String("data-dir", "", "folder with the dataset's IDX files")
+	dataset := fs.String("dataset", "mnist", "dataset: mnist, fashion-mnist, folder (an image folder: --data-dir) or npy (NumPy arrays: --data-dir)")
+	dataDir := fs.String("data-dir", "", "folder with the dataset's files")
 	valSamples := fs.Int("val-samples", 5000, "validation samples held out of the training set")
 	seed := fs.Int64("seed", 1, "seed of the validation split, a search's data.split_seed (and of the random criterion)")
 	criterion := fs.String("criterion", "l1", "channel importance: "+criterionHelp)

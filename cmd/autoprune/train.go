@@ -52,7 +52,7 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
   autoprune train --model vgg-small --dataset fashion-mnist --prune structured --sparsity 0.5 --schedule iterative`, stderr)
 	model := fs.String("model", "lenet5", "zoo model to train (ignored with --init)")
 	initFile := fs.String("init", "", "start from this model file instead of a fresh zoo model")
-	dataset := fs.String("dataset", "mnist", "dataset: mnist or fashion-mnist")
+	dataset := fs.String("dataset", "mnist", "dataset: mnist, fashion-mnist, folder (an image folder: --data-dir) or npy (NumPy arrays: --data-dir)")
 	dataDir := fs.String("data-dir", "", "folder with the dataset's IDX files (default: built-in MNIST, /usr/share/datasets/fashion-mnist)")
 	epochs := fs.Int("epochs", 3, "passes over the training set")
 	steps := fs.Int("steps", 0, "stop after this many optimizer steps (overrides --epochs when > 0)")
