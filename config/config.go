@@ -75,8 +75,8 @@ type Model struct {
 
 // Data is the dataset and how it is split.
 type Data struct {
-	Dataset        string `toml:"dataset"`         // mnist (default), fashion-mnist, folder (images) or npy (NumPy arrays)
-	Dir            string `toml:"dir"`             // folder of the files (default: built in / Debian's; required for folder and npy)
+	Dataset string `toml:"dataset"` // mnist (default), fashion-mnist, folder (images) or npy (NumPy arrays)
+	Dir     string `toml:"dir"`     // folder of the files (default: built in / Debian's; required for folder and npy)
 	// ImageSize resizes the images of a folder to ImageSize x ImageSize (default: the
 	// first image's size); Channels reads them as 1 (gray) or 3 (RGB) channels (default:
 	// from the first image).
@@ -84,12 +84,12 @@ type Data struct {
 	Channels  int `toml:"channels"`
 	// Mean and Std normalise every channel, (x - mean) / std, after pixels are scaled to
 	// [0,1]: one value for all channels or one per channel (default: no normalisation).
-	Mean []float64 `toml:"mean"`
-	Std  []float64 `toml:"std"`
-	ValSamples     int    `toml:"val_samples"`     // held out of the training set for validation (default 5000)
-	SplitSeed      int64  `toml:"split_seed"`      // seed of the train/validation split and the base model (default 1)
-	TrainSamples   int    `toml:"train_samples"`   // training samples used for fine-tuning (0: all the rest)
-	TestEvaluation bool   `toml:"test_evaluation"` // also report test accuracy of the final model (default true)
+	Mean           []float64 `toml:"mean"`
+	Std            []float64 `toml:"std"`
+	ValSamples     int       `toml:"val_samples"`     // held out of the training set for validation (default 5000)
+	SplitSeed      int64     `toml:"split_seed"`      // seed of the train/validation split and the base model (default 1)
+	TrainSamples   int       `toml:"train_samples"`   // training samples used for fine-tuning (0: all the rest)
+	TestEvaluation bool      `toml:"test_evaluation"` // also report test accuracy of the final model (default true)
 }
 
 // Prune is the search space.
