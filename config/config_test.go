@@ -88,6 +88,11 @@ func TestBadConfigs(t *testing.T) {
 		{"max rounds", "[latency]\nmax_rounds = -1\n", "latency.max_rounds: -1"},
 		{"candidates", "[final]\ncandidates = -3\n", "final.candidates: -3"},
 		{"rerank steps", "[final]\nrerank_steps = -1\n", "final.rerank_steps: -1"},
+		{"folder without dir", "[data]\ndataset = \"folder\"\n", "s.toml:1: invalid config: data.dir: missing"},
+		{"channels", "[data]\ndataset = \"folder\"\ndir = \"img\"\nchannels = 2\n", "s.toml:4: invalid config: data.channels: 2: want 1 or 3"},
+		{"image size on idx", "[data]\nimage_size = 32\n", "data.image_size: applies to image folders"},
+		{"mean without std", "[data]\nmean = [0.5]\n", "data.mean: give data.mean and data.std together"},
+		{"zero std", "[data]\nmean = [0.5]\nstd = [0.0]\n", "data.std: 0: want positive values"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
