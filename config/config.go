@@ -124,7 +124,7 @@ type Finetune struct {
 
 // Latency says how latency is measured.
 type Latency struct {
-	Meter    string   `toml:"meter"`     // local (default), agent, lut, macs
+	Meter    string   `toml:"meter"`     // local (default), agent, lut, macs, command
 	Batch    int      `toml:"batch"`     // default 1
 	Threads  int      `toml:"threads"`   // default 1
 	Runs     int      `toml:"runs"`      // timed runs per measurement (default 50)
@@ -134,6 +134,10 @@ type Latency struct {
 	Timeout  Duration `toml:"timeout"`   // per request to the agent (default 2m)
 	LUT      string   `toml:"lut"`       // lookup table from "autoprune profile" for meter = lut
 	CPU      *int     `toml:"cpu"`       // meter = local: pin the measuring thread to this CPU (0-based)
+	// Command is the latency runner of meter = "command", run without a shell in the
+	// config's folder: it times ONNX exports of the models in the runtime you deploy with
+	// (see eval.CommandMeter), such as ["node", "../runners/onnxruntime.js"].
+	Command []string `toml:"command"`
 	// MaxSpread is how precisely a latency ratio must be known before it is scored: the
 	// relative half-width of its 95 % interval (default 0.03, ±3 %). A wider one, or one
 	// whose dense reference drifted, is measured again, up to MaxRounds rounds in all.
@@ -649,7 +653,7 @@ func (c *Config) validate() error {
 		return bad("prune.round_to", "%d: want 1..256 (such as 4 or 8; 1 for no rounding)", c.Prune.RoundTo)
 	}
 	l := c.Latency
-	if err := oneOf("latency.meter", l.Meter, "local", "agent", "lut", "macs"); err != nil {
+	if err := oneOf("latency.meter", l.Meter, "local", "agent", "lut", "macs", "command"); err != nil {
 		return err
 	}
 	switch {
@@ -675,6 +679,10 @@ func (c *Config) validate() error {
 		return bad("latency.max_rounds", "%d: want 1..100", l.MaxRounds)
 	case l.Meter == "lut" && l.LUT == "":
 		return bad("latency.lut", "meter = \"lut\" needs a lookup table file from \"autoprune profile\"")
+	case l.Meter == "command" && (len(l.Command) == 0 || l.Command[0] == ""):
+		return bad("latency.command", "meter = \"command\" needs the runner, such as [\"node\", \"../runners/onnxruntime.js\"]")
+	case l.Meter != "command" && len(l.Command) > 0:
+		return bad("latency.command", "is the runner of meter = \"command\", not of meter = %q", l.Meter)
 	}
 	o := c.Objective
 	if o.Target != "" {

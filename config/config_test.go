@@ -88,6 +88,8 @@ func TestBadConfigs(t *testing.T) {
 		{"max rounds", "[latency]\nmax_rounds = -1\n", "latency.max_rounds: -1"},
 		{"candidates", "[final]\ncandidates = -3\n", "final.candidates: -3"},
 		{"rerank steps", "[final]\nrerank_steps = -1\n", "final.rerank_steps: -1"},
+		{"command meter", "[latency]\nmeter = \"command\"\n", "latency.command: meter = \"command\" needs the runner"},
+		{"command without meter", "[latency]\ncommand = [\"node\", \"r.js\"]\n", "latency.command: is the runner of meter = \"command\", not of meter = \"local\""},
 		{"folder without dir", "[data]\ndataset = \"folder\"\n", "s.toml:1: invalid config: data.dir: missing"},
 		{"channels", "[data]\ndataset = \"folder\"\ndir = \"img\"\nchannels = 2\n", "s.toml:4: invalid config: data.channels: 2: want 1 or 3"},
 		{"image size on idx", "[data]\nimage_size = 32\n", "data.image_size: applies to image folders"},

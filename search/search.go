@@ -424,6 +424,9 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 				s.cfg.Path, t.Batch, t.Threads, l.Batch, l.Threads)
 		}
 		return &eval.LUTMeter{Table: t}, nil
+	case "command":
+		return &eval.CommandMeter{Argv: l.Command, Dir: s.cfg.Dir(), Batch: l.Batch, Threads: l.Threads,
+			Warmup: l.Warmup, Runs: l.Runs, Timeout: l.Timeout.Duration}, nil
 	case "macs":
 		// A proxy, labelled as such: calibrated once against a local measurement of the
 		// dense model so its numbers are in the right unit.

@@ -790,3 +790,44 @@ candidates = 2
 		t.Errorf("model and data that do not fit: %v", err)
 	}
 }
+
+// A latency runner in the command protocol (eval.CommandMeter) that reports each ONNX
+// file's size in nanoseconds: a real process, reading the exported models.
+const sizeRunner = `models=""; runs=1
+while [ $# -gt 1 ]; do case "$1" in --models) models="$2";; --runs) runs="$2";; esac; shift 2; done
+i=0
+for f in $(echo "$models" | tr , ' '); do
+  s=$(wc -c < "$f"); r=0
+  while [ $r -lt $runs ]; do echo "$i 0.$(printf %09d $s)"; r=$((r+1)); done
+  i=$((i+1))
+done`
+
+// meter = "command": the search exports every candidate and the dense model to ONNX and
+// scores the latency the runner reports.
+func TestSearchCommandMeter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "cmd", "cmd.db", 3, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n[final]\nsteps = 5\n")
+	editConfig(t, path, "[latency]\n", fmt.Sprintf("[latency]\nmeter = \"command\"\ncommand = [\"sh\", \"-c\", %q, \"runner\"]\n", sizeRunner))
+	s := openSearch(t, path)
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sum := summaryOf(t, s)
+	for _, tr := range sum.Trials {
+		if tr.Metric == nil || !strings.Contains(tr.Metric.Latency.Device.CPU, "via runner") {
+			t.Fatalf("trial %d: %+v", tr.Number, tr.Metric)
+		}
+		cand, err := prune.Structured(s.base, tr.Plan, s.crit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := onnx.Marshal(cand)
+		d, _ := onnx.Marshal(s.base)
+		if want := float64(len(b)) / float64(len(d)); math.Abs(tr.Metric.RelLatency-want) > 1e-9 {
+			t.Errorf("trial %d: latency ratio %v, the runner's sizes give %v", tr.Number, tr.Metric.RelLatency, want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/autoprune/autoprune/eval"
@@ -30,6 +31,10 @@ warming up move both halves of a pair alike, so the ratio is far steadier than e
 absolute figure: it is what a search compares. --runs then counts pairs (fast models get
 more, to cover at least 0.3 s) and --budget bounds their time once 5 are timed.
 
+With --command it measures in the runtime you deploy with: the models are exported to ONNX
+and timed by that command (see "[latency] meter = command" and runners/onnxruntime.js), with
+or without --versus.
+
 With --lut or --macs it prints an estimate instead, labelled as a proxy.
 
 Examples:
@@ -38,7 +43,8 @@ Examples:
   autoprune bench zoo:lenet5 --agent http://127.0.0.1:7070 --runs 20
   autoprune bench zoo:vgg-small --lut device-lut.json
   autoprune bench vgg-50.safetensors --versus vgg.safetensors   # interleaved with the dense model
-  autoprune bench vgg-50.safetensors --versus vgg.safetensors --agent http://127.0.0.1:7070`, stderr)
+  autoprune bench vgg-50.safetensors --versus vgg.safetensors --agent http://127.0.0.1:7070
+  autoprune bench vgg-50.safetensors --versus vgg.safetensors --command "node runners/onnxruntime.js"`, stderr)
 	agentURL := fs.String("agent", "", "URL of a latency agent (e.g. http://127.0.0.1:7070); default: this machine")
 	token := fs.String("token", "", "the agent's token (default $"+tokenEnv+")")
 	batch := fs.Int("batch", 1, "samples per forward pass")
@@ -49,6 +55,7 @@ Examples:
 	lut := fs.String("lut", "", "predict from this lookup table (\"autoprune profile\") instead of measuring")
 	macs := fs.Float64("macs", 0, "estimate as MACs x this many ns per multiply-add instead of measuring (a proxy)")
 	versus := fs.String("versus", "", "a reference model (file or zoo:NAME) to time interleaved with this one, here or on the --agent")
+	command := fs.String("command", "", "time ONNX exports with this latency runner (split at spaces), such as \"node runners/onnxruntime.js\"")
 	cpu := fs.Int("cpu", -1, "pin the measuring thread to this CPU, numbered from 0 (Linux and Android; local timing with --threads 1); -1: no pinning")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -67,19 +74,19 @@ Examples:
 		return usagef("bench: --macs must be positive")
 	case *cpu < -1:
 		return usagef("bench: --cpu %d: want a CPU number (0 for the first) or -1", *cpu)
-	case *cpu >= 0 && (*agentURL != "" || *lut != "" || *macs > 0):
+	case *cpu >= 0 && (*agentURL != "" || *lut != "" || *macs > 0 || *command != ""):
 		return usagef("bench: --cpu pins local timing only (start the agent with --cpu to pin on the device)")
 	case *cpu >= 0 && *threads != 1:
 		return usagef("bench: --cpu pins one thread: use it with --threads 1")
 	}
 	modes := 0
-	for _, set := range []bool{*agentURL != "", *lut != "", *macs > 0} {
+	for _, set := range []bool{*agentURL != "", *lut != "", *macs > 0, *command != ""} {
 		if set {
 			modes++
 		}
 	}
 	if modes > 1 || (*versus != "" && (*lut != "" || *macs > 0)) {
-		return usagef("bench: give at most one of --agent, --lut and --macs, and --versus only alone or with --agent (proxies are not timed)")
+		return usagef("bench: give at most one of --agent, --command, --lut and --macs, and --versus only alone or with --agent or --command (proxies are not timed)")
 	}
 	m, err := loadModelArg(pos[0])
 	if err != nil {
@@ -111,6 +118,11 @@ Examples:
 		}
 		where = fmt.Sprintf("agent %s (version %s)", *agentURL, info.Version)
 	}
+	var cm *eval.CommandMeter
+	if *command != "" {
+		cm = &eval.CommandMeter{Argv: strings.Fields(*command), Batch: *batch, Threads: *threads, Warmup: max(*warmup, 1), Runs: *runs}
+		where = "command " + *command
+	}
 	if ref != nil {
 		_, refMACs, err := ref.Totals()
 		if err != nil {
@@ -121,9 +133,12 @@ Examples:
 			return asUsage(err)
 		}
 		var p eval.Pairs
-		if rm != nil {
+		switch {
+		case rm != nil:
 			p, err = rm.MeasurePair(ctx, ref, m)
-		} else {
+		case cm != nil:
+			p, err = cm.MeasurePair(ctx, ref, m)
+		default:
 			p, err = eval.MeasurePairLocal(ctx, ref, m, *batch, *threads, *warmup, *runs, *budget)
 		}
 		if err != nil {
@@ -155,6 +170,8 @@ Examples:
 	switch {
 	case rm != nil:
 		meter = rm
+	case cm != nil:
+		meter = cm
 	case *lut != "":
 		t, err := eval.LoadLUT(*lut)
 		if err != nil {

@@ -63,6 +63,7 @@ func TestCommandLine(t *testing.T) {
 		{"train teacher missing", []string{"train", "--model", "mlp", "--steps", "5", "--teacher", p("nope.safetensors")}, exitUsage, "nope.safetensors"},
 		{"eval", []string{"eval", p("mlp.safetensors"), "--runs", "5"}, exitOK, "latency   median"},
 		{"bench versus", []string{"bench", lenet, "--versus", "zoo:lenet5", "--runs", "5"}, exitOK, "ratio"},
+		{"bench command lut", []string{"bench", lenet, "--command", "node runner.js", "--lut", "x.json"}, exitUsage, "at most one of --agent, --command"},
 		{"bench versus agent", []string{"bench", lenet, "--versus", "zoo:lenet5", "--macs", "1"}, exitUsage, "at most one of"},
 		{"sensitivity", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5", "--val-samples", "500", "--json", p("s.json")}, exitOK, "max ratio"},
 		{"sensitivity ratios", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5,2"}, exitUsage, `"2" is not a ratio`},
