@@ -80,12 +80,30 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("study %s has no complete trial yet", s.cfg.Study.Name)
 	}
 	cons := s.constraint()
-	winner, tuned, cands, err := s.choose(ctx, sum, cons)
+	picks, cands, err := s.choose(ctx, sum, cons)
 	if err != nil {
 		return nil, err
 	}
-	best, err := s.finalize(ctx, *winner, tuned, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut))
-	if err != nil {
+	// The best candidate is delivered; if its final measurement misses the constraint
+	// (a measurement near the target can land on either side), the next one is, and so
+	// on. When every one misses, the best is delivered with the warning.
+	var best *Result
+	for i, p := range picks {
+		r, err := s.make(ctx, p.t, p.tuned)
+		if err != nil {
+			return nil, err
+		}
+		if best == nil || r.Miss == "" {
+			best = r
+		}
+		if r.Miss == "" {
+			break
+		}
+		if i+1 < len(picks) {
+			s.logf("trial %d misses the constraint on its final measurement (%s): delivering the next candidate", r.Trial, r.Miss)
+		}
+	}
+	if err := s.save(best, s.cfg.Resolve(s.cfg.Final.Out), s.cfg.Resolve(s.cfg.Final.PlanOut)); err != nil {
 		return nil, err
 	}
 	best.Candidates = cands
@@ -98,8 +116,11 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 			continue
 		}
 		stem := fmt.Sprintf("%s-pareto-%d", s.cfg.Study.Name, t.Number)
-		r, err := s.finalize(ctx, t, nil, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+".plan.toml"))
+		r, err := s.make(ctx, t, nil)
 		if err != nil {
+			return nil, err
+		}
+		if err := s.save(r, s.cfg.Resolve(stem+".safetensors"), s.cfg.Resolve(stem+".plan.toml")); err != nil {
 			return nil, err
 		}
 		best.Front = append(best.Front, r)
@@ -113,10 +134,17 @@ type tuned struct {
 	steps int
 }
 
-// choose measures the best feasible trials again and re-ranks them; see Finalize. When
-// the re-ranking fine-tune is the final one (the default), it returns the winner's tuned
-// model too, so that what was ranked is exactly what is delivered.
-func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*TrialResult, *tuned, []Candidate, error) {
+// pick is a candidate for delivery, with its model when the re-ranking fine-tune was the
+// final one.
+type pick struct {
+	t     TrialResult
+	tuned *tuned
+}
+
+// choose measures the best feasible trials again and re-ranks them; see Finalize. It
+// returns them best first; when the re-ranking fine-tune is the final one (the default),
+// with their tuned models, so that what was ranked is exactly what is delivered.
+func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]pick, []Candidate, error) {
 	var feasible []TrialResult
 	for _, t := range sum.Trials {
 		// A trial without its plan (storage lost it) cannot be made again: pruning with an
@@ -126,7 +154,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		}
 	}
 	if len(feasible) == 0 {
-		return nil, nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
+		return nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
 			s.cfg.Study.Name, ErrInfeasible, cons, sum.Counts["complete"], sum.closestNote())
 	}
 	sort.SliceStable(feasible, func(i, j int) bool { return feasible[i].Value > feasible[j].Value })
@@ -146,7 +174,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		}
 		cand, err := prune.Structured(s.base, t.Plan, s.crit)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
+			return nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
 		}
 		h := cand.Hash()
 		if seen[h] {
@@ -155,14 +183,14 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		seen[h] = true
 		e, err := s.verdict(ctx, cand, cons, *t.Metric)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
+			return nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
 		}
 		m := *t.Metric
 		m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
 		c := Candidate{Trial: t.Number, StoredScore: t.Value, StoredRel: t.Metric.RelLatency, Rel: e.rel,
 			Spread: e.spread, Miss: cons.Miss(m, e.spread), Accuracy: m.Accuracy}
 		if c.Score, err = s.obj.Score(m); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		s.logf("trial %d measured again: %.3fx the dense latency (stored %.3fx)", t.Number, e.rel, t.Metric.RelLatency)
 		if c.Miss != "" {
@@ -172,7 +200,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 		pool = append(pool, entry{t: t, m: m, c: c, cand: cand})
 	}
 	if len(pool) == 0 {
-		return nil, nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
+		return nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
 			s.cfg.Study.Name, ErrInfeasible, cons)
 	}
 	steps := *s.cfg.Final.RerankSteps
@@ -191,25 +219,25 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 			}
 			model, done, err := s.finetune(ctx, p.cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("re-ranking trial %d: %w", p.t.Number, err)
+				return nil, nil, fmt.Errorf("re-ranking trial %d: %w", p.t.Number, err)
 			}
 			if final {
 				p.tuned = &tuned{model, done}
 			}
 			val, err := eval.Accuracy(ctx, model, s.valSet, 500, 1)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 			m := p.m
 			m.Accuracy, m.Loss = val.Accuracy, val.Loss
 			p.c.Accuracy = val.Accuracy
 			if p.c.Score, err = s.obj.Score(m); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			}
 			if final {
 				test, err := eval.Accuracy(ctx, model, s.testSet, 500, 2)
 				if err != nil {
-					return nil, nil, nil, err
+					return nil, nil, err
 				}
 				p.c.TestAcc = test.Accuracy
 			}
@@ -217,23 +245,21 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) (*Tr
 				p.t.Number, 100*val.Accuracy, steps, 100*p.t.Metric.Accuracy, p.t.Steps, p.c.Score)
 		}
 	}
-	win := 0
-	for i := range pool {
-		if pool[i].c.Score > pool[win].c.Score {
-			win = i
-		}
-	}
 	cands := make([]Candidate, len(pool))
 	for i := range pool {
 		cands[i] = pool[i].c
 	}
-	w := pool[win].t
-	return &w, pool[win].tuned, cands, nil
+	sort.SliceStable(pool, func(i, j int) bool { return pool[i].c.Score > pool[j].c.Score })
+	picks := make([]pick, len(pool))
+	for i, e := range pool {
+		picks[i] = pick{e.t, e.tuned}
+	}
+	return picks, cands, nil
 }
 
-// finalize makes one trial's plan (see Evaluate), or delivers its model already tuned by
-// the final fine-tune, and saves the model and its plan.
-func (s *Search) finalize(ctx context.Context, t TrialResult, tu *tuned, modelPath, planPath string) (*Result, error) {
+// make delivers one trial's plan (see Evaluate), or its model already tuned by the final
+// fine-tune.
+func (s *Search) make(ctx context.Context, t TrialResult, tu *tuned) (*Result, error) {
 	if tu == nil {
 		s.logf("fine-tuning the plan of trial %d for %d steps", t.Number, s.cfg.Final.Steps)
 		cand, err := prune.Structured(s.base, t.Plan, s.crit)
@@ -249,22 +275,27 @@ func (s *Search) finalize(ctx context.Context, t TrialResult, tu *tuned, modelPa
 		return nil, fmt.Errorf("trial %d: %w", t.Number, err)
 	}
 	r.Trial, r.Unranked = t.Number, t.Number
+	return r, nil
+}
+
+// save writes a delivered model, its plan and, with [final] onnx, its ONNX form.
+func (s *Search) save(r *Result, modelPath, planPath string) error {
 	r.ModelPath, r.PlanPath = modelPath, planPath
 	if err := onnx.SaveFile(r.ModelPath, r.Model); err != nil {
-		return nil, err
+		return err
 	}
-	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, t.Number, t.Plan); err != nil {
-		return nil, err
+	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, r.Trial, r.Plan); err != nil {
+		return err
 	}
 	if *s.cfg.Final.ONNX {
 		r.ONNXPath = strings.TrimSuffix(modelPath, filepath.Ext(modelPath)) + ".onnx"
 		if r.ONNXPath == modelPath {
 			r.ONNXPath = "" // the model file is ONNX already
 		} else if err := onnx.Save(r.ONNXPath, r.Model); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // finalSeed seeds the final fine-tune of every plan of the study alike.

@@ -54,6 +54,11 @@ type fakeDevice struct {
 	drift     bool    // the device slows down 2x over the first 200 pairs it times
 	lieFactor float64 // the first round of each candidate reports this ratio factor (0: none)
 	noise     float64 // relative noise of each candidate time
+	// slow is an architecture whose measurements after its first slowAfter rounds read
+	// 1.5x slower: a model that lands over the target late.
+	slow      string
+	slowAfter int
+	slowSeen  int
 
 	mu    sync.Mutex
 	pairs int
@@ -96,6 +101,12 @@ func (d *fakeDevice) MeasurePair(ctx context.Context, ref, cand *nn.Model) (eval
 	if h := cand.Hash(); d.lieFactor > 0 && !d.seen[h] && ref.Hash() != h {
 		d.seen[h] = true
 		lie = d.lieFactor
+	}
+	if cand.Hash() == d.slow {
+		if d.slowSeen >= d.slowAfter {
+			lie = 1.5
+		}
+		d.slowSeen++
 	}
 	if d.rng == nil {
 		d.rng = rand.New(rand.NewSource(1))
@@ -293,6 +304,44 @@ func TestRerankDeliversWhatItRanked(t *testing.T) {
 	}
 	if again.TestAcc != res.Candidates[0].TestAcc {
 		t.Errorf("trial %d delivered again: test %.4f, ranked with test %.4f", res.Unranked, again.TestAcc, res.Candidates[0].TestAcc)
+	}
+}
+
+// A winner whose final measurement lands over the target is not delivered: the next
+// candidate is, and it meets the target.
+func TestFinalMissDeliversTheNext(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "late", "late.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n[final]\nsteps = 10\ncandidates = 3\n")
+	dev := &fakeDevice{}
+	s := openWith(t, path, Options{Meter: dev})
+	ctx := context.Background()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Finalize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Candidates) < 2 {
+		t.Fatalf("%d candidates: the test proves nothing", len(first.Candidates))
+	}
+	// The same choice again, but the winner reads 1.5x slower once it has been measured
+	// again before the choice: only its final measurement misses.
+	dev.mu.Lock()
+	dev.slow, dev.slowAfter = first.Model.Hash(), 1
+	dev.mu.Unlock()
+	res, err := s.Finalize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Trial == first.Trial || res.Miss != "" {
+		t.Errorf("delivered trial %d (%q); trial %d misses its final measurement and should have been passed over", res.Trial, res.Miss, first.Trial)
+	}
+	if saved, err := nn.Load(res.ModelPath); err != nil || saved.Hash() != res.Model.Hash() {
+		t.Errorf("the saved model is not the delivered one: %v", err)
 	}
 }
 
