@@ -9,8 +9,10 @@ package nn
 // The header maps "<layer name>.<param name>" (e.g. "conv1.weight", "conv1.bn.running_mean")
 // to {"dtype":"F32","shape":[...],"data_offsets":[begin,end]}, offsets relative to the start
 // of the data buffer. Its "__metadata__" entry holds the strings "format" ("autoprune"),
-// "version" (FileVersion), "architecture" (Model.Architecture) and "sha256" (hex SHA-256 of
-// the data buffer). Tensors are written in layer order, then in Params order.
+// "version" (FileVersion), "architecture" (Model.Architecture), "sha256" (hex SHA-256 of
+// the data buffer) and, from version 2, "architecture_sha256" (hex SHA-256 of the
+// architecture string), so that a changed hyper-parameter is caught like a changed weight.
+// Tensors are written in layer order, then in Params order.
 
 import (
 	"bufio"
@@ -32,9 +34,9 @@ import (
 	"unicode/utf8"
 )
 
-// FileVersion is the version of the model file format written by Encode and the only one
-// Decode reads.
-const FileVersion = 1
+// FileVersion is the version of the model file format written by Encode. Decode also reads
+// version 1, whose checksum covers the data only.
+const FileVersion = 2
 
 // Limits that Decode enforces before allocating memory, and that Encode enforces so that it
 // never writes a file Decode would refuse.
@@ -56,6 +58,7 @@ const (
 	maxInput    = 1 << 28 // values per sample; Shapes applies the same bound to layer outputs
 	formatName  = "autoprune"
 	metadataKey = "__metadata__"
+	archSumKey  = "architecture_sha256"
 	dtypeF32    = "F32"
 )
 
@@ -162,6 +165,7 @@ func Encode(w io.Writer, m *Model) error {
 		"version":      strconv.Itoa(FileVersion),
 		"architecture": string(arch),
 		"sha256":       hex.EncodeToString(h.Sum(nil)),
+		archSumKey:     archSum(string(arch)),
 	})
 	if err != nil {
 		return fmt.Errorf("model %q: %w", m.Name, err)
@@ -299,6 +303,11 @@ func Decode(r io.Reader) (*Model, error) {
 	shapes, err := m.Shapes()
 	if err != nil {
 		return nil, modelErr(fmt.Errorf("architecture: %w", err))
+	}
+	// A valid architecture that is not the one written (a hyper-parameter changed by hand
+	// or by corruption) would load silently and compute something else.
+	if sum, ok := meta[archSumKey]; ok && sum != archSum(meta["architecture"]) {
+		return nil, formatErr("architecture checksum mismatch: the header was changed or is corrupt")
 	}
 
 	// Masks are optional: a Conv2D or Linear layer has one when the file has its tensor.
@@ -470,11 +479,14 @@ func parseMetadata(entries map[string]json.RawMessage) (map[string]string, error
 	if !ok {
 		return nil, formatErr("metadata has no format version; this build reads version %d", FileVersion)
 	}
-	if version != strconv.Itoa(FileVersion) {
-		return nil, formatErr("unsupported file format version %q: this build reads version %d", version, FileVersion)
+	if version != "1" && version != strconv.Itoa(FileVersion) {
+		return nil, formatErr("unsupported file format version %q: this build reads versions 1 to %d", version, FileVersion)
 	}
 	if _, ok := meta["architecture"]; !ok {
 		return nil, formatErr("metadata has no architecture")
+	}
+	if _, ok := meta[archSumKey]; !ok && version != "1" {
+		return nil, formatErr("metadata has no %s checksum", archSumKey)
 	}
 	sum, ok := meta["sha256"]
 	if !ok {
@@ -484,6 +496,12 @@ func parseMetadata(entries map[string]json.RawMessage) (map[string]string, error
 		return nil, formatErr("metadata sha256 %q is not a lower-case hex SHA-256", sum)
 	}
 	return meta, nil
+}
+
+// archSum is the hex SHA-256 of the architecture string.
+func archSum(arch string) string {
+	sum := sha256.Sum256([]byte(arch))
+	return hex.EncodeToString(sum[:])
 }
 
 // checkInput bounds the input size, which Shapes does not (it bounds every layer output),

@@ -210,7 +210,7 @@ func TestLayout(t *testing.T) {
 	if !bytes.HasPrefix(b[8:], []byte(`{"__metadata__":`)) {
 		t.Errorf("header does not start with the metadata: %.40q", b[8:])
 	}
-	for k, want := range map[string]string{"format": "autoprune", "version": "1"} {
+	for k, want := range map[string]string{"format": "autoprune", "version": "2"} {
 		if f.meta[k] != want {
 			t.Errorf("metadata %s = %q, want %q", k, f.meta[k], want)
 		}
@@ -432,7 +432,10 @@ func TestDecodeBad(t *testing.T) {
 		{"metadata not strings", withHeader([]byte(`{"__metadata__":{"format":1}}`), nil), false, `__metadata__ entry "format" is not a string`},
 		{"metadata null", withHeader([]byte(`{"__metadata__":null}`), nil), false, "__metadata__ is not a JSON object of strings"},
 		{"version 99", mutate(func(f *file) { f.meta["version"] = "99" }, false), false,
-			`unsupported file format version "99": this build reads version 1`},
+			`unsupported file format version "99": this build reads versions 1 to 2`},
+		{"changed hyper-parameter", mutate(arch(`"pad":2`, `"pad":3`), false), false, "architecture checksum mismatch: the header was changed"},
+		{"no architecture checksum", mutate(func(f *file) { delete(f.meta, "architecture_sha256") }, false), false, "metadata has no architecture_sha256 checksum"},
+		{"version 1 (control)", mutate(func(f *file) { f.meta["version"] = "1"; delete(f.meta, "architecture_sha256") }, false), false, ""},
 		{"no version", mutate(func(f *file) { delete(f.meta, "version") }, false), false, "metadata has no format version"},
 		{"no architecture", mutate(func(f *file) { delete(f.meta, "architecture") }, false), false, "metadata has no architecture"},
 		{"no checksum", mutate(func(f *file) { delete(f.meta, "sha256") }, false), false, "metadata has no sha256 checksum"},
