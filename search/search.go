@@ -225,6 +225,9 @@ func (s *Search) loadBase(ctx context.Context) error {
 	path := s.cfg.Resolve(s.cfg.Model.File)
 	if _, err := os.Stat(path); err == nil {
 		m, err := onnx.LoadFile(path)
+		if errors.Is(err, nn.ErrFormat) || errors.Is(err, nn.ErrInvalid) {
+			return fmt.Errorf("config %s: %w: model.file: %w", s.cfg.Path, config.ErrConfig, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -238,7 +241,7 @@ func (s *Search) loadBase(ctx context.Context) error {
 	shape := nn.Shape{C: s.trainSet.C, H: s.trainSet.H, W: s.trainSet.W}
 	m, err := zoo.Build(s.cfg.Model.Zoo, shape, s.trainSet.Classes, s.cfg.Data.SplitSeed)
 	if err != nil {
-		return fmt.Errorf("config %s: model.zoo: %w", s.cfg.Path, err)
+		return fmt.Errorf("config %s: %w: model.zoo: %w", s.cfg.Path, config.ErrConfig, err)
 	}
 	s.logf("training base model %s on %d samples for %d epoch(s) (cached in %s)", m.Name, s.trainSet.N, s.cfg.Model.TrainEpochs, path)
 	start := time.Now()

@@ -2,6 +2,7 @@ package search
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"image"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/c-bata/goptuna"
+	"github.com/glebarez/sqlite"
+	"gorm.io/gorm"
 
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/data"
@@ -828,6 +831,74 @@ func TestSearchCommandMeter(t *testing.T) {
 		d, _ := onnx.Marshal(s.base)
 		if want := float64(len(b)) / float64(len(d)); math.Abs(tr.Metric.RelLatency-want) > 1e-9 {
 			t.Errorf("trial %d: latency ratio %v, the runner's sizes give %v", tr.Number, tr.Metric.RelLatency, want)
+		}
+	}
+}
+
+// Reading a study changes nothing: not a foreign SQLite file, not an empty file, not a
+// study (no -wal or -shm file is left behind either).
+func TestOpenExistingReadsOnly(t *testing.T) {
+	dir := t.TempDir()
+	fingerprint := func() map[string]string {
+		out := map[string]string{}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+			out[e.Name()] = fmt.Sprintf("%x", sha256.Sum256(b))
+		}
+		return out
+	}
+	// A foreign SQLite database (rollback journal, as most are), and an empty file.
+	foreign := filepath.Join(dir, "foreign.db")
+	fdb, err := gorm.Open(sqlite.Open(foreign), &gorm.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fdb.Exec("CREATE TABLE notes (x TEXT)").Error; err != nil {
+		t.Fatal(err)
+	}
+	if sqlDB, err := fdb.DB(); err == nil {
+		sqlDB.Close()
+	}
+	if err := os.WriteFile(filepath.Join(dir, "empty.db"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A real study.
+	study := filepath.Join(dir, "study.db")
+	st, err := OpenStorage(study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateNewStudy("s"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	before := fingerprint()
+	for name, want := range map[string]string{"foreign.db": "holds no study", "empty.db": "the file is empty"} {
+		if s, err := OpenExisting(filepath.Join(dir, name)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, want)
+			if s != nil {
+				s.Close()
+			}
+		}
+	}
+	s, err := OpenExisting(study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names, err := s.StudyNames(); err != nil || len(names) != 1 {
+		t.Errorf("studies %v, %v", names, err)
+	}
+	s.Close()
+	// A study in WAL mode gets SQLite's shared-memory files for the reader; a foreign
+	// database keeps its journal mode.
+	after := fingerprint()
+	if _, ok := after["foreign.db-wal"]; ok {
+		t.Error("the foreign database was switched to WAL mode")
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s changed by reading it", k)
 		}
 	}
 }

@@ -172,15 +172,68 @@ func redact(s string) string {
 
 var _ goptuna.Storage = (*Storage)(nil)
 
-// OpenExisting opens a study database that must already exist (for reports): a missing
-// SQLite file is an error rather than a new, empty database.
+// OpenExisting opens a study database that must already exist, for reading (reports): a
+// missing SQLite file is an error rather than a new, empty database, nothing is created or
+// migrated, and a SQLite file is opened read-only, so reading a study never changes it, even
+// in a read-only folder.
 func OpenExisting(url string) (*Storage, error) {
-	if !strings.Contains(url, "://") {
-		if _, err := os.Stat(url); err != nil {
+	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
+	var (
+		db   *gorm.DB
+		err  error
+		kind string
+	)
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		kind = "postgres"
+		db, err = gorm.Open(postgres.Open(url), cfg)
+	case strings.HasPrefix(url, "mysql://"):
+		kind = "mysql"
+		dsn, derr := mysqlDSN(url)
+		if derr != nil {
+			return nil, fmt.Errorf("storage %s: %w", redact(url), derr)
+		}
+		db, err = gorm.Open(mysql.Open(dsn), cfg)
+	case strings.Contains(url, "://"):
+		return nil, fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
+	default:
+		kind = "sqlite"
+		if _, serr := os.Stat(url); serr != nil {
 			return nil, fmt.Errorf("study database %s: no such file", url)
 		}
+		if err := checkSQLiteFile(url); err != nil {
+			return nil, err
+		}
+		if fi, _ := os.Stat(url); fi != nil && fi.Size() == 0 {
+			return nil, fmt.Errorf("study database %s: the file is empty, it holds no study", url)
+		}
+		abs, aerr := filepath.Abs(url)
+		if aerr != nil {
+			return nil, fmt.Errorf("study database %s: %w", url, aerr)
+		}
+		db, err = gorm.Open(sqlite.Open("file:"+abs+"?mode=ro&_pragma=busy_timeout(20000)&_pragma=query_only(1)"), cfg)
+		if err == nil && db.Exec("SELECT 1 FROM sqlite_master LIMIT 1").Error != nil {
+			// A study in WAL mode in a read-only folder: the reader cannot create the
+			// shared-memory file, and nobody can be writing there, so read it as immutable.
+			if sqlDB, e := db.DB(); e == nil {
+				sqlDB.Close()
+			}
+			db, err = gorm.Open(sqlite.Open("file:"+abs+"?mode=ro&immutable=1&_pragma=query_only(1)"), cfg)
+		}
 	}
-	return OpenStorage(url)
+	if err != nil {
+		return nil, fmt.Errorf("storage %s: %w", redact(url), err)
+	}
+	closeDB := func() {
+		if sqlDB, e := db.DB(); e == nil {
+			sqlDB.Close()
+		}
+	}
+	if !db.Migrator().HasTable("studies") {
+		closeDB()
+		return nil, fmt.Errorf("study database %s: it holds no study (no goptuna tables)", redact(url))
+	}
+	return &Storage{Storage: rdb.NewStorage(db), db: db, URL: url, Kind: kind}, nil
 }
 
 // StudyNames lists the studies in the database.
