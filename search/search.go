@@ -576,7 +576,7 @@ func (s *Search) openStudy(ctx context.Context) error {
 		if err := s.initStudy(ctx); err != nil {
 			return err
 		}
-	} else if err := s.checkStudy(); err != nil {
+	} else if err := s.checkStudy(ctx); err != nil {
 		return err
 	}
 	return nil
@@ -587,14 +587,17 @@ func (s *Search) openStudy(ctx context.Context) error {
 func (s *Search) initStudy(ctx context.Context) error {
 	dense, _ := json.Marshal(s.dense)
 	groups, _ := json.Marshal(s.groups)
-	attrs := map[string]string{studyAttrDense: string(dense), studyAttrGroups: string(groups), studyAttrConfig: s.cfg.Path}
+	// The groups go last: they mark the study as made (other workers wait for them, and a
+	// study without them and without trials is made again).
+	attrs := [][2]string{{studyAttrDense, string(dense)}, {studyAttrConfig, s.cfg.Path}}
 	if c := s.constraint(); c.any() {
 		b, _ := json.Marshal(c)
-		attrs[studyAttrConstraint] = string(b)
+		attrs = append(attrs, [2]string{studyAttrConstraint, string(b)})
 	}
-	for k, v := range attrs {
-		if err := s.study.SetUserAttr(k, v); err != nil {
-			return err
+	attrs = append(attrs, [2]string{studyAttrGroups, string(groups)})
+	for _, a := range attrs {
+		if err := s.study.SetUserAttr(a[0], a[1]); err != nil {
+			return &storageError{fmt.Errorf("study %s: recording %s: %w", s.cfg.Study.Name, a[0], err)}
 		}
 	}
 	seen := map[string]bool{}
@@ -635,11 +638,22 @@ func (s *Search) initStudy(ctx context.Context) error {
 	return nil
 }
 
-// checkStudy makes sure a resumed study searches the same groups.
-func (s *Search) checkStudy() error {
+// checkStudy makes sure a resumed study searches the same groups, and finishes making a
+// study whose creator stopped before recording them.
+func (s *Search) checkStudy(ctx context.Context) error {
 	attrs, err := s.study.GetUserAttrs()
 	if err != nil {
 		return err
+	}
+	if attrs[studyAttrGroups] == "" {
+		trials, err := s.study.GetTrials()
+		if err != nil {
+			return err
+		}
+		if len(trials) == 0 {
+			s.logf("study %s was left half made (no groups, no trial): making it again", s.cfg.Study.Name)
+			return s.initStudy(ctx)
+		}
 	}
 	var stored []prune.Group
 	if err := json.Unmarshal([]byte(attrs[studyAttrGroups]), &stored); err != nil {

@@ -3,6 +3,7 @@ package search
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
@@ -900,5 +901,67 @@ func TestOpenExistingReadsOnly(t *testing.T) {
 		if after[k] != v {
 			t.Errorf("%s changed by reading it", k)
 		}
+	}
+}
+
+// The groups of a model with 100 prunable groups, a trial's long metrics: attribute values
+// far over the varchar(2048) of goptuna's tables on PostgreSQL and MySQL are stored and
+// read back whole, on every kind of storage.
+func TestLongAttributes(t *testing.T) {
+	var groups []prune.Group
+	for i := 0; i < 100; i++ {
+		groups = append(groups, prune.Group{Name: fmt.Sprintf("stage%d.block%d.conv2·ß", i/10, i), Size: 64 + i,
+			Producers: []string{fmt.Sprintf("stage%d.block%d.conv2", i/10, i), fmt.Sprintf("stage%d.block%d.bn2", i/10, i)}})
+	}
+	long, err := json.Marshal(groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(long) < 5000 {
+		t.Fatalf("the value is only %d bytes", len(long))
+	}
+	for _, tc := range []struct{ name, url string }{
+		{"sqlite", filepath.Join(t.TempDir(), "long.db")},
+		{"postgres", "postgres://127.0.0.1:5432/test?sslmode=disable"},
+		{"mysql", "mysql://root@127.0.0.1:3306/test"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store, err := OpenStorage(tc.url)
+			if err != nil {
+				t.Skipf("%s is not reachable at %s (%v)", tc.name, tc.url, err)
+			}
+			defer store.Close()
+			name := fmt.Sprintf("long-%d", time.Now().UnixNano())
+			id, err := store.CreateNewStudy(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.DeleteStudy(id)
+			if err := store.SetStudyUserAttr(id, studyAttrGroups, string(long)); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.SetStudyUserAttr(id, "short", "x"); err != nil {
+				t.Fatal(err)
+			}
+			trial, err := store.CreateNewTrial(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := store.SetTrialUserAttr(trial, attrMetrics, string(long)); err != nil {
+				t.Fatal(err)
+			}
+			attrs, err := store.GetStudyUserAttrs(id)
+			if err != nil || attrs[studyAttrGroups] != string(long) || attrs["short"] != "x" || len(attrs) != 2 {
+				t.Errorf("study attributes read back: %d keys, groups of %d bytes (want %d), %v", len(attrs), len(attrs[studyAttrGroups]), len(long), err)
+			}
+			all, err := store.GetAllTrials(id)
+			if err != nil || len(all) != 1 || all[0].UserAttrs[attrMetrics] != string(long) || len(all[0].UserAttrs) != 1 {
+				t.Errorf("trial attributes read back wrong: %v", err)
+			}
+			one, err := store.GetTrial(trial)
+			if err != nil || one.UserAttrs[attrMetrics] != string(long) {
+				t.Errorf("GetTrial: %v", err)
+			}
+		})
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/c-bata/goptuna"
 	rdb "github.com/c-bata/goptuna/rdb.v2"
@@ -247,4 +249,123 @@ func (s *Storage) StudyNames() ([]string, error) {
 		names[i] = st.Name
 	}
 	return names, nil
+}
+
+// Attribute values are stored in goptuna's tables, whose value column is varchar(2048) on
+// PostgreSQL and MySQL. A longer value (the groups of a large model, a config path, a
+// trial's metrics) is split: the key holds chunkMarker and the number of parts, the parts
+// go under KEY + chunkSep + index, each at most chunkRunes characters. Reading joins them
+// back; the split is invisible above Storage.
+const (
+	chunkRunes  = 1800
+	chunkMarker = "@chunks:"
+	chunkSep    = "@part"
+)
+
+// split cuts a long value into the attributes that store it, at character boundaries.
+func split(key, value string) [][2]string {
+	if utf8.RuneCountInString(value) <= chunkRunes && !strings.HasPrefix(value, chunkMarker) {
+		return [][2]string{{key, value}}
+	}
+	var parts []string
+	for len(value) > 0 {
+		n, i := 0, 0
+		for i < len(value) && n < chunkRunes {
+			_, size := utf8.DecodeRuneInString(value[i:])
+			i += size
+			n++
+		}
+		parts = append(parts, value[:i])
+		value = value[i:]
+	}
+	out := make([][2]string, 0, len(parts)+1)
+	for i, p := range parts {
+		out = append(out, [2]string{key + chunkSep + strconv.Itoa(i), p})
+	}
+	// The marker is written last, so a reader never sees it before its parts.
+	return append(out, [2]string{key, chunkMarker + strconv.Itoa(len(parts))})
+}
+
+// join reassembles split values in an attribute map, in place.
+func join(attrs map[string]string) map[string]string {
+	for k, v := range attrs {
+		n, err := strconv.Atoi(strings.TrimPrefix(v, chunkMarker))
+		if !strings.HasPrefix(v, chunkMarker) || err != nil || n <= 0 || n > 1<<20 {
+			continue
+		}
+		var b strings.Builder
+		complete := true
+		for i := 0; i < n; i++ {
+			p, ok := attrs[k+chunkSep+strconv.Itoa(i)]
+			if !ok {
+				complete = false
+				break
+			}
+			b.WriteString(p)
+		}
+		if complete {
+			attrs[k] = b.String()
+		}
+	}
+	for k := range attrs {
+		if strings.Contains(k, chunkSep) {
+			delete(attrs, k)
+		}
+	}
+	return attrs
+}
+
+// SetStudyUserAttr stores a study attribute of any length.
+func (s *Storage) SetStudyUserAttr(studyID int, key, value string) error {
+	for _, a := range split(key, value) {
+		if err := s.Storage.SetStudyUserAttr(studyID, a[0], a[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetTrialUserAttr stores a trial attribute of any length.
+func (s *Storage) SetTrialUserAttr(trialID int, key, value string) error {
+	for _, a := range split(key, value) {
+		if err := s.Storage.SetTrialUserAttr(trialID, a[0], a[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetStudyUserAttrs returns a study's attributes, long ones joined.
+func (s *Storage) GetStudyUserAttrs(studyID int) (map[string]string, error) {
+	a, err := s.Storage.GetStudyUserAttrs(studyID)
+	return join(a), err
+}
+
+// GetTrialUserAttrs returns a trial's attributes, long ones joined.
+func (s *Storage) GetTrialUserAttrs(trialID int) (map[string]string, error) {
+	a, err := s.Storage.GetTrialUserAttrs(trialID)
+	return join(a), err
+}
+
+// GetTrial returns a trial, its long attributes joined.
+func (s *Storage) GetTrial(trialID int) (goptuna.FrozenTrial, error) {
+	t, err := s.Storage.GetTrial(trialID)
+	t.UserAttrs = join(t.UserAttrs)
+	return t, err
+}
+
+// GetAllTrials returns a study's trials, their long attributes joined.
+func (s *Storage) GetAllTrials(studyID int) ([]goptuna.FrozenTrial, error) {
+	ts, err := s.Storage.GetAllTrials(studyID)
+	for i := range ts {
+		ts[i].UserAttrs = join(ts[i].UserAttrs)
+	}
+	return ts, err
+}
+
+// GetBestTrial returns the best trial, its long attributes joined.
+func (s *Storage) GetBestTrial(studyID int) (goptuna.FrozenTrial, error) {
+	t, err := s.Storage.GetBestTrial(studyID)
+	t.UserAttrs = join(t.UserAttrs)
+	return t, err
 }
