@@ -390,6 +390,10 @@ func writePlan(path, criterion string, trial int, p prune.Plan) error {
 		tmp.Close()
 		return fmt.Errorf("plan file %s: %w", path, err)
 	}
+	if err := tmp.Chmod(0o644); err != nil { // like the model files, not CreateTemp's 0600
+		tmp.Close()
+		return fmt.Errorf("plan file %s: %w", path, err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("plan file %s: %w", path, err)
 	}

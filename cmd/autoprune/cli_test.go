@@ -49,6 +49,8 @@ func TestCommandLine(t *testing.T) {
 		{"prune bad plan", []string{"prune", "zoo:lenet5", "--plan", p("bad-plan.toml"), "--out", p("x.safetensors")}, exitUsage, "unknown key(s) colour, extra"},
 		{"prune unknown group", []string{"prune", "zoo:lenet5", "--plan", p("unknown-group.toml"), "--out", p("x.safetensors")}, exitUsage, `unknown group "conv9"`},
 		{"prune ratio", []string{"prune", "zoo:lenet5", "--uniform", "1.5", "--out", p("x.safetensors")}, exitUsage, "want a ratio in [0, 1)"},
+		{"prune negative ratio", []string{"prune", "zoo:lenet5", "--uniform=-0.2", "--out", p("x.safetensors")}, exitUsage, "--uniform -0.2: want a ratio in [0, 1)"},
+		{"prune NaN ratio", []string{"prune", "zoo:lenet5", "--uniform", "NaN", "--out", p("x.safetensors")}, exitUsage, "--uniform NaN: want a ratio in [0, 1)"},
 		{"prune two modes", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--sparsity", "0.5", "--out", p("x.safetensors")}, exitUsage, "exactly one of"},
 		{"prune taylor", []string{"prune", "zoo:vgg-small", "--uniform", "0.5", "--criterion", "taylor", "--out", p("taylor.safetensors")}, exitOK, "saved"},
 		{"prune criterion", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--criterion", "magic", "--out", p("x.safetensors")}, exitUsage, `unknown criterion "magic"`},

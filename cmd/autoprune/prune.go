@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -72,8 +73,16 @@ Examples:
 		}
 		return tw.Flush()
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["uniform"] && !(*uniform >= 0 && *uniform < 1) {
+		return usagef("prune: --uniform %v: want a ratio in [0, 1)", *uniform)
+	}
+	if given["sparsity"] && !(*sparsity >= 0 && *sparsity < 1) {
+		return usagef("prune: --sparsity %v: want a fraction in [0, 1)", *sparsity)
+	}
 	modes := 0
-	for _, set := range []bool{*planFile != "", *uniform >= 0, *sparsity >= 0} {
+	for _, set := range []bool{*planFile != "", given["uniform"], given["sparsity"]} {
 		if set {
 			modes++
 		}
@@ -85,7 +94,7 @@ Examples:
 		return usagef("prune: --out is required")
 	}
 	var p *nn.Model
-	if *sparsity >= 0 {
+	if given["sparsity"] {
 		if p, err = prune.Magnitude(m, *sparsity, prune.Scope(*scope)); err != nil {
 			return asUsage(fmt.Errorf("prune: %w", err))
 		}
@@ -107,9 +116,6 @@ Examples:
 				name = pf.Criterion
 			}
 		} else {
-			if *uniform >= 1 {
-				return usagef("prune: --uniform %v: want a ratio in [0, 1)", *uniform)
-			}
 			plan = prune.Uniform(gs, *uniform)
 		}
 		c, err := newCriterion(name, *seed, m, *dataset, *dataDir)
