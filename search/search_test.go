@@ -292,8 +292,10 @@ func TestSearchEndToEnd(t *testing.T) {
 	if b, err := os.ReadFile(res.PlanPath); err != nil || !strings.Contains(string(b), "[ratios]") {
 		t.Errorf("saved plan: %v %q", err, b)
 	}
-	if fi, err := os.Stat(res.PlanPath); err != nil || fi.Mode().Perm() != 0o644 {
-		t.Errorf("plan file mode %v (%v), want 0644 like the model", fi.Mode().Perm(), err)
+	if fi, err := os.Stat(res.PlanPath); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o644 {
+		t.Errorf("plan file mode %v, want 0644 like the model", fi.Mode().Perm())
 	}
 	front := 0
 	for _, tr := range summaryOf(t, s2).Trials {
