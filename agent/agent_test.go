@@ -436,6 +436,7 @@ func TestAgentRejectsBadPairRequests(t *testing.T) {
 	valid := `{"ref":` + lenet + `,"cand":` + lenet + `,"runs":5,"warmup":1,"budget_ms":1000}`
 	// About 10.3e9 multiply-adds each: one is within the default limit of 20e9, two are not.
 	big := `{"name":"big","input":{"c":1024,"h":33,"w":33},"layers":[{"name":"c","kind":"conv2d","inputs":["input"],"in":1024,"out":1024,"kernel":3,"pad":1}]}`
+	pool := `{"name":"p","input":{"c":1,"h":575,"w":575},"layers":[{"name":"m","kind":"maxpool","inputs":["input"],"kernel":64,"stride":1}]}`
 	many := `{"name":"deep","input":{"c":1,"h":28,"w":28},"layers":[{"name":"r0","kind":"relu","inputs":["input"]}`
 	for i := 1; i < 1500; i++ {
 		many += fmt.Sprintf(`,{"name":"r%d","kind":"relu","inputs":["r%d"]}`, i, i-1)
@@ -459,6 +460,9 @@ func TestAgentRejectsBadPairRequests(t *testing.T) {
 		{"absurd runs", "POST", token, `{"ref":` + lenet + `,"cand":` + lenet + `,"runs":1000000}`, 422, "runs 1000000 exceeds"},
 		{"MACs together", "POST", token, pair(big, big), 422, "of the 2 models together"},
 		{"layers together", "POST", token, pair(many, many), 422, "the 2 models have 3000 layers, limit 2000"},
+		// A tiny pooling model: no multiply-add, but a 64x64 window for each of 512x512
+		// outputs, 32 samples: 6.9e10 operations for the pair, counted like a convolution's.
+		{"pooling work", "POST", token, `{"ref":` + pool + `,"cand":` + pool + `,"batch":32}`, 422, "of the 2 models together"},
 		{"oversize body", "POST", token, valid + strings.Repeat(" ", 1<<20), 413, "over 1048576 bytes"},
 		{"wrong method", "GET", token, ``, 405, "method GET not allowed"},
 		{"missing token", "POST", "", valid, 401, "missing or wrong token"},

@@ -145,6 +145,9 @@ func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i := 0; i < warmup; i++ {
+		if err := ctx.Err(); err != nil { // a deadline stops the warm-up too
+			return Latency{}, fmt.Errorf("latency: %w", err)
+		}
 		if _, err := ex.Forward(x); err != nil {
 			return Latency{}, fmt.Errorf("latency: %w", err)
 		}
@@ -239,6 +242,9 @@ func InterleavedPairs(ctx context.Context, ref, cand *nn.Model, batch, threads, 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for i := 0; i < warmup; i++ {
+		if err := ctx.Err(); err != nil { // a deadline stops the warm-up too
+			return Pairs{}, fmt.Errorf("latency: %w", err)
+		}
 		if _, err := exA.Forward(x); err != nil {
 			return Pairs{}, err
 		}

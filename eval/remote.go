@@ -247,8 +247,11 @@ type Cost struct {
 }
 
 // Estimate computes the cost of one forward pass of m, whose per-layer output shapes are
-// shapes (from m.Shapes), for batch samples and threads workers. It uses floating point so
-// that absurd sizes cannot overflow.
+// shapes (from m.Shapes), for batch samples and threads workers: the multiply-adds of
+// convolutions and linear layers, and as many operations for every other layer as it does
+// (a pooling window per output, one per element for additions and activations), so that
+// no layer kind escapes a work limit. It uses floating point so that absurd sizes cannot
+// overflow.
 func Estimate(m *nn.Model, shapes []nn.Shape, batch, threads int) Cost {
 	size := func(s nn.Shape) float64 { return float64(s.C) * float64(s.H) * float64(s.W) }
 	b := float64(max(batch, 1))
@@ -268,12 +271,32 @@ func Estimate(m *nn.Model, shapes []nn.Shape, batch, threads int) Cost {
 			params += float64(l.In)*float64(l.Out) + float64(l.Out)
 		case nn.BatchNorm:
 			params += 4 * float64(out.C)
+			macs += 2 * size(out)
+		case nn.MaxPool, nn.AvgPool:
+			// Every output reads a whole window: a large kernel on a large map is as much
+			// work as a convolution.
+			macs += size(out) * float64(l.Kernel) * float64(l.Kernel)
+		case nn.Add:
+			macs += size(out) * float64(len(l.Inputs)-1)
+		case nn.GlobalAvgPool:
+			macs += inSize(m, shapes, l)
+		default: // activations, flatten: one pass over the output
+			macs += size(out)
 		}
 	}
 	return Cost{
 		MACs:   b * macs,
 		Memory: 4 * (b*acts + float64(max(threads, 1))*col + 2*params),
 	}
+}
+
+// inSize is the size of a layer's first input.
+func inSize(m *nn.Model, shapes []nn.Shape, l *nn.Layer) float64 {
+	s := m.Input
+	if i := m.Index(l.Inputs[0]); i >= 0 {
+		s = shapes[i]
+	}
+	return float64(s.C) * float64(s.H) * float64(s.W)
 }
 
 // RemoteMeter measures latency on another device through its latency agent ("autoprune
