@@ -63,7 +63,7 @@ type Study struct {
 	Trials    int       `toml:"trials"`     // completed trials wanted in total (default 30)
 	TimeLimit Duration  `toml:"time_limit"` // stop starting new trials after this long (0: none)
 	Seed      int64     `toml:"seed"`       // sampler and fine-tuning seed (default 1)
-	Warmstart []float64 `toml:"warmstart"`  // uniform ratios enqueued first (default [0.25, 0.5])
+	Warmstart []float64 `toml:"warmstart"`  // uniform ratios enqueued first (default [0.25, 0.5]; not with plans fitted to a target, which would all be the same)
 }
 
 // Model is the base (dense) model.

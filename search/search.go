@@ -612,7 +612,13 @@ func (s *Search) initStudy(ctx context.Context) error {
 		}
 		return nil
 	}
+	// Plans fitted to the target make every uniform plan the same one, the least pruned
+	// that meets it (enqueued below): the warm-start ratios would only repeat it.
+	fitted := *s.cfg.Prune.FitTarget && s.constraint().Target != ""
 	for _, r := range s.cfg.Study.Warmstart {
+		if fitted {
+			break
+		}
 		params := map[string]float64{}
 		for name, d := range s.space {
 			params[name] = clampToSpace(d, r)
