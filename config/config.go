@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/autoprune/autoprune/objectives"
 )
 
 // ErrConfig is wrapped by every error about a config file's content.
@@ -686,7 +688,7 @@ func (c *Config) validate() error {
 	}
 	o := c.Objective
 	if o.Target != "" {
-		if _, err := parseTarget(o.Target); err != nil {
+		if _, err := objectives.ParseTarget(o.Target); err != nil {
 			return bad("objective.target", "%v", err)
 		}
 	}
@@ -716,22 +718,6 @@ func (c *Config) validate() error {
 		return bad("final.rerank_steps", "%d must not be negative", *c.Final.RerankSteps)
 	}
 	return nil
-}
-
-// parseTarget checks a latency target: "0.5x" or a duration.
-func parseTarget(s string) (float64, error) {
-	if r, ok := strings.CutSuffix(s, "x"); ok {
-		var v float64
-		if _, err := fmt.Sscanf(r, "%g", &v); err != nil || !(v > 0) || math.IsInf(v, 0) {
-			return 0, fmt.Errorf("%q: want a positive ratio to the dense model (0.5x) or a duration (2ms)", s)
-		}
-		return v, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%q: want a ratio to the dense model (0.5x) or a duration (2ms)", s)
-	}
-	return 0, nil
 }
 
 // tomlKeys lists the TOML keys of a section struct.

@@ -78,6 +78,7 @@ func TestBadConfigs(t *testing.T) {
 		{"cpu threads", "[latency]\nthreads = 2\ncpu = 1\n", "latency.cpu: pins one thread"},
 		{"cpu agent", "[latency]\nmeter = \"agent\"\nagent = \"http://h:7070\"\ncpu = 1\n", "start the agent with --cpu"},
 		{"target", "[objective]\ntarget = \"fast\"\n", "objective.target"},
+		{"target junk", "[objective]\ntarget = \"0.5abcx\"\n", `s.toml:2: invalid config: objective.target: latency target "0.5abcx": want a positive ratio`},
 		{"duration", "[study]\ntime_limit = \"ten minutes\"\n", "want a duration"},
 		{"distill", "[finetune]\ndistill_weight = 2.0\n", "finetune.distill_weight"},
 		{"budget", "[objective]\nkind = \"budget\"\n", "objective.kind"},
