@@ -74,18 +74,19 @@ type Search struct {
 	store *Storage
 	study *goptuna.Study
 
-	base     *nn.Model
-	groups   []prune.Group
-	space    map[string]interface{}
-	crit     prune.Criterion
-	trainSet *data.Dataset // fine-tuning samples (held out from validation)
-	valSet   *data.Dataset
-	testSet  *data.Dataset
-	teacher  []float32 // base-model logits for trainSet, computed once
-	obj      objectives.Objective
-	meter    eval.Meter // nil: local interleaved measurement
-	dense    eval.Metrics
-	seed     int64
+	base      *nn.Model
+	groups    []prune.Group
+	space     map[string]interface{}
+	crit      prune.Criterion
+	trainSet  *data.Dataset // fine-tuning samples (held out from validation)
+	baseTrain *data.Dataset // the whole training part, for the base model
+	valSet    *data.Dataset
+	testSet   *data.Dataset
+	teacher   []float32 // base-model logits for trainSet, computed once
+	obj       objectives.Objective
+	meter     eval.Meter // nil: local interleaved measurement
+	dense     eval.Metrics
+	seed      int64
 
 	latMu    sync.Mutex
 	latCache map[string]latEntry
@@ -190,6 +191,9 @@ func (s *Search) loadData() error {
 	if err != nil {
 		return fmt.Errorf("config %s: data.val_samples: %w", s.cfg.Path, err)
 	}
+	// The base model trains on the whole training part, whatever data.train_samples says:
+	// it is cached, and a later config with another value must not reuse a weaker model.
+	s.baseTrain = tr
 	if d.TrainSamples > 0 {
 		tr = tr.Head(d.TrainSamples)
 	}
@@ -243,9 +247,9 @@ func (s *Search) loadBase(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config %s: %w: model.zoo: %w", s.cfg.Path, config.ErrConfig, err)
 	}
-	s.logf("training base model %s on %d samples for %d epoch(s) (cached in %s)", m.Name, s.trainSet.N, s.cfg.Model.TrainEpochs, path)
+	s.logf("training base model %s on %d samples for %d epoch(s) (cached in %s)", m.Name, s.baseTrain.N, s.cfg.Model.TrainEpochs, path)
 	start := time.Now()
-	m, _, err = train.Train(ctx, m, s.trainSet, train.Config{
+	m, _, err = train.Train(ctx, m, s.baseTrain, train.Config{
 		Epochs: s.cfg.Model.TrainEpochs, BatchSize: 64, Schedule: "cosine", Seed: s.cfg.Data.SplitSeed, LogEvery: 200,
 		Progress: func(p train.Progress) {
 			s.logf("  epoch %d/%d step %d/%d loss %.4f (%.0f img/s)", p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec)
