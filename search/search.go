@@ -12,10 +12,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,6 +114,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 		host, _ := os.Hostname()
 		s.opts.Worker = fmt.Sprintf("%s:%d", host, os.Getpid())
 	}
+	if err := s.checkOutputs(); err != nil {
+		return nil, err
+	}
 	if err := s.loadData(); err != nil {
 		return nil, err
 	}
@@ -202,6 +208,42 @@ func (s *Search) loadData() error {
 	}
 	s.trainSet, s.valSet, s.testSet = tr, val, test
 	return nil
+}
+
+// checkOutputs makes sure, before any work, that the files a search will write can be
+// written: the winner, its plan, the base model when it is to be trained, a new SQLite
+// study. A typo in a folder name must not cost an hour of search.
+func (s *Search) checkOutputs() error {
+	outs := [][2]string{{"final.out", s.cfg.Final.Out}, {"final.plan_out", s.cfg.Final.PlanOut}}
+	if path := s.cfg.Resolve(s.cfg.Model.File); s.cfg.Model.File != "" {
+		if _, err := os.Stat(path); err != nil {
+			outs = append(outs, [2]string{"model.file", s.cfg.Model.File})
+		}
+	}
+	if st := s.cfg.Study.Storage; st != "" && !strings.Contains(st, "://") {
+		if _, err := os.Stat(s.cfg.Resolve(st)); err != nil {
+			outs = append(outs, [2]string{"study.storage", st})
+		}
+	}
+	for _, o := range outs {
+		dir := filepath.Dir(s.cfg.Resolve(o[1]))
+		f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
+		if err != nil {
+			return fmt.Errorf("config %s: %w: %s: cannot write in folder %s: %v", s.cfg.Path, config.ErrConfig, o[0], dir, unwrapPath(err))
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+	return nil
+}
+
+// unwrapPath drops the path from an fs.PathError, since the caller names it already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // checkShapes refuses, before any work, a base model whose input or output does not fit

@@ -970,3 +970,33 @@ func TestLongAttributes(t *testing.T) {
 		})
 	}
 }
+
+// Outputs that cannot be written are refused before any work, naming the key.
+func TestOutputsCheckedFirst(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "afile")
+	if err := os.WriteFile(blocker, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for key, line := range map[string]string{
+		"final.out":     "[final]\nout = \"afile/sub/best.safetensors\"\n",
+		"study.storage": "", // set below
+	} {
+		path := writeConfig(t, dir, "out", "out.db", 2, line)
+		if key == "study.storage" {
+			editConfig(t, path, `storage = "out.db"`, `storage = "afile/sub/s.db"`)
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = Open(context.Background(), cfg, Options{Log: testWriter{t}})
+		if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), key+": cannot write in folder") {
+			t.Errorf("%s: %v", key, err)
+		}
+		if time.Since(start) > 2*time.Second {
+			t.Errorf("%s: refused only after %s", key, time.Since(start))
+		}
+	}
+}
