@@ -117,6 +117,12 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 			return asUsage(err)
 		}
 	}
+	if in := m.Input; in.C != trainSet.C || in.H != trainSet.H || in.W != trainSet.W {
+		return usagef("train: model %s expects %v inputs, the data (%s) has %dx%dx%d images", m.Name, in, trainSet.Name, trainSet.C, trainSet.H, trainSet.W)
+	}
+	if trainSet.N < *batch {
+		return usagef("train: the data (%s) has %d samples, fewer than one batch of %d (lower --batch)", trainSet.Name, trainSet.N, *batch)
+	}
 	if *out == "" {
 		*out = fmt.Sprintf("%s-%s.safetensors", m.Name, *dataset)
 	}
