@@ -40,19 +40,8 @@ type CommandMeter struct {
 }
 
 func (c *CommandMeter) defaults() (batch, threads, warmup, runs int, timeout time.Duration) {
-	batch, threads, warmup, runs, timeout = c.Batch, c.Threads, c.Warmup, c.Runs, c.Timeout
-	if batch <= 0 {
-		batch = 1
-	}
-	if threads <= 0 {
-		threads = 1
-	}
-	if warmup <= 0 {
-		warmup = 5
-	}
-	if runs <= 0 {
-		runs = 50
-	}
+	batch, threads, warmup, runs, _ = timingDefaults(c.Batch, c.Threads, c.Warmup, c.Runs, 0)
+	timeout = c.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}

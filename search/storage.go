@@ -44,27 +44,7 @@ func (s *Storage) Close() error {
 // SQLite files are opened in WAL mode with immediate transactions and a busy timeout, so
 // several processes on one machine can share a file.
 func OpenStorage(url string) (*Storage, error) {
-	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
-	var (
-		db   *gorm.DB
-		err  error
-		kind string
-	)
-	switch {
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		kind = "postgres"
-		db, err = gorm.Open(postgres.Open(url), cfg)
-	case strings.HasPrefix(url, "mysql://"):
-		kind = "mysql"
-		dsn, derr := mysqlDSN(url)
-		if derr != nil {
-			return nil, fmt.Errorf("storage %s: %w", redact(url), derr)
-		}
-		db, err = gorm.Open(mysql.Open(dsn), cfg)
-	case strings.Contains(url, "://"):
-		return nil, fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
-	default:
-		kind = "sqlite"
+	if !strings.Contains(url, "://") {
 		if dir := filepath.Dir(url); dir != "" {
 			if _, serr := os.Stat(dir); serr != nil {
 				return nil, fmt.Errorf("storage %s: folder %s does not exist", url, dir)
@@ -73,11 +53,13 @@ func OpenStorage(url string) (*Storage, error) {
 		if err := checkSQLiteFile(url); err != nil {
 			return nil, err
 		}
-		dsn := url + "?_txlock=immediate&_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
-		db, err = gorm.Open(sqlite.Open(dsn), cfg)
 	}
+	db, kind, err := dial(url, func(path string) (*gorm.DB, error) {
+		dsn := path + "?_txlock=immediate&_pragma=busy_timeout(20000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+		return gorm.Open(sqlite.Open(dsn), gormConfig())
+	})
 	if err != nil {
-		return nil, fmt.Errorf("storage %s: %w", redact(url), err)
+		return nil, err
 	}
 	if kind == "sqlite" {
 		if sqlDB, err := db.DB(); err == nil {
@@ -85,12 +67,49 @@ func OpenStorage(url string) (*Storage, error) {
 		}
 	}
 	if err := migrate(db); err != nil {
-		if sqlDB, e := db.DB(); e == nil {
-			sqlDB.Close()
-		}
+		closeDB(db)
 		return nil, fmt.Errorf("storage %s: creating tables: %w", redact(url), err)
 	}
 	return &Storage{Storage: rdb.NewStorage(db), db: db, URL: url, Kind: kind}, nil
+}
+
+func gormConfig() *gorm.Config { return &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)} }
+
+func closeDB(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.Close()
+	}
+}
+
+// dial connects to the database at url: PostgreSQL or MySQL by scheme, otherwise the
+// SQLite file that openSQLite opens.
+func dial(url string, openSQLite func(path string) (*gorm.DB, error)) (*gorm.DB, string, error) {
+	var (
+		db   *gorm.DB
+		err  error
+		kind string
+	)
+	switch {
+	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
+		kind = "postgres"
+		db, err = gorm.Open(postgres.Open(url), gormConfig())
+	case strings.HasPrefix(url, "mysql://"):
+		kind = "mysql"
+		dsn, derr := mysqlDSN(url)
+		if derr != nil {
+			return nil, "", fmt.Errorf("storage %s: %w", redact(url), derr)
+		}
+		db, err = gorm.Open(mysql.Open(dsn), gormConfig())
+	case strings.Contains(url, "://"):
+		return nil, "", fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
+	default:
+		kind = "sqlite"
+		db, err = openSQLite(url)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("storage %s: %w", redact(url), err)
+	}
+	return db, kind, nil
 }
 
 // migrate creates the tables, retrying while another worker does the same.
@@ -179,60 +198,37 @@ var _ goptuna.Storage = (*Storage)(nil)
 // migrated, and a SQLite file is opened read-only, so reading a study never changes it, even
 // in a read-only folder.
 func OpenExisting(url string) (*Storage, error) {
-	cfg := &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)}
-	var (
-		db   *gorm.DB
-		err  error
-		kind string
-	)
-	switch {
-	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		kind = "postgres"
-		db, err = gorm.Open(postgres.Open(url), cfg)
-	case strings.HasPrefix(url, "mysql://"):
-		kind = "mysql"
-		dsn, derr := mysqlDSN(url)
-		if derr != nil {
-			return nil, fmt.Errorf("storage %s: %w", redact(url), derr)
-		}
-		db, err = gorm.Open(mysql.Open(dsn), cfg)
-	case strings.Contains(url, "://"):
-		return nil, fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
-	default:
-		kind = "sqlite"
-		if _, serr := os.Stat(url); serr != nil {
+	if !strings.Contains(url, "://") {
+		fi, err := os.Stat(url)
+		if err != nil {
 			return nil, fmt.Errorf("study database %s: no such file", url)
 		}
 		if err := checkSQLiteFile(url); err != nil {
 			return nil, err
 		}
-		if fi, _ := os.Stat(url); fi != nil && fi.Size() == 0 {
+		if fi.Size() == 0 {
 			return nil, fmt.Errorf("study database %s: the file is empty, it holds no study", url)
 		}
-		abs, aerr := filepath.Abs(url)
-		if aerr != nil {
-			return nil, fmt.Errorf("study database %s: %w", url, aerr)
+	}
+	db, kind, err := dial(url, func(path string) (*gorm.DB, error) {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, err
 		}
-		db, err = gorm.Open(sqlite.Open("file:"+abs+"?mode=ro&_pragma=busy_timeout(20000)&_pragma=query_only(1)"), cfg)
+		db, err := gorm.Open(sqlite.Open("file:"+abs+"?mode=ro&_pragma=busy_timeout(20000)&_pragma=query_only(1)"), gormConfig())
 		if err == nil && db.Exec("SELECT 1 FROM sqlite_master LIMIT 1").Error != nil {
 			// A study in WAL mode in a read-only folder: the reader cannot create the
 			// shared-memory file, and nobody can be writing there, so read it as immutable.
-			if sqlDB, e := db.DB(); e == nil {
-				sqlDB.Close()
-			}
-			db, err = gorm.Open(sqlite.Open("file:"+abs+"?mode=ro&immutable=1&_pragma=query_only(1)"), cfg)
+			closeDB(db)
+			db, err = gorm.Open(sqlite.Open("file:"+abs+"?mode=ro&immutable=1&_pragma=query_only(1)"), gormConfig())
 		}
-	}
+		return db, err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("storage %s: %w", redact(url), err)
-	}
-	closeDB := func() {
-		if sqlDB, e := db.DB(); e == nil {
-			sqlDB.Close()
-		}
+		return nil, err
 	}
 	if !db.Migrator().HasTable("studies") {
-		closeDB()
+		closeDB(db)
 		return nil, fmt.Errorf("study database %s: it holds no study (no goptuna tables)", redact(url))
 	}
 	return &Storage{Storage: rdb.NewStorage(db), db: db, URL: url, Kind: kind}, nil
