@@ -48,7 +48,9 @@ func (c *CommandMeter) defaults() (batch, threads, warmup, runs int, timeout tim
 	return
 }
 
-func (c *CommandMeter) device() Device {
+// Describe returns the device its measurements report: Device, or this machine with the
+// runner's name.
+func (c *CommandMeter) Describe() Device {
 	if c.Device != (Device{}) {
 		return c.Device
 	}
@@ -67,7 +69,7 @@ func (c *CommandMeter) Measure(ctx context.Context, m *nn.Model) (Latency, error
 	}
 	batch, threads, _, _, _ := c.defaults()
 	l := Summarize(times[0])
-	l.Batch, l.Threads, l.Device = batch, threads, c.device()
+	l.Batch, l.Threads, l.Device = batch, threads, c.Describe()
 	return l, nil
 }
 
@@ -79,7 +81,7 @@ func (c *CommandMeter) MeasurePair(ctx context.Context, ref, cand *nn.Model) (Pa
 	}
 	n := min(len(times[0]), len(times[1]))
 	batch, threads, _, _, _ := c.defaults()
-	p := Pairs{RefTimes: times[0][:n], CandTimes: times[1][:n], Batch: batch, Threads: threads, Device: c.device()}
+	p := Pairs{RefTimes: times[0][:n], CandTimes: times[1][:n], Batch: batch, Threads: threads, Device: c.Describe()}
 	if err := p.Check(); err != nil {
 		return Pairs{}, fmt.Errorf("latency command %s: %w", c.Argv[0], err)
 	}

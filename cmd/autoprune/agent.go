@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"strings"
 	"net/url"
 	"os"
 
@@ -43,14 +44,20 @@ On a phone with big and little cores, --cpu pins every measurement to one core (
 from 0, as in /proc/cpuinfo), so the search sees the core the app will run on; a request
 must then ask for one thread.
 
+With --command the device times the models in the runtime the app uses: each model is
+exported to ONNX and timed by that command, in the protocol of "[latency] meter = command"
+(runners/onnxruntime.js is one).
+
 Examples:
   autoprune agent                                   # 127.0.0.1:7070, no token
   autoprune agent --cpu 7                           # measure on CPU 7 only (a big core)
+  autoprune agent --command "node runners/onnxruntime.js"   # time in ONNX Runtime
   autoprune agent --listen 0.0.0.0:7070 --token "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"`, stderr)
 	listen := fs.String("listen", agent.DefaultAddr, "address to listen on (HOST:PORT; port 0 picks a free one)")
 	token := fs.String("token", "", "secret that every request must carry (required off loopback; default $"+tokenEnv+")")
 	quiet := fs.Bool("quiet", false, "do not log each request on stderr")
 	cpu := fs.Int("cpu", -1, "pin measurements to this CPU, numbered from 0 (Linux and Android); -1: no pinning")
+	command := fs.String("command", "", "time ONNX exports with this latency runner (split at spaces) instead of the Go engine")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -67,6 +74,22 @@ Examples:
 		logger = log.New(io.Discard, "", 0)
 	}
 	cfg := agent.Config{Token: tok, Log: logger}
+	if *command != "" {
+		if *cpu != -1 {
+			return usagef("agent: --cpu pins the Go engine; with --command, pin the runtime itself")
+		}
+		argv := strings.Fields(*command)
+		meter := func(batch, threads, warmup, runs int) *eval.CommandMeter {
+			return &eval.CommandMeter{Argv: argv, Batch: batch, Threads: threads, Warmup: warmup, Runs: runs}
+		}
+		cfg.Device = meter(1, 1, 1, 1).Describe()
+		cfg.Measure = func(ctx context.Context, m *nn.Model, r eval.MeasureRequest) (eval.Latency, error) {
+			return meter(r.Batch, r.Threads, r.Warmup, r.Runs).Measure(ctx, m)
+		}
+		cfg.MeasurePair = func(ctx context.Context, ref, cand *nn.Model, r eval.PairRequest) (eval.Pairs, error) {
+			return meter(r.Batch, r.Threads, r.Warmup, r.Runs).MeasurePair(ctx, ref, cand)
+		}
+	}
 	if *cpu >= 0 {
 		release, err := eval.PinToCPU(*cpu)
 		if err != nil {

@@ -338,3 +338,22 @@ func TestBenchVersusAgent(t *testing.T) {
 		}
 	}
 }
+
+// agent --command: the device times ONNX exports with the runner given, here a script
+// that reports the reference twice as slow as the candidate.
+func TestAgentWithCommand(t *testing.T) {
+	t.Setenv(tokenEnv, "")
+	script := filepath.Join(t.TempDir(), "runner.sh")
+	src := "#!/bin/sh\nfor i in 1 2 3 4 5; do echo \"0 0.002\"; echo \"1 0.001\"; done\n"
+	if err := os.WriteFile(script, []byte(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	url := startAgentCmd(t, "--command", "sh "+script)
+	code, out, stderr := runLatencyCmd(t, "bench", "zoo:lenet5", "--versus", "zoo:vgg-small", "--agent", url, "--runs", "5")
+	if m := ratioRE.FindStringSubmatch(out); code != exitOK || m == nil || m[1] != "0.500" || !strings.Contains(out, "via runner.sh") {
+		t.Errorf("bench through an agent with a command: exit %d\n%s%s", code, out, stderr)
+	}
+	if code, _, stderr := runLatencyCmd(t, "agent", "--command", "sh x", "--cpu", "0"); code != exitUsage {
+		t.Errorf("--command with --cpu: exit %d (%s)", code, stderr)
+	}
+}
