@@ -6,9 +6,9 @@ import (
 	"io"
 	"log"
 	"net"
-	"strings"
 	"net/url"
 	"os"
+	"strings"
 
 	"github.com/autoprune/autoprune/agent"
 	"github.com/autoprune/autoprune/eval"
