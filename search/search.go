@@ -117,6 +117,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 	if err := s.checkOutputs(); err != nil {
 		return nil, err
 	}
+	if err := s.checkInputs(); err != nil {
+		return nil, err
+	}
 	if err := s.loadData(); err != nil {
 		return nil, err
 	}
@@ -127,9 +130,6 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 		return nil, err
 	}
 	if err := s.buildSpace(); err != nil {
-		return nil, err
-	}
-	if err := s.buildObjective(); err != nil {
 		return nil, err
 	}
 	if err := s.measureDense(ctx); err != nil {
@@ -207,6 +207,30 @@ func (s *Search) loadData() error {
 		val = val.Head(s.cfg.Finetune.ValSamples)
 	}
 	s.trainSet, s.valSet, s.testSet = tr, val, test
+	return nil
+}
+
+// checkInputs reads, before any work, what the config names besides the data and the
+// model: the objective, the latency table, the sensitivity report, the storage's kind.
+func (s *Search) checkInputs() error {
+	if err := s.buildObjective(); err != nil {
+		return err
+	}
+	if st := s.cfg.Study.Storage; strings.Contains(st, "://") && !strings.HasPrefix(st, "postgres://") &&
+		!strings.HasPrefix(st, "postgresql://") && !strings.HasPrefix(st, "mysql://") {
+		return fmt.Errorf("config %s: %w: study.storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)",
+			s.cfg.Path, config.ErrConfig, redact(st))
+	}
+	if l := s.cfg.Latency; l.Meter == "lut" && s.opts.Meter == nil {
+		if _, err := eval.LoadLUT(s.cfg.Resolve(l.LUT)); err != nil {
+			return fmt.Errorf("config %s: %w: latency.lut: %w", s.cfg.Path, config.ErrConfig, err)
+		}
+	}
+	if p := s.cfg.Prune.Sensitivity; p != "" {
+		if _, err := loadSensitivity(s.cfg.Resolve(p)); err != nil {
+			return fmt.Errorf("config %s: %w: prune.sensitivity: %w", s.cfg.Path, config.ErrConfig, err)
+		}
+	}
 	return nil
 }
 
@@ -328,14 +352,14 @@ func (s *Search) buildSpace() error {
 	}
 	for _, n := range append(append([]string(nil), p.Include...), p.Exclude...) {
 		if !known[n] {
-			return fmt.Errorf("config %s: prune.include/exclude: unknown group %q (groups: %s)", s.cfg.Path, n, groupNames(gs))
+			return fmt.Errorf("config %s: %w: prune.include/exclude: unknown group %q (groups: %s)", s.cfg.Path, config.ErrConfig, n, groupNames(gs))
 		}
 	}
 	bounds := map[string]float64{}
 	if p.Sensitivity != "" {
 		rep, err := loadSensitivity(s.cfg.Resolve(p.Sensitivity))
 		if err != nil {
-			return fmt.Errorf("config %s: prune.sensitivity: %w", s.cfg.Path, err)
+			return fmt.Errorf("config %s: %w: prune.sensitivity: %w", s.cfg.Path, config.ErrConfig, err)
 		}
 		bounds = rep.MaxRatios(p.MaxDrop)
 	}
@@ -406,7 +430,7 @@ func (s *Search) buildObjective() error {
 	if o.Target != "" {
 		t, err := objectives.ParseTarget(o.Target)
 		if err != nil {
-			return fmt.Errorf("config %s: objective.target: %w", s.cfg.Path, err)
+			return fmt.Errorf("config %s: %w: objective.target: %w", s.cfg.Path, config.ErrConfig, err)
 		}
 		p.Target = t
 	}
@@ -416,7 +440,7 @@ func (s *Search) buildObjective() error {
 	p.Bytes, p.SizeWeight, p.HasSizeWeight = o.MaxBytes, o.SizeWeight, o.SizeWeight != 0
 	obj, err := objectives.New(o.Kind, p)
 	if err != nil {
-		return fmt.Errorf("config %s: objective: %w", s.cfg.Path, err)
+		return fmt.Errorf("config %s: %w: objective: %w", s.cfg.Path, config.ErrConfig, err)
 	}
 	s.obj = obj
 	return nil
@@ -466,7 +490,7 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 	case "lut":
 		t, err := eval.LoadLUT(s.cfg.Resolve(l.LUT))
 		if err != nil {
-			return nil, fmt.Errorf("config %s: latency.lut: %w", s.cfg.Path, err)
+			return nil, fmt.Errorf("config %s: %w: latency.lut: %w", s.cfg.Path, config.ErrConfig, err)
 		}
 		if t.Batch != l.Batch || t.Threads != l.Threads {
 			return nil, fmt.Errorf("config %s: latency.lut: the table was profiled at batch %d with %d thread(s), [latency] asks for batch %d with %d",

@@ -1000,3 +1000,46 @@ func TestOutputsCheckedFirst(t *testing.T) {
 		}
 	}
 }
+
+// What a config names is read before the data and the model: a mistake there is a config
+// error, found at once.
+func TestConfigMistakesFoundFirst(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, extra, storage, want string }{
+		{"objective kind", "[objective]\nkind = \"fastest\"\n", "", "objective: "},
+		{"storage scheme", "", "foo://x/y", "study.storage foo://x/y: unsupported scheme"},
+		{"lut file", "", "", "latency.lut: "},
+		{"sensitivity file", "", "", "prune.sensitivity: "},
+		{"include group", "", "", `prune.include/exclude: unknown group "conv9"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, dir, "m", "m.db", 2, tc.extra)
+			switch tc.name {
+			case "storage scheme":
+				editConfig(t, path, `storage = "m.db"`, `storage = "foo://x/y"`)
+			case "lut file":
+				editConfig(t, path, "[latency]\n", "[latency]\nmeter = \"lut\"\nlut = \"missing-lut.json\"\n")
+			case "sensitivity file":
+				editConfig(t, path, "[prune]\n", "[prune]\nsensitivity = \"missing.json\"\n")
+			case "include group":
+				editConfig(t, path, "[prune]\n", "[prune]\ninclude = [\"conv9\"]\n")
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				if tc.name == "objective kind" && strings.Contains(err.Error(), "objective.kind") {
+					return // refused when the file is read: earlier still
+				}
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, err = Open(context.Background(), cfg, Options{Log: testWriter{t}})
+			if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want a config error containing %q", err, tc.want)
+			}
+			// The groups need the model (and so the data); everything else is read first.
+			if d := time.Since(start); d > 2*time.Second && tc.name != "include group" {
+				t.Errorf("found after %s", d)
+			}
+		})
+	}
+}
