@@ -806,7 +806,9 @@ func (s *Search) reapStale(ts []goptuna.FrozenTrial) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		_ = s.store.SetTrialUserAttr(t.ID, attrError, fmt.Sprintf("stale: no heartbeat since %s (worker %s vanished)", last.Format(time.RFC3339), t.UserAttrs[attrWorker]))
+		if err := s.store.SetTrialUserAttr(t.ID, attrError, fmt.Sprintf("stale: no heartbeat since %s (worker %s vanished)", last.Format(time.RFC3339), t.UserAttrs[attrWorker])); err != nil {
+			s.logf("warning: stale trial %d failed, but its reason was not stored: %v", t.Number, err)
+		}
 		if len(t.InternalParams) > 0 {
 			if err := s.study.EnqueueTrial(t.InternalParams); err != nil {
 				return n, err
@@ -890,10 +892,14 @@ func (s *Search) runOne(ctx context.Context, p Progress) error {
 
 	if ctx.Err() != nil {
 		// Interrupted: mark failed and enqueue the plan again, so a rerun finishes it.
-		_ = s.store.SetTrialUserAttr(id, attrError, "interrupted")
-		_ = s.store.SetTrialState(id, goptuna.TrialStateFail)
-		if ft, err := s.store.GetTrial(id); err == nil && len(ft.InternalParams) > 0 {
-			_ = s.study.EnqueueTrial(ft.InternalParams)
+		err := errors.Join(s.store.SetTrialUserAttr(id, attrError, "interrupted"), s.store.SetTrialState(id, goptuna.TrialStateFail))
+		ft, gerr := s.store.GetTrial(id)
+		err = errors.Join(err, gerr)
+		if gerr == nil && len(ft.InternalParams) > 0 {
+			err = errors.Join(err, s.study.EnqueueTrial(ft.InternalParams))
+		}
+		if err != nil {
+			s.logf("warning: trial %d was interrupted and could not be put back (%v): the next run retries it once its heartbeat is stale", number, err)
 		}
 		return ctx.Err()
 	}
@@ -997,8 +1003,12 @@ func (s *Search) popWaiting() (int, error) {
 
 // heartbeat refreshes the trial's heartbeat until the returned function is called.
 func (s *Search) heartbeat(id int) func() {
+	warned := false
 	beat := func() {
-		_ = s.store.SetTrialSystemAttr(id, attrHeartbeat, strconv.FormatInt(time.Now().UnixMilli(), 10))
+		if err := s.store.SetTrialSystemAttr(id, attrHeartbeat, strconv.FormatInt(time.Now().UnixMilli(), 10)); err != nil && !warned {
+			warned = true // once per trial: a storage that fails keeps failing
+			s.logf("warning: heartbeat of a running trial not stored (%v): if this lasts, other workers will take the trial for stale", err)
+		}
 	}
 	beat()
 	done := make(chan struct{})
