@@ -58,6 +58,9 @@ const (
 	// studyAttrConstraint is the JSON constraint a winner must meet (latency target, size
 	// budget), so that reports judge trials without the config.
 	studyAttrConstraint = "constraint"
+	// studyAttrObjective describes the config's [objective]: a study resumed with another
+	// objective would rank scores that do not compare.
+	studyAttrObjective = "objective"
 )
 
 // Options customise a search beyond its config; zero values take the config's choices.
@@ -664,6 +667,9 @@ func (s *Search) initStudy(ctx context.Context) error {
 		b, _ := json.Marshal(c)
 		attrs = append(attrs, [2]string{studyAttrConstraint, string(b)})
 	}
+	if key := s.objectiveKey(); key != "" {
+		attrs = append(attrs, [2]string{studyAttrObjective, key})
+	}
 	attrs = append(attrs, [2]string{studyAttrGroups, string(groups)})
 	for _, a := range attrs {
 		if err := s.study.SetUserAttr(a[0], a[1]); err != nil {
@@ -739,7 +745,27 @@ func (s *Search) checkStudy(ctx context.Context) error {
 		return fmt.Errorf("study %s searches groups [%s] but this config gives [%s]: use another study name or storage",
 			s.cfg.Study.Name, groupNames(stored), groupNames(s.groups))
 	}
+	if was, now := attrs[studyAttrObjective], s.objectiveKey(); was != "" && now != "" && was != now {
+		return fmt.Errorf("config %s: %w: [objective]: study %s was scored with %s, this config gives %s: its scores would not compare (use another study name, or the objective it was made with)",
+			s.cfg.Path, config.ErrConfig, s.cfg.Study.Name, was, now)
+	}
 	return nil
+}
+
+// objectiveKey describes the config's objective, "" for one given in Options.
+func (s *Search) objectiveKey() string {
+	if s.opts.Objective != nil {
+		return ""
+	}
+	o := s.cfg.Objective
+	key := fmt.Sprintf("objective %s, target %q", o.Kind, o.Target)
+	if o.Weight != nil {
+		key += fmt.Sprintf(", weight %g", *o.Weight)
+	}
+	if o.MaxBytes != 0 || o.SizeWeight != 0 {
+		key += fmt.Sprintf(", max_bytes %d, size_weight %g", o.MaxBytes, o.SizeWeight)
+	}
+	return key
 }
 
 func clampToSpace(d interface{}, r float64) float64 {

@@ -1043,3 +1043,26 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 		})
 	}
 }
+
+// A study resumed with another objective is refused: its stored scores would not compare.
+func TestResumeWithAnotherObjective(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "obj", "obj.db", 2, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	editConfig(t, path, `target = "0.6x"`, `target = "0.9x"`)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Log: testWriter{t}})
+	if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), `study obj was scored with objective mnas-hard, target "0.6x", this config gives objective mnas-hard, target "0.9x"`) {
+		t.Errorf("resumed with another target: %v", err)
+	}
+}
