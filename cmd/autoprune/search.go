@@ -112,6 +112,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 Reads a study from its database alone (no model, no data needed): counts of trials, the
 dense model, the accuracy-vs-latency Pareto front of complete trials, the best trial's plan
 and the reasons of failed trials. STUDY-DB is the SQLite file or a postgres:// or mysql:// URL.
+It only reads: a SQLite file is opened read-only (also in a read-only folder, or while a
+search writes it), and nothing is created in a file or database that holds no study.
 
 Examples:
   autoprune report configs/mobile.db
