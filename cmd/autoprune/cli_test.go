@@ -25,6 +25,14 @@ func TestCommandLine(t *testing.T) {
 	write("bad-plan.toml", "colour = 1\n[ratios]\nconv1 = 0.5\n[extra]\nx = 1\n")
 	write("unknown-group.toml", "[ratios]\nconv9 = 0.5\n")
 	write("good-plan.toml", "criterion = \"l2\"\n[ratios]\nconv1 = 0.5\nfc1 = 0.25\n")
+	// Tiny NumPy data sets: three 28x28 images (fewer than a batch), and three 14x14 ones.
+	for name, hw := range map[string]int{"tiny28": 28, "tiny14": 14} {
+		os.MkdirAll(p(name), 0o755)
+		for _, split := range []string{"train", "test"} {
+			write(filepath.Join(name, split+"_images.npy"), npy("|u1", fmt.Sprintf("3, %d, %d", hw, hw), make([]byte, 3*hw*hw)))
+			write(filepath.Join(name, split+"_labels.npy"), npy("|u1", "3,", []byte{0, 1, 2}))
+		}
+	}
 	write("bad.toml", "[study]\ntrials = 3\nsamplr = \"tpe\"\n")
 	lenet := p("lenet-half.safetensors")
 	tests := []struct {
@@ -62,6 +70,8 @@ func TestCommandLine(t *testing.T) {
 		{"train steps", []string{"train", "--model", "mlp", "--steps", "20", "--out", p("mlp.safetensors")}, exitOK, "accuracy"},
 		{"train teacher", []string{"train", "--init", p("mlp.safetensors"), "--steps", "10", "--teacher", p("mlp.safetensors"), "--out", p("mlp2.safetensors")}, exitOK, "distilling from"},
 		{"train temperature", []string{"train", "--model", "mlp", "--teacher", p("mlp.safetensors"), "--temperature", "0.5"}, exitUsage, "--temperature 0.5: want 1..100"},
+		{"train fewer samples than a batch", []string{"train", "--model", "mlp", "--dataset", "npy", "--data-dir", p("tiny28")}, exitUsage, "has 3 samples, fewer than one batch of 64"},
+		{"train data shape", []string{"train", "--init", lenet, "--dataset", "npy", "--data-dir", p("tiny14"), "--batch", "2"}, exitUsage, "expects 1x28x28 inputs, the data (npy/train) has 1x14x14 images"},
 		{"train teacher missing", []string{"train", "--model", "mlp", "--steps", "5", "--teacher", p("nope.safetensors")}, exitUsage, "nope.safetensors"},
 		{"eval", []string{"eval", p("mlp.safetensors"), "--runs", "5"}, exitOK, "latency   median"},
 		{"bench versus", []string{"bench", lenet, "--versus", "zoo:lenet5", "--runs", "5"}, exitOK, "ratio"},
@@ -209,4 +219,11 @@ func TestKendallTau(t *testing.T) {
 			t.Errorf("kendallTau(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
 		}
 	}
+}
+
+// npy encodes a version 1.0 NumPy file of the given type and shape ("3, 28, 28").
+func npy(descr, shape string, data []byte) string {
+	h := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shape)
+	h += strings.Repeat(" ", 63-(10+len(h))%64) + "\n"
+	return "\x93NUMPY\x01\x00" + string([]byte{byte(len(h)), byte(len(h) >> 8)}) + h + string(data)
 }
