@@ -1,7 +1,6 @@
 package data
 
 import (
-	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -14,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/autoprune/autoprune/internal/fileio"
 )
 
 // FolderOptions says how LoadFolder turns image files into samples.
@@ -48,7 +49,7 @@ func LoadFolder(dir string, opt FolderOptions) (train, test *Dataset, err error)
 	}
 	info, err := os.Stat(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("data: image folder %s: %w", dir, unwrapPathErr(err))
+		return nil, nil, fmt.Errorf("data: image folder %s: %w", dir, fileio.StripPath(err))
 	}
 	if !info.IsDir() {
 		return nil, nil, fmt.Errorf("data: image folder %s is not a directory", dir)
@@ -141,7 +142,7 @@ type labelled struct {
 func classNames(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("data: image folder %s: %w", dir, unwrapPathErr(err))
+		return nil, fmt.Errorf("data: image folder %s: %w", dir, fileio.StripPath(err))
 	}
 	var names []string
 	for _, e := range entries {
@@ -168,7 +169,7 @@ func listImages(dir string, classes []string, training bool) ([]labelled, error)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("data: image folder %s: %w", dir, unwrapPathErr(err))
+		return nil, fmt.Errorf("data: image folder %s: %w", dir, fileio.StripPath(err))
 	}
 	var out []labelled
 	for _, e := range entries {
@@ -191,7 +192,7 @@ func listImages(dir string, classes []string, training bool) ([]labelled, error)
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("data: image folder %s: %w", dir, unwrapPathErr(err))
+			return nil, fmt.Errorf("data: image folder %s: %w", dir, fileio.StripPath(err))
 		}
 		if n == 0 && training {
 			return nil, fmt.Errorf("data: image folder %s: %w", filepath.Join(dir, e.Name()), formatErrorf("no PNG or JPEG image in class %q", e.Name()))
@@ -206,7 +207,7 @@ func listImages(dir string, classes []string, training bool) ([]labelled, error)
 func decodeImage(path string) (image.Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: cannot open: %w", path, unwrapPathErr(err))
+		return nil, fmt.Errorf("data: %s: cannot open: %w", path, fileio.StripPath(err))
 	}
 	defer f.Close()
 	cfg, _, err := image.DecodeConfig(f)
@@ -321,13 +322,4 @@ func sample(img image.Image, dst []float32, c, h, w int) {
 			}
 		}
 	}
-}
-
-// unwrapPathErr drops the path from an fs.PathError, since the caller names it already.
-func unwrapPathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
-	}
-	return err
 }

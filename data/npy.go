@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/autoprune/autoprune/internal/fileio"
 )
 
 // The NumPy files of a data set in a folder (see LoadNPY).
@@ -163,7 +165,7 @@ func npyPair(imagesPath, labelsPath string) (*Dataset, error) {
 	read := func(path string, scale bool) (*npyArray, error) {
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, fmt.Errorf("data: %s: cannot open: %w", path, unwrapPathErr(err))
+			return nil, fmt.Errorf("data: %s: cannot open: %w", path, fileio.StripPath(err))
 		}
 		defer f.Close()
 		a, err := readNPY(f, scale)

@@ -24,14 +24,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/autoprune/autoprune/internal/fileio"
 )
 
 // FileVersion is the version of the model file format written by Encode. Decode also reads
@@ -660,58 +660,8 @@ func Save(path string, m *Model) error {
 	return nil
 }
 
-func save(path string, m *Model) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if base == "" {
-		return errors.New("no file name")
-	}
-	mode := fs.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		if !fi.Mode().IsRegular() {
-			return errors.New("exists and is not a regular file")
-		}
-		mode = fi.Mode().Perm()
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return pathErr(err)
-	}
-	tmp := f.Name()
-	closed := false
-	defer func() {
-		if err != nil {
-			if !closed {
-				f.Close()
-			}
-			os.Remove(tmp)
-		}
-	}()
-	if err := Encode(f, m); err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return pathErr(err)
-	}
-	if err := f.Sync(); err != nil {
-		return pathErr(err)
-	}
-	closed = true
-	if err := f.Close(); err != nil {
-		return pathErr(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return pathErr(err)
-	}
-	// Make the rename durable; not every platform can sync a directory, so this is best
-	// effort.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+func save(path string, m *Model) error {
+	return fileio.WriteAtomic(path, func(w io.Writer) error { return Encode(w, m) })
 }
 
 // Load reads a model file written by Save or Encode. Errors start with
@@ -720,7 +670,7 @@ func save(path string, m *Model) (err error) {
 func Load(path string) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("model file %s: %w", path, pathErr(err))
+		return nil, fmt.Errorf("model file %s: %w", path, fileio.StripPath(err))
 	}
 	defer f.Close()
 	m, err := Decode(bufio.NewReaderSize(f, 1<<16))
@@ -728,13 +678,4 @@ func Load(path string) (*Model, error) {
 		return nil, fmt.Errorf("model file %s: %w", path, err)
 	}
 	return m, nil
-}
-
-// pathErr drops the path from an fs.PathError, since the caller names the file already.
-func pathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
-	}
-	return err
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/internal/fileio"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/prune"
@@ -381,23 +381,7 @@ func writePlan(path, criterion string, trial int, p prune.Plan) error {
 	for _, n := range names {
 		fmt.Fprintf(&b, "%q = %g\n", n, p[n])
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".plan-*")
-	if err != nil {
-		return fmt.Errorf("plan file %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b.Bytes()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("plan file %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil { // like the model files, not CreateTemp's 0600
-		tmp.Close()
-		return fmt.Errorf("plan file %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("plan file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := fileio.WriteAtomic(path, func(w io.Writer) error { _, err := w.Write(b.Bytes()); return err }); err != nil {
 		return fmt.Errorf("plan file %s: %w", path, err)
 	}
 	return nil

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -31,6 +30,7 @@ import (
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/eval"
+	"github.com/autoprune/autoprune/internal/fileio"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/nn/zoo"
@@ -219,10 +219,8 @@ func (s *Search) checkInputs() error {
 	if err := s.buildObjective(); err != nil {
 		return err
 	}
-	if st := s.cfg.Study.Storage; strings.Contains(st, "://") && !strings.HasPrefix(st, "postgres://") &&
-		!strings.HasPrefix(st, "postgresql://") && !strings.HasPrefix(st, "mysql://") {
-		return fmt.Errorf("config %s: %w: study.storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)",
-			s.cfg.Path, config.ErrConfig, redact(st))
+	if st := s.cfg.Study.Storage; strings.Contains(st, "://") && !isServer(st) {
+		return fmt.Errorf("config %s: %w: study.%w", s.cfg.Path, config.ErrConfig, unsupportedScheme(st))
 	}
 	if l := s.cfg.Latency; l.Meter == "lut" && s.opts.Meter == nil {
 		if _, err := eval.LoadLUT(s.cfg.Resolve(l.LUT)); err != nil {
@@ -256,21 +254,12 @@ func (s *Search) checkOutputs() error {
 		dir := filepath.Dir(s.cfg.Resolve(o[1]))
 		f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
 		if err != nil {
-			return fmt.Errorf("config %s: %w: %s: cannot write in folder %s: %v", s.cfg.Path, config.ErrConfig, o[0], dir, unwrapPath(err))
+			return fmt.Errorf("config %s: %w: %s: cannot write in folder %s: %v", s.cfg.Path, config.ErrConfig, o[0], dir, fileio.StripPath(err))
 		}
 		f.Close()
 		os.Remove(f.Name())
 	}
 	return nil
-}
-
-// unwrapPath drops the path from an fs.PathError, since the caller names it already.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // checkShapes refuses, before any work, a base model whose input or output does not fit

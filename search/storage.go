@@ -81,6 +81,16 @@ func closeDB(db *gorm.DB) {
 	}
 }
 
+// unsupportedScheme is the error for a storage URL that is neither PostgreSQL nor MySQL.
+func unsupportedScheme(url string) error {
+	return fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
+}
+
+// isServer tells whether url names a database server dial knows.
+func isServer(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") || strings.HasPrefix(url, "mysql://")
+}
+
 // dial connects to the database at url: PostgreSQL or MySQL by scheme, otherwise the
 // SQLite file that openSQLite opens.
 func dial(url string, openSQLite func(path string) (*gorm.DB, error)) (*gorm.DB, string, error) {
@@ -101,7 +111,7 @@ func dial(url string, openSQLite func(path string) (*gorm.DB, error)) (*gorm.DB,
 		}
 		db, err = gorm.Open(mysql.Open(dsn), gormConfig())
 	case strings.Contains(url, "://"):
-		return nil, "", fmt.Errorf("storage %s: unsupported scheme (want a SQLite file path, postgres://... or mysql://...)", redact(url))
+		return nil, "", unsupportedScheme(url)
 	default:
 		kind = "sqlite"
 		db, err = openSQLite(url)

@@ -14,15 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 
 	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/autoprune/autoprune/internal/fileio"
 	"github.com/autoprune/autoprune/nn"
 )
 
@@ -242,59 +241,17 @@ func (e *exporter) layer(l *nn.Layer) error {
 	return nil
 }
 
-// Save writes the model as an ONNX file atomically: a temporary file in the same folder,
-// synced and renamed over path. A new file gets 0644. Errors start with "onnx file <path>:".
+// Save writes the model as an ONNX file atomically (see fileio.WriteAtomic): a new file
+// gets 0644, a replaced one keeps its permissions. Errors start with "onnx file <path>:".
 func Save(path string, m *nn.Model) error {
 	b, err := Marshal(m)
 	if err != nil {
 		return fmt.Errorf("onnx file %s: %w", path, err)
 	}
-	if err := writeAtomic(path, b); err != nil {
+	if err := fileio.WriteAtomic(path, func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
 		return fmt.Errorf("onnx file %s: %w", path, err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, b []byte) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if base == "" {
-		return errors.New("no file name")
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return unwrapPath(err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(b); err != nil {
-		return unwrapPath(err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return unwrapPath(err)
-	}
-	if err = f.Sync(); err != nil {
-		return unwrapPath(err)
-	}
-	if err = f.Close(); err != nil {
-		return unwrapPath(err)
-	}
-	return unwrapPath(os.Rename(f.Name(), path))
-}
-
-// unwrapPath drops the path from an fs.PathError, since the caller names the file already.
-func unwrapPath(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
-	}
-	return err
 }
 
 // IsONNX tells whether a path names an ONNX file, by its extension.

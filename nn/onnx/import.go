@@ -14,6 +14,7 @@ import (
 	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/autoprune/autoprune/internal/fileio"
 	"github.com/autoprune/autoprune/nn"
 )
 
@@ -30,7 +31,7 @@ const maxFile = 1 << 30
 func Load(path string) (*nn.Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("onnx file %s: %w", path, unwrapPath(err))
+		return nil, fmt.Errorf("onnx file %s: %w", path, fileio.StripPath(err))
 	}
 	defer f.Close()
 	m, err := Decode(bufio.NewReader(f))
