@@ -149,7 +149,9 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 	for _, t := range sum.Trials {
 		// A trial without its plan (storage lost it) cannot be made again: pruning with an
 		// empty plan would deliver the dense model.
-		if t.State == "complete" && t.Metric != nil && len(t.Plan) > 0 && cons.Miss(*t.Metric, 0) == "" {
+		// A trial over the target by less than its own measurement's spread may well meet
+		// it: it is measured again below, and that measurement decides.
+		if t.State == "complete" && t.Metric != nil && len(t.Plan) > 0 && cons.Miss(*t.Metric, t.Metric.RelSpread) == "" {
 			feasible = append(feasible, t)
 		}
 	}
@@ -157,7 +159,10 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 		return nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
 			s.cfg.Study.Name, ErrInfeasible, cons, sum.Counts["complete"], sum.closestNote())
 	}
-	sort.SliceStable(feasible, func(i, j int) bool { return feasible[i].Value > feasible[j].Value })
+	sort.SliceStable(feasible, func(i, j int) bool {
+		a, b := feasible[i], feasible[j]
+		return better(cons, Candidate{Accuracy: a.Metric.Accuracy, Score: a.Value}, Candidate{Accuracy: b.Metric.Accuracy, Score: b.Value})
+	})
 	k := s.cfg.Final.Candidates
 	type entry struct {
 		t     TrialResult
@@ -249,12 +254,24 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 	for i := range pool {
 		cands[i] = pool[i].c
 	}
-	sort.SliceStable(pool, func(i, j int) bool { return pool[i].c.Score > pool[j].c.Score })
+	sort.SliceStable(pool, func(i, j int) bool { return better(cons, pool[i].c, pool[j].c) })
 	picks := make([]pick, len(pool))
 	for i, e := range pool {
 		picks[i] = pick{e.t, e.tuned}
 	}
 	return picks, cands, nil
+}
+
+// better says whether candidate a ranks above b for delivery. Under a constraint every
+// candidate meets it (within its measurement's spread), so accuracy alone decides: a
+// latency term in the objective guides the sampler, but a penalty for being over the target
+// by less than the measurement's own noise, or a reward for being under it, would choose by
+// that noise. Without a constraint the objective's score decides.
+func better(cons Constraint, a, b Candidate) bool {
+	if cons.any() && a.Accuracy != b.Accuracy {
+		return a.Accuracy > b.Accuracy
+	}
+	return a.Score > b.Score
 }
 
 // make delivers one trial's plan (see Evaluate), or its model already tuned by the final

@@ -46,6 +46,37 @@ func TestConstraintMiss(t *testing.T) {
 	}
 }
 
+// Under a constraint, candidates that meet it (within their spread) rank by accuracy alone:
+// the objective's penalty for being over the target by less than the measurement's noise
+// must not choose. Without a constraint the score ranks.
+func TestFeasibleRankedByAccuracy(t *testing.T) {
+	target := Constraint{Target: "0.5x"}
+	tests := []struct {
+		name string
+		cons Constraint
+		a, b Candidate
+		want bool // a ranks above b
+	}{
+		{"more accurate, within its spread over the target", target,
+			Candidate{Accuracy: 0.80, Rel: 0.51, Spread: 0.03, Score: 0.80 * 0.5 / 0.51},
+			Candidate{Accuracy: 0.79, Rel: 0.49, Spread: 0.03, Score: 0.79}, true},
+		{"less accurate, further under the target", target,
+			Candidate{Accuracy: 0.78, Rel: 0.40, Score: 0.78},
+			Candidate{Accuracy: 0.79, Rel: 0.49, Score: 0.79}, false},
+		{"same accuracy: the score breaks the tie", target,
+			Candidate{Accuracy: 0.79, Score: 0.79},
+			Candidate{Accuracy: 0.79, Score: 0.78}, true},
+		{"no constraint: the score decides", Constraint{},
+			Candidate{Accuracy: 0.80, Score: 0.70},
+			Candidate{Accuracy: 0.75, Score: 0.72}, false},
+	}
+	for _, tc := range tests {
+		if got := better(tc.cons, tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: better = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // fakeDevice is a device whose forward pass takes a time proportional to the model's MACs,
 // times a speed factor that can drift while a study runs (thermal throttling, frequency
 // scaling), plus optional lies: the first measurement of each architecture is off by
@@ -284,8 +315,8 @@ func TestRerankDeliversWhatItRanked(t *testing.T) {
 		t.Errorf("delivered val %.4f test %.4f after %d steps, ranked val %.4f test %.4f", res.Metrics.Accuracy, res.TestAcc, res.Steps, win.Accuracy, win.TestAcc)
 	}
 	for _, c := range res.Candidates {
-		if c.Score > win.Score {
-			t.Errorf("trial %d scored %.4f after re-ranking, above the winner's %.4f", c.Trial, c.Score, win.Score)
+		if c.Accuracy > win.Accuracy {
+			t.Errorf("trial %d reached %.4f after re-ranking, above the winner's %.4f", c.Trial, c.Accuracy, win.Accuracy)
 		}
 	}
 	var plan prune.Plan
