@@ -66,6 +66,17 @@ type Study struct {
 	TimeLimit Duration  `toml:"time_limit"` // stop starting new trials after this long (0: none)
 	Seed      int64     `toml:"seed"`       // sampler and fine-tuning seed (default 1)
 	Warmstart []float64 `toml:"warmstart"`  // uniform ratios enqueued first (default [0.25, 0.5]; not with plans fitted to a target, which would all be the same)
+	// StaleAfter is how long a RUNNING trial may go without a heartbeat before another run
+	// or worker takes it for abandoned (its process killed) and retries it (default 2m;
+	// longer for a device that can stall for minutes).
+	StaleAfter Duration `toml:"stale_after"`
+	// Screen is how many random plans, fitted to the latency target, are scored before the
+	// trials without any fine-tuning (batch norms recalibrated, validation accuracy): a
+	// cheap proxy that ranks plans much as their fine-tuned accuracy does. The best
+	// ScreenKeep of them are the study's first trials. Only with plans fitted to a target
+	// (default 32; 0: none).
+	Screen     int `toml:"screen"`
+	ScreenKeep int `toml:"screen_keep"` // default 3
 }
 
 // Model is the base (dense) model.
@@ -86,12 +97,11 @@ type Data struct {
 	Channels  int `toml:"channels"`
 	// Mean and Std normalise every channel, (x - mean) / std, after pixels are scaled to
 	// [0,1]: one value for all channels or one per channel (default: no normalisation).
-	Mean           []float64 `toml:"mean"`
-	Std            []float64 `toml:"std"`
-	ValSamples     int       `toml:"val_samples"`     // held out of the training set for validation (default 5000)
-	SplitSeed      int64     `toml:"split_seed"`      // seed of the train/validation split and the base model (default 1)
-	TrainSamples   int       `toml:"train_samples"`   // training samples used for fine-tuning (0: all the rest)
-	TestEvaluation bool      `toml:"test_evaluation"` // also report test accuracy of the final model (default true)
+	Mean         []float64 `toml:"mean"`
+	Std          []float64 `toml:"std"`
+	ValSamples   int       `toml:"val_samples"`   // held out of the training set for validation (default 5000)
+	SplitSeed    int64     `toml:"split_seed"`    // seed of the train/validation split and the base model (default 1)
+	TrainSamples int       `toml:"train_samples"` // training samples used for fine-tuning (0: all the rest)
 }
 
 // Prune is the search space.
@@ -183,6 +193,36 @@ type Final struct {
 	RerankSteps *int `toml:"rerank_steps"`
 }
 
+// Default returns the config an empty file gives: every default filled in, a study named
+// "study" stored in study.db, relative paths resolved against the working directory. A
+// program builds its config from it and changes what it needs, then calls Validate.
+func Default() *Config {
+	c := &Config{}
+	c.defaults()
+	return c
+}
+
+// Validate checks a config built or changed in Go as Parse checks a file: every value in
+// its range, every name known. It fills in nothing: start from Default. The error wraps
+// ErrConfig and names the key.
+func (c *Config) Validate() error {
+	if c == nil {
+		return fmt.Errorf("config: %w: nil config (start from config.Default())", ErrConfig)
+	}
+	for key, unset := range map[string]bool{
+		"finetune.distill_weight": c.Finetune.DistillWeight == nil, "prune.fit_target": c.Prune.FitTarget == nil,
+		"final.rerank_steps": c.Final.RerankSteps == nil, "final.onnx": c.Final.ONNX == nil,
+	} {
+		if unset {
+			return fmt.Errorf("config: %w: %s is not set (start from config.Default())", ErrConfig, key)
+		}
+	}
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("config %s: %w: %v", orDefault(c.Path, "(built in Go)"), ErrConfig, err)
+	}
+	return nil
+}
+
 // Load reads, defaults and validates a config file.
 func Load(path string) (*Config, error) {
 	src, err := os.ReadFile(path)
@@ -252,8 +292,9 @@ func Parse(src, path string) (*Config, error) {
 // (study.trials = 0), never silently replaced by the default.
 func (c *Config) explicitZeros(md toml.MetaData) []func() {
 	ints := map[string]*int{
-		"study.trials": &c.Study.Trials, "model.train_epochs": &c.Model.TrainEpochs,
-		"data.val_samples": &c.Data.ValSamples, "finetune.steps": &c.Finetune.Steps,
+		"study.trials": &c.Study.Trials, "study.screen": &c.Study.Screen, "study.screen_keep": &c.Study.ScreenKeep,
+		"model.train_epochs": &c.Model.TrainEpochs,
+		"data.val_samples":   &c.Data.ValSamples, "finetune.steps": &c.Finetune.Steps,
 		"finetune.batch": &c.Finetune.Batch, "finetune.bn_batches": &c.Finetune.BNBatches,
 		"finetune.rounds": &c.Finetune.Rounds, "latency.batch": &c.Latency.Batch,
 		"latency.threads": &c.Latency.Threads, "latency.runs": &c.Latency.Runs,
@@ -267,7 +308,8 @@ func (c *Config) explicitZeros(md toml.MetaData) []func() {
 		"prune.max_drop": &c.Prune.MaxDrop, "finetune.lr": &c.Finetune.LR,
 		"finetune.temperature": &c.Finetune.Temperature, "latency.max_spread": &c.Latency.MaxSpread,
 	}
-	int64s := map[string]*int64{"study.seed": &c.Study.Seed, "data.split_seed": &c.Data.SplitSeed}
+	int64s := map[string]*int64{"study.seed": &c.Study.Seed, "data.split_seed": &c.Data.SplitSeed,
+		"study.stale_after": (*int64)(&c.Study.StaleAfter.Duration)}
 	var out []func()
 	defined := func(key string) bool { return md.IsDefined(strings.Split(key, ".")...) }
 	for k, p := range ints {
@@ -405,6 +447,15 @@ func (c *Config) defaults() {
 	}
 	if s.Warmstart == nil {
 		s.Warmstart = []float64{0.25, 0.5}
+	}
+	if s.Screen == 0 {
+		s.Screen = 32
+	}
+	if s.ScreenKeep == 0 {
+		s.ScreenKeep = 3
+	}
+	if s.StaleAfter.Duration == 0 {
+		s.StaleAfter.Duration = 2 * time.Minute
 	}
 	if c.Model.Zoo == "" && c.Model.File == "" {
 		c.Model.Zoo = "lenet5"
@@ -569,6 +620,15 @@ func (c *Config) validate() error {
 	}
 	if s.TimeLimit.Duration < 0 {
 		return bad("study.time_limit", "%s must not be negative", s.TimeLimit)
+	}
+	if s.Screen < 0 || s.Screen > 10000 {
+		return bad("study.screen", "%d: want 0..10000 plans", s.Screen)
+	}
+	if s.ScreenKeep < 0 || s.ScreenKeep > s.Screen {
+		return bad("study.screen_keep", "%d: want 0..study.screen (%d)", s.ScreenKeep, s.Screen)
+	}
+	if s.StaleAfter.Duration < 10*time.Second {
+		return bad("study.stale_after", "%s: want at least 10s (trials send a heartbeat every few seconds)", s.StaleAfter)
 	}
 	for _, r := range s.Warmstart {
 		if !(r >= 0 && r < 1) {

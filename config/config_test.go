@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // shippedConfigs lists the study configs tracked in ../configs: what a search writes there
@@ -59,6 +60,43 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// A config built in Go starts from Default, which validates as it is; Validate finds what a
+// program set wrong, naming the key, and never panics on a struct literal.
+func TestDefaultAndValidate(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	if c.Study.Name != "study" || c.Study.Storage != "study.db" || c.Study.StaleAfter.Duration != 2*time.Minute || *c.Final.RerankSteps != c.Final.Steps {
+		t.Errorf("Default() = %+v", c.Study)
+	}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"unknown sampler", func(c *Config) { c.Study.Sampler = "bayes" }, `study.sampler: "bayes" is not one of tpe`},
+		{"no data set", func(c *Config) { c.Data.Dataset = "" }, "data.dataset"},
+		{"target", func(c *Config) { c.Objective.Target = "fast" }, "objective.target"},
+		{"unset pointer", func(c *Config) { c.Finetune.DistillWeight = nil }, "finetune.distill_weight is not set (start from config.Default())"},
+	}
+	for _, tc := range tests {
+		c := Default()
+		tc.edit(c)
+		err := c.Validate()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want ErrConfig containing %q", tc.name, err, tc.want)
+		}
+	}
+	var nilConfig *Config
+	if err := nilConfig.Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("nil config: %v", err)
+	}
+	if err := (&Config{}).Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("struct literal: %v", err)
+	}
+}
+
 func TestBadConfigs(t *testing.T) {
 	tests := []struct {
 		name, src, want string
@@ -96,6 +134,8 @@ func TestBadConfigs(t *testing.T) {
 		{"image size on idx", "[data]\nimage_size = 32\n", "data.image_size: applies to image folders"},
 		{"mean without std", "[data]\nmean = [0.5]\n", "data.mean: give data.mean and data.std together"},
 		{"zero std", "[data]\nmean = [0.5]\nstd = [0.0]\n", "data.std: 0: want positive values"},
+		{"stale after", "[study]\nstale_after = \"1s\"\n", "s.toml:2: invalid config: study.stale_after: 1s: want at least 10s"},
+		{"test evaluation (never read, removed)", "[data]\ntest_evaluation = false\n", "unknown key data.test_evaluation"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,6 +259,7 @@ func TestExplicitZeros(t *testing.T) {
 		"[latency]\nruns = 0\n":         "latency.runs: 0",
 		"[final]\ncandidates = 0\n":     "final.candidates: 0",
 		"[prune]\nmax_ratio = 0\n":      "prune.max_ratio: 0",
+		"[study]\nstale_after = \"0s\"\n": "study.stale_after: 0s",
 	}
 	for src, want := range refused {
 		_, err := Parse(src, "/tmp/x/s.toml")

@@ -69,7 +69,7 @@ type Options struct {
 	Meter     eval.Meter           // replaces [latency]; relative latency is then candidate/dense medians
 	Log       io.Writer            // progress lines; default os.Stderr
 	Worker    string               // label stored on trials; default host:pid
-	Lease     time.Duration        // a RUNNING trial without a heartbeat for this long is stale; default 2m
+	Lease     time.Duration        // a RUNNING trial without a heartbeat for this long is stale; default study.stale_after
 }
 
 // Search is an open study with its data, base model and measuring set-up.
@@ -106,12 +106,15 @@ type Search struct {
 // model, computes the teacher logits, measures the dense model, and creates or resumes the
 // study in its storage.
 func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Search{cfg: cfg, opts: opts, log: opts.Log, latCache: map[string]latEntry{}}
 	if s.log == nil {
 		s.log = os.Stderr
 	}
 	if s.opts.Lease <= 0 {
-		s.opts.Lease = 2 * time.Minute
+		s.opts.Lease = cfg.Study.StaleAfter.Duration
 	}
 	if s.opts.Worker == "" {
 		host, _ := os.Hostname()
@@ -621,7 +624,7 @@ func (s *Search) openStudy(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
 		}
-		if attrs[studyAttrGroups] != "" || len(trials) > 0 || wait >= time.Minute {
+		if attrs[studyAttrGroups] != "" || len(trials) > 0 || wait >= 10*time.Minute {
 			break
 		}
 		select {
@@ -645,8 +648,19 @@ func (s *Search) openStudy(ctx context.Context) error {
 }
 
 // initStudy records the dense measurements and the searched groups, and enqueues the
-// uniform warm-start plans so the search can never report worse than uniform pruning.
+// uniform warm-start plans so the search can never report worse than uniform pruning, and
+// the best plans of the screening.
 func (s *Search) initStudy(ctx context.Context) error {
+	// Measured before the study is marked as made: a creator killed while screening leaves
+	// a study without groups and trials, which the next run makes again.
+	near, _, err := s.nearTarget(ctx)
+	if err != nil {
+		return fmt.Errorf("measuring uniform plans: %w", err)
+	}
+	best, err := s.screen(ctx, near)
+	if err != nil {
+		return err
+	}
 	dense, _ := json.Marshal(s.dense)
 	groups, _ := json.Marshal(s.groups)
 	// The groups go last: they mark the study as made (other workers wait for them, and a
@@ -693,16 +707,17 @@ func (s *Search) initStudy(ctx context.Context) error {
 		}
 	}
 	// Every sampler also starts from the least pruned uniform plan that meets the target.
-	near, _, err := s.nearTarget(ctx)
-	if err != nil {
-		return fmt.Errorf("measuring uniform plans: %w", err)
-	}
 	if near != nil {
 		params := map[string]float64{}
 		for name, d := range s.space {
 			params[name] = clampToSpace(d, near[name])
 		}
 		if err := enqueue(params, "uniform plan closest to the target"); err != nil {
+			return err
+		}
+	}
+	for _, p := range best {
+		if err := enqueue(p.params, "screened"); err != nil {
 			return err
 		}
 	}

@@ -580,3 +580,57 @@ func TestVerdictTakesTheMedian(t *testing.T) {
 		}
 	}
 }
+
+// With plans fitted to a target, the study's first trials after the uniform plan are the
+// best plans of the screening by accuracy without fine-tuning, and the screening is the
+// same from the same seed.
+func TestScreenedPlansStartTheStudy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "screen", "screen.db", 4, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.3x\"\n")
+	editConfig(t, path, "fit_target = false", "fit_target = true")
+	editConfig(t, path, "seed = 7", "seed = 7\nscreen = 8\nscreen_keep = 2")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	ctx := context.Background()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	near, _, err := s.nearTarget(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.screen(ctx, near)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 2 || again[0].accuracy < again[1].accuracy {
+		t.Fatalf("screening kept %+v, want 2 plans, best first", again)
+	}
+	trials, err := s.study.GetTrials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(trials) != 4 {
+		t.Fatalf("%d trials, want 4", len(trials))
+	}
+	for i, p := range again {
+		got := trials[1+i].InternalParams
+		for name, v := range p.params {
+			if math.Abs(got[name]-v) > 1e-9 {
+				t.Errorf("trial %d: %s = %v, want the screened plan's %v (%v)", 1+i, name, got[name], v, p.params)
+			}
+		}
+	}
+	// Without a fitted target there is nothing to compare plans at: no screening.
+	editConfig(t, path, "fit_target = true", "fit_target = false")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg = cfg
+	if got, err := s.screen(ctx, nil); err != nil || got != nil {
+		t.Errorf("screen without a fitted target = %v, %v", got, err)
+	}
+}
