@@ -250,15 +250,15 @@ func TestExplicitZeros(t *testing.T) {
 		}
 	}
 	refused := map[string]string{
-		"[study]\ntrials = 0\n":         "s.toml:2: invalid config: study.trials: 0",
-		"[model]\ntrain_epochs = 0\n":   "model.train_epochs: 0",
-		"[finetune]\nrounds = 0\n":      "finetune.rounds: 0",
-		"[finetune]\nlr = 0\n":          "finetune.lr: 0",
-		"[finetune]\ntemperature = 0\n": "finetune.temperature: 0",
-		"[latency]\nwarmup = 0\n":       "latency.warmup: 0",
-		"[latency]\nruns = 0\n":         "latency.runs: 0",
-		"[final]\ncandidates = 0\n":     "final.candidates: 0",
-		"[prune]\nmax_ratio = 0\n":      "prune.max_ratio: 0",
+		"[study]\ntrials = 0\n":           "s.toml:2: invalid config: study.trials: 0",
+		"[model]\ntrain_epochs = 0\n":     "model.train_epochs: 0",
+		"[finetune]\nrounds = 0\n":        "finetune.rounds: 0",
+		"[finetune]\nlr = 0\n":            "finetune.lr: 0",
+		"[finetune]\ntemperature = 0\n":   "finetune.temperature: 0",
+		"[latency]\nwarmup = 0\n":         "latency.warmup: 0",
+		"[latency]\nruns = 0\n":           "latency.runs: 0",
+		"[final]\ncandidates = 0\n":       "final.candidates: 0",
+		"[prune]\nmax_ratio = 0\n":        "prune.max_ratio: 0",
 		"[study]\nstale_after = \"0s\"\n": "study.stale_after: 0s",
 	}
 	for src, want := range refused {
