@@ -624,8 +624,8 @@ func (c *Config) validate() error {
 	if s.Screen < 0 || s.Screen > 10000 {
 		return bad("study.screen", "%d: want 0..10000 plans", s.Screen)
 	}
-	if s.ScreenKeep < 0 || s.ScreenKeep > s.Screen {
-		return bad("study.screen_keep", "%d: want 0..study.screen (%d)", s.ScreenKeep, s.Screen)
+	if s.ScreenKeep < 0 || s.ScreenKeep > 10000 {
+		return bad("study.screen_keep", "%d: want 0..10000 plans", s.ScreenKeep)
 	}
 	if s.StaleAfter.Duration < 10*time.Second {
 		return bad("study.stale_after", "%s: want at least 10s (trials send a heartbeat every few seconds)", s.StaleAfter)

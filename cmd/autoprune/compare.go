@@ -177,7 +177,7 @@ Examples:
 	if len(ratios) > 0 {
 		cfg := study("random", base.Study.Seed)
 		cfg.Study.Name = base.Study.Name + "-" + base.Objective.Target + "-uniform"
-		cfg.Study.Trials = 0
+		cfg.Study.Screen = 0 // a study that runs no trial: it only delivers uniform plans
 		fmt.Fprintf(stderr, "== uniform pruning, %d plans, each fine-tuned for %d steps\n", len(ratios), cfg.Final.Steps)
 		s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
 		if err != nil {
