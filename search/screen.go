@@ -97,6 +97,16 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 	return out, nil
 }
 
+// ZeroShot is the screening's score of a plan: the pruned model's validation accuracy with
+// its batch norms recalibrated and no fine-tuning.
+func (s *Search) ZeroShot(ctx context.Context, plan prune.Plan) (float64, error) {
+	cand, err := prune.Structured(s.base, plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo), s.crit)
+	if err != nil {
+		return 0, err
+	}
+	return s.zeroShot(ctx, cand, s.cfg.Study.Seed*1000003-3)
+}
+
 // zeroShot is a pruned model's validation accuracy with its batch norms recalibrated and
 // no fine-tuning.
 func (s *Search) zeroShot(ctx context.Context, cand *nn.Model, seed int64) (float64, error) {

@@ -50,6 +50,9 @@ type compareRow struct {
 	// short fine-tune and their test accuracy after the final one, on TauN sampled trials.
 	Tau  optFloat `json:"kendall_tau"`
 	TauN int      `json:"tau_trials"`
+	// ZeroTau is the same for the screening's score (validation accuracy without any
+	// fine-tuning, batch norms recalibrated) on the same trials.
+	ZeroTau optFloat `json:"kendall_tau_zero_shot"`
 	Wall float64  `json:"wall_s"`
 }
 
@@ -89,7 +92,8 @@ group) delivered the same way: the same final fine-tune, test accuracy, latency 
 afresh. Each winner is compared with the uniform curve interpolated at the winner's own
 re-measured latency. The comparison also reports Kendall's tau between the trials'
 validation accuracy after their short fine-tune and their test accuracy after the final
-one (--tau trials sampled per study), and what the stored scores alone would have chosen
+one (--tau trials sampled per study), the same for the screening's score (accuracy
+without fine-tuning, "zero-shot"), and what the stored scores alone would have chosen
 (before re-ranking).
 
 All studies go into one database beside the config (NAME-compare.db), so an interrupted
@@ -226,7 +230,7 @@ Examples:
 func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, stderr io.Writer) (compareRow, error) {
 	nan := optFloat(math.NaN())
 	row := compareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
-		UniformAt: nan, Gain: nan, UnrankedAcc: nan, Tau: nan}
+		UniformAt: nan, Gain: nan, UnrankedAcc: nan, Tau: nan, ZeroTau: nan}
 	fmt.Fprintf(stderr, "== %s\n", cfg.Study.Name)
 	start := time.Now()
 	s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
@@ -296,17 +300,22 @@ func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][
 		}
 		sort.SliceStable(pool, func(i, j int) bool { return pool[i].Metric.Accuracy > pool[j].Metric.Accuracy })
 		n := min(tauN, len(pool))
-		var short, long []float64
+		var short, zero, long []float64
 		for k := 0; k < n && n >= 2; k++ {
 			t := pool[k*(len(pool)-1)/(n-1)]
 			acc, err := deliver(t.Number)
 			if err != nil {
 				return row, err
 			}
-			short, long = append(short, t.Metric.Accuracy), append(long, acc)
+			z, err := s.ZeroShot(ctx, t.Plan)
+			if err != nil {
+				return row, fmt.Errorf("compare: trial %d: %w", t.Number, err)
+			}
+			short, zero, long = append(short, t.Metric.Accuracy), append(zero, z), append(long, acc)
 		}
 		if len(short) >= 2 {
 			row.Tau, row.TauN = optFloat(kendallTau(short, long)), len(short)
+			row.ZeroTau = optFloat(kendallTau(zero, long))
 		}
 	}
 	row.Wall = time.Since(start).Seconds()
@@ -412,7 +421,7 @@ func writeCompare(w io.Writer, c comparison) {
 			unr = fmt.Sprintf("%s (trial %d)", pct(r.UnrankedAcc), r.Unranked)
 		}
 		if !math.IsNaN(float64(r.Tau)) {
-			tau = fmt.Sprintf("%.2f (n=%d)", float64(r.Tau), r.TauN)
+			tau = fmt.Sprintf("%.2f, zero-shot %.2f (n=%d)", float64(r.Tau), float64(r.ZeroTau), r.TauN)
 		}
 		gain := "—"
 		if !math.IsNaN(float64(r.Gain)) {
