@@ -783,20 +783,20 @@ func clampToSpace(d interface{}, r float64) float64 {
 	return r
 }
 
-// Progress of the study, counted from storage.
-type Progress struct {
+// tally is the progress of the study, counted from storage.
+type tally struct {
 	Complete, Pruned, Failed, Running, Waiting int
 }
 
 // Done is the number of finished evaluations: complete plus early-stopped trials.
-func (p Progress) Done() int { return p.Complete + p.Pruned }
+func (p tally) Done() int { return p.Complete + p.Pruned }
 
-func (s *Search) progress() (Progress, []goptuna.FrozenTrial, error) {
+func (s *Search) progress() (tally, []goptuna.FrozenTrial, error) {
 	ts, err := s.study.GetTrials()
 	if err != nil {
-		return Progress{}, nil, err
+		return tally{}, nil, err
 	}
-	var p Progress
+	var p tally
 	for _, t := range ts {
 		switch t.State {
 		case goptuna.TrialStateComplete:
@@ -896,7 +896,7 @@ func (s *Search) Run(ctx context.Context) error {
 }
 
 // runOne creates (or pops a waiting) trial and evaluates it.
-func (s *Search) runOne(ctx context.Context, p Progress) error {
+func (s *Search) runOne(ctx context.Context, p tally) error {
 	id, err := s.popWaiting()
 	if err != nil {
 		return err
