@@ -53,7 +53,7 @@ type compareRow struct {
 	// ZeroTau is the same for the screening's score (validation accuracy without any
 	// fine-tuning, batch norms recalibrated) on the same trials.
 	ZeroTau optFloat `json:"kendall_tau_zero_shot"`
-	Wall float64  `json:"wall_s"`
+	Wall    float64  `json:"wall_s"`
 }
 
 // uniformPoint is one plan of the uniform baseline, delivered like a winner.
