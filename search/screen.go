@@ -29,9 +29,9 @@ type screened struct {
 // as their accuracy after a 300-step fine-tune does (docs/BENCHMARKS.md), at a fraction of
 // a trial's cost, so the study starts from the best study.screen_keep of many plans
 // instead of from random ones. Plans are drawn from the study's seed; plans that prune to
-// the same model are scored once, and so are those that prune to the uniform plan near
-// the target (near, the study's first trial already). It returns the best first, nil
-// without a fitted target.
+// the same model are scored once, and those that prune to the model of the uniform plan
+// near the target (near: the study's first trial already) are skipped. It returns the best
+// first, nil without a fitted target.
 func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error) {
 	st := s.cfg.Study
 	if st.Screen == 0 || st.ScreenKeep == 0 || !*s.cfg.Prune.FitTarget || s.constraint().Target == "" {
@@ -45,7 +45,11 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 	rng := rand.New(rand.NewSource(st.Seed*7919 + 17))
 	seen := map[string]bool{}
 	if near != nil {
-		m, err := prune.Structured(s.base, near.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo), s.crit)
+		fitted, err := s.fitTarget(ctx, near.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo))
+		if err != nil {
+			return nil, fmt.Errorf("screening: fitting the uniform plan to the target: %w", err)
+		}
+		m, err := prune.Structured(s.base, fitted, s.crit)
 		if err != nil {
 			return nil, fmt.Errorf("screening: %w", err)
 		}
