@@ -50,17 +50,17 @@ type Summary struct {
 // Summarize reads a study from storage: every trial with its raw metrics, the best
 // finished trial, and the Pareto front of accuracy against latency.
 func Summarize(store *Storage, name string) (*Summary, error) {
-	id, err := store.GetStudyIDFromName(name)
+	id, err := store.st.GetStudyIDFromName(name)
 	if err != nil {
 		names := []string{}
-		if all, err := store.GetAllStudySummaries(); err == nil {
+		if all, err := store.st.GetAllStudySummaries(); err == nil {
 			for _, s := range all {
 				names = append(names, s.Name)
 			}
 		}
 		return nil, fmt.Errorf("no study %q in %s (studies: %s)", name, redact(store.URL), strings.Join(names, ", "))
 	}
-	attrs, err := store.GetStudyUserAttrs(id)
+	attrs, err := store.st.GetStudyUserAttrs(id)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func Summarize(store *Storage, name string) (*Summary, error) {
 			return nil, fmt.Errorf("study %q: stored constraint %q: %w", name, c, err)
 		}
 	}
-	ts, err := store.GetAllTrials(id)
+	ts, err := store.st.GetAllTrials(id)
 	if err != nil {
 		return nil, err
 	}

@@ -543,18 +543,18 @@ func (s *Search) openStudy(ctx context.Context) error {
 	}
 	s.store = store
 	name := s.cfg.Study.Name
-	_, lookErr := store.GetStudyIDFromName(name)
+	_, lookErr := store.st.GetStudyIDFromName(name)
 	creator := lookErr != nil
 	existing := 0
 	if !creator {
-		id, _ := store.GetStudyIDFromName(name)
-		if ts, err := store.GetAllTrials(id); err == nil {
+		id, _ := store.st.GetStudyIDFromName(name)
+		if ts, err := store.st.GetAllTrials(id); err == nil {
 			existing = len(ts)
 		}
 	}
 	s.seed = processSeed(s.cfg.Study.Seed, existing, creator, s.opts.Worker)
 	opts := []goptuna.StudyOption{
-		goptuna.StudyOptionStorage(store),
+		goptuna.StudyOptionStorage(store.st),
 		goptuna.StudyOptionDirection(goptuna.StudyDirectionMaximize),
 		goptuna.StudyOptionLogger(nil),
 		goptuna.StudyOptionLoadIfExists(true),
@@ -829,14 +829,14 @@ func (s *Search) reapStale(ts []goptuna.FrozenTrial) (int, error) {
 		if time.Since(last) < s.opts.Lease {
 			continue
 		}
-		err := s.store.SetTrialState(t.ID, goptuna.TrialStateFail)
+		err := s.store.st.SetTrialState(t.ID, goptuna.TrialStateFail)
 		if errors.Is(err, goptuna.ErrTrialCannotBeUpdated) {
 			continue // another worker got there first
 		}
 		if err != nil {
 			return n, err
 		}
-		if err := s.store.SetTrialUserAttr(t.ID, attrError, fmt.Sprintf("stale: no heartbeat since %s (worker %s vanished)", last.Format(time.RFC3339), t.UserAttrs[attrWorker])); err != nil {
+		if err := s.store.st.SetTrialUserAttr(t.ID, attrError, fmt.Sprintf("stale: no heartbeat since %s (worker %s vanished)", last.Format(time.RFC3339), t.UserAttrs[attrWorker])); err != nil {
 			s.logf("warning: stale trial %d failed, but its reason was not stored: %v", t.Number, err)
 		}
 		if len(t.InternalParams) > 0 {
@@ -902,12 +902,12 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 		return err
 	}
 	if id < 0 {
-		if id, err = s.store.CreateNewTrial(s.study.ID); err != nil {
+		if id, err = s.store.st.CreateNewTrial(s.study.ID); err != nil {
 			return fmt.Errorf("creating a trial: %w", err)
 		}
 	}
 	trial := goptuna.Trial{Study: s.study, ID: id}
-	if err := s.store.SetTrialUserAttr(id, attrWorker, s.opts.Worker); err != nil {
+	if err := s.store.st.SetTrialUserAttr(id, attrWorker, s.opts.Worker); err != nil {
 		return fmt.Errorf("storing trial %d: %w", id, err)
 	}
 	stopBeat := s.heartbeat(id)
@@ -922,8 +922,8 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 
 	if ctx.Err() != nil {
 		// Interrupted: mark failed and enqueue the plan again, so a rerun finishes it.
-		err := errors.Join(s.store.SetTrialUserAttr(id, attrError, "interrupted"), s.store.SetTrialState(id, goptuna.TrialStateFail))
-		ft, gerr := s.store.GetTrial(id)
+		err := errors.Join(s.store.st.SetTrialUserAttr(id, attrError, "interrupted"), s.store.st.SetTrialState(id, goptuna.TrialStateFail))
+		ft, gerr := s.store.st.GetTrial(id)
 		err = errors.Join(err, gerr)
 		if gerr == nil && len(ft.InternalParams) > 0 {
 			err = errors.Join(err, s.study.EnqueueTrial(ft.InternalParams))
@@ -946,7 +946,7 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 		attrs = append(attrs, [2]string{attrError, terr.Error()})
 	}
 	for _, a := range attrs {
-		if err := s.store.SetTrialUserAttr(id, a[0], a[1]); err != nil {
+		if err := s.store.st.SetTrialUserAttr(id, a[0], a[1]); err != nil {
 			return fmt.Errorf("storing trial %d: %w", number, err)
 		}
 	}
@@ -954,7 +954,7 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 	switch {
 	case errors.Is(terr, goptuna.ErrTrialPruned):
 		state = goptuna.TrialStatePruned
-		if ft, err := s.store.GetTrial(id); err == nil {
+		if ft, err := s.store.st.GetTrial(id); err == nil {
 			if last, ok := ft.GetLatestStep(); ok {
 				value = ft.IntermediateValues[last]
 			}
@@ -963,11 +963,11 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 		state = goptuna.TrialStateFail
 	}
 	if state != goptuna.TrialStateFail {
-		if err := s.store.SetTrialValue(id, value); err != nil {
+		if err := s.store.st.SetTrialValue(id, value); err != nil {
 			return s.lostTrial(number, err)
 		}
 	}
-	if err := s.store.SetTrialState(id, state); err != nil {
+	if err := s.store.st.SetTrialState(id, state); err != nil {
 		return s.lostTrial(number, err)
 	}
 	done := p.Done()
@@ -1019,7 +1019,7 @@ func (s *Search) popWaiting() (int, error) {
 		if t.State != goptuna.TrialStateWaiting {
 			continue
 		}
-		err := s.store.SetTrialState(t.ID, goptuna.TrialStateRunning)
+		err := s.store.st.SetTrialState(t.ID, goptuna.TrialStateRunning)
 		if errors.Is(err, goptuna.ErrTrialCannotBeUpdated) {
 			continue
 		}
@@ -1035,7 +1035,7 @@ func (s *Search) popWaiting() (int, error) {
 func (s *Search) heartbeat(id int) func() {
 	warned := false
 	beat := func() {
-		if err := s.store.SetTrialSystemAttr(id, attrHeartbeat, strconv.FormatInt(time.Now().UnixMilli(), 10)); err != nil && !warned {
+		if err := s.store.st.SetTrialSystemAttr(id, attrHeartbeat, strconv.FormatInt(time.Now().UnixMilli(), 10)); err != nil && !warned {
 			warned = true // once per trial: a storage that fails keeps failing
 			s.logf("warning: heartbeat of a running trial not stored (%v): if this lasts, other workers will take the trial for stale", err)
 		}
@@ -1096,7 +1096,7 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 		return 0, nil, 0, fmt.Errorf("fitting the plan to the latency target: %w", err)
 	}
 	pb, _ := json.Marshal(plan)
-	if err := s.store.SetTrialUserAttr(trial.ID, attrPlan, string(pb)); err != nil {
+	if err := s.store.st.SetTrialUserAttr(trial.ID, attrPlan, string(pb)); err != nil {
 		return 0, nil, 0, &storageError{err}
 	}
 	number, _ := trial.Number()
@@ -1108,7 +1108,7 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	if v, m, ok, err := s.scoreDuplicate(trial, arch); ok {
 		return v, m, 0, err
 	}
-	if err := s.store.SetTrialUserAttr(trial.ID, attrArch, arch); err != nil {
+	if err := s.store.st.SetTrialUserAttr(trial.ID, attrArch, arch); err != nil {
 		return 0, nil, 0, &storageError{err}
 	}
 	m, err := s.sizeMetrics(cand)
@@ -1175,14 +1175,14 @@ func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eva
 			if !ok {
 				continue
 			}
-			if err := s.store.SetTrialIntermediateValue(trial.ID, step, t.IntermediateValues[step]); err != nil {
+			if err := s.store.st.SetTrialIntermediateValue(trial.ID, step, t.IntermediateValues[step]); err != nil {
 				return 0, nil, false, nil
 			}
 		default:
 			continue
 		}
 		for _, a := range [][2]string{{attrArch, arch}, {attrDupOf, strconv.Itoa(t.Number)}} {
-			if err := s.store.SetTrialUserAttr(trial.ID, a[0], a[1]); err != nil {
+			if err := s.store.st.SetTrialUserAttr(trial.ID, a[0], a[1]); err != nil {
 				return 0, nil, true, &storageError{err}
 			}
 		}

@@ -368,9 +368,9 @@ func waitRunning(t *testing.T, dbPath, name string, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if store, err := OpenExisting(dbPath); err == nil {
-			id, err := store.GetStudyIDFromName(name)
+			id, err := store.st.GetStudyIDFromName(name)
 			if err == nil {
-				ts, _ := store.GetAllTrials(id)
+				ts, _ := store.st.GetAllTrials(id)
 				for _, tr := range ts {
 					if tr.State == goptuna.TrialStateRunning && tr.UserAttrs[attrPlan] != "" && tr.Number >= 1 {
 						store.Close()
@@ -529,8 +529,8 @@ func TestTwoWorkersServer(t *testing.T) {
 			}
 			name := fmt.Sprintf("%s-%d", tc.name, time.Now().UnixNano())
 			defer func() {
-				if id, err := store.GetStudyIDFromName(name); err == nil {
-					store.DeleteStudy(id)
+				if id, err := store.st.GetStudyIDFromName(name); err == nil {
+					store.st.DeleteStudy(id)
 				}
 				store.Close()
 			}()
@@ -875,7 +875,7 @@ func TestOpenExistingReadsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateNewStudy("s"); err != nil {
+	if _, err := st.st.CreateNewStudy("s"); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -937,33 +937,33 @@ func TestLongAttributes(t *testing.T) {
 			}
 			defer store.Close()
 			name := fmt.Sprintf("long-%d", time.Now().UnixNano())
-			id, err := store.CreateNewStudy(name)
+			id, err := store.st.CreateNewStudy(name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer store.DeleteStudy(id)
-			if err := store.SetStudyUserAttr(id, studyAttrGroups, string(long)); err != nil {
+			defer store.st.DeleteStudy(id)
+			if err := store.st.SetStudyUserAttr(id, studyAttrGroups, string(long)); err != nil {
 				t.Fatal(err)
 			}
-			if err := store.SetStudyUserAttr(id, "short", "x"); err != nil {
+			if err := store.st.SetStudyUserAttr(id, "short", "x"); err != nil {
 				t.Fatal(err)
 			}
-			trial, err := store.CreateNewTrial(id)
+			trial, err := store.st.CreateNewTrial(id)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := store.SetTrialUserAttr(trial, attrMetrics, string(long)); err != nil {
+			if err := store.st.SetTrialUserAttr(trial, attrMetrics, string(long)); err != nil {
 				t.Fatal(err)
 			}
-			attrs, err := store.GetStudyUserAttrs(id)
+			attrs, err := store.st.GetStudyUserAttrs(id)
 			if err != nil || attrs[studyAttrGroups] != string(long) || attrs["short"] != "x" || len(attrs) != 2 {
 				t.Errorf("study attributes read back: %d keys, groups of %d bytes (want %d), %v", len(attrs), len(attrs[studyAttrGroups]), len(long), err)
 			}
-			all, err := store.GetAllTrials(id)
+			all, err := store.st.GetAllTrials(id)
 			if err != nil || len(all) != 1 || all[0].UserAttrs[attrMetrics] != string(long) || len(all[0].UserAttrs) != 1 {
 				t.Errorf("trial attributes read back wrong: %v", err)
 			}
-			one, err := store.GetTrial(trial)
+			one, err := store.st.GetTrial(trial)
 			if err != nil || one.UserAttrs[attrMetrics] != string(long) {
 				t.Errorf("GetTrial: %v", err)
 			}

@@ -21,13 +21,18 @@ import (
 	"gorm.io/gorm/logger"
 )
 
-// Storage is an open study database.
+// Storage is an open study database. Studies are read from it with Summarize and searched
+// with Open; goptuna's storage interface stays inside the package.
 type Storage struct {
-	*rdb.Storage
+	st   *studyStore
 	db   *gorm.DB
 	URL  string // as given
 	Kind string // "sqlite", "postgres" or "mysql"
 }
+
+// studyStore is goptuna's RDB storage with attribute values of any length: values over
+// goptuna's varchar(2048) columns are split on writing and joined on reading.
+type studyStore struct{ *rdb.Storage }
 
 // Close closes the database connection.
 func (s *Storage) Close() error {
@@ -70,7 +75,7 @@ func OpenStorage(url string) (*Storage, error) {
 		closeDB(db)
 		return nil, fmt.Errorf("storage %s: creating tables: %w", redact(url), err)
 	}
-	return &Storage{Storage: rdb.NewStorage(db), db: db, URL: url, Kind: kind}, nil
+	return &Storage{st: &studyStore{rdb.NewStorage(db)}, db: db, URL: url, Kind: kind}, nil
 }
 
 func gormConfig() *gorm.Config { return &gorm.Config{Logger: logger.Default.LogMode(logger.Silent)} }
@@ -201,7 +206,7 @@ func redact(s string) string {
 	return u.String()
 }
 
-var _ goptuna.Storage = (*Storage)(nil)
+var _ goptuna.Storage = (*studyStore)(nil)
 
 // OpenExisting opens a study database that must already exist, for reading (reports): a
 // missing SQLite file is an error rather than a new, empty database, nothing is created or
@@ -241,12 +246,12 @@ func OpenExisting(url string) (*Storage, error) {
 		closeDB(db)
 		return nil, fmt.Errorf("study database %s: it holds no study (no goptuna tables)", redact(url))
 	}
-	return &Storage{Storage: rdb.NewStorage(db), db: db, URL: url, Kind: kind}, nil
+	return &Storage{st: &studyStore{rdb.NewStorage(db)}, db: db, URL: url, Kind: kind}, nil
 }
 
 // StudyNames lists the studies in the database.
 func (s *Storage) StudyNames() ([]string, error) {
-	all, err := s.GetAllStudySummaries()
+	all, err := s.st.GetAllStudySummaries()
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +327,7 @@ func join(attrs map[string]string) map[string]string {
 }
 
 // SetStudyUserAttr stores a study attribute of any length.
-func (s *Storage) SetStudyUserAttr(studyID int, key, value string) error {
+func (s *studyStore) SetStudyUserAttr(studyID int, key, value string) error {
 	for _, a := range split(key, value) {
 		if err := s.Storage.SetStudyUserAttr(studyID, a[0], a[1]); err != nil {
 			return err
@@ -332,7 +337,7 @@ func (s *Storage) SetStudyUserAttr(studyID int, key, value string) error {
 }
 
 // SetTrialUserAttr stores a trial attribute of any length.
-func (s *Storage) SetTrialUserAttr(trialID int, key, value string) error {
+func (s *studyStore) SetTrialUserAttr(trialID int, key, value string) error {
 	for _, a := range split(key, value) {
 		if err := s.Storage.SetTrialUserAttr(trialID, a[0], a[1]); err != nil {
 			return err
@@ -342,26 +347,26 @@ func (s *Storage) SetTrialUserAttr(trialID int, key, value string) error {
 }
 
 // GetStudyUserAttrs returns a study's attributes, long ones joined.
-func (s *Storage) GetStudyUserAttrs(studyID int) (map[string]string, error) {
+func (s *studyStore) GetStudyUserAttrs(studyID int) (map[string]string, error) {
 	a, err := s.Storage.GetStudyUserAttrs(studyID)
 	return join(a), err
 }
 
 // GetTrialUserAttrs returns a trial's attributes, long ones joined.
-func (s *Storage) GetTrialUserAttrs(trialID int) (map[string]string, error) {
+func (s *studyStore) GetTrialUserAttrs(trialID int) (map[string]string, error) {
 	a, err := s.Storage.GetTrialUserAttrs(trialID)
 	return join(a), err
 }
 
 // GetTrial returns a trial, its long attributes joined.
-func (s *Storage) GetTrial(trialID int) (goptuna.FrozenTrial, error) {
+func (s *studyStore) GetTrial(trialID int) (goptuna.FrozenTrial, error) {
 	t, err := s.Storage.GetTrial(trialID)
 	t.UserAttrs = join(t.UserAttrs)
 	return t, err
 }
 
 // GetAllTrials returns a study's trials, their long attributes joined.
-func (s *Storage) GetAllTrials(studyID int) ([]goptuna.FrozenTrial, error) {
+func (s *studyStore) GetAllTrials(studyID int) ([]goptuna.FrozenTrial, error) {
 	ts, err := s.Storage.GetAllTrials(studyID)
 	for i := range ts {
 		ts[i].UserAttrs = join(ts[i].UserAttrs)
@@ -370,7 +375,7 @@ func (s *Storage) GetAllTrials(studyID int) ([]goptuna.FrozenTrial, error) {
 }
 
 // GetBestTrial returns the best trial, its long attributes joined.
-func (s *Storage) GetBestTrial(studyID int) (goptuna.FrozenTrial, error) {
+func (s *studyStore) GetBestTrial(studyID int) (goptuna.FrozenTrial, error) {
 	t, err := s.Storage.GetBestTrial(studyID)
 	t.UserAttrs = join(t.UserAttrs)
 	return t, err
