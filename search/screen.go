@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand"
 	"sort"
+	"time"
 
 	"github.com/c-bata/goptuna"
 
@@ -56,6 +57,7 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 		seen[m.Hash()] = true
 	}
 	var out []screened
+	start := time.Now()
 	s.logf("screening %d random plans fitted to the target %s, scored without fine-tuning (batch norms recalibrated)", st.Screen, s.cfg.Objective.Target)
 	for i := 0; i < st.Screen; i++ {
 		if err := ctx.Err(); err != nil {
@@ -88,7 +90,7 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 		}
 		out = append(out, screened{params: params, accuracy: acc})
 		if (i+1)%8 == 0 || i+1 == st.Screen {
-			s.logf("  screened %d of %d plans", i+1, st.Screen)
+			s.logf("  screened %d of %d plans (%s)", i+1, st.Screen, time.Since(start).Round(time.Second))
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].accuracy > out[j].accuracy })
