@@ -63,6 +63,9 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if i > 0 && i%8 == 0 {
+			s.logf("  screened %d of %d plans (%s)", i, st.Screen, time.Since(start).Round(time.Second))
+		}
 		params := map[string]float64{}
 		for _, n := range names {
 			params[n] = draw(rng, s.space[n])
@@ -89,10 +92,8 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 			return nil, fmt.Errorf("screening: plan %d: %w", i+1, err)
 		}
 		out = append(out, screened{params: params, accuracy: acc})
-		if (i+1)%8 == 0 || i+1 == st.Screen {
-			s.logf("  screened %d of %d plans (%s)", i+1, st.Screen, time.Since(start).Round(time.Second))
-		}
 	}
+	s.logf("  screened %d plans in %s (%d distinct models)", st.Screen, time.Since(start).Round(time.Second), len(out))
 	sort.SliceStable(out, func(i, j int) bool { return out[i].accuracy > out[j].accuracy })
 	if len(out) > st.ScreenKeep {
 		out = out[:st.ScreenKeep]
