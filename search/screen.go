@@ -104,6 +104,18 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 	return out, nil
 }
 
+// UniformAtTarget returns the uniform plan fitted to the latency target, as the study's
+// first trial is: the least pruned uniform ratio on the grid that meets the target, shifted
+// until its measured latency just meets it. It is the baseline a searched plan must beat at
+// the same latency. nil when the config has no latency target.
+func (s *Search) UniformAtTarget(ctx context.Context) (prune.Plan, error) {
+	near, _, err := s.nearTarget(ctx)
+	if err != nil || near == nil {
+		return nil, err
+	}
+	return s.fitTarget(ctx, near.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo))
+}
+
 // ZeroShot is the screening's score of a plan: the pruned model's validation accuracy with
 // its batch norms recalibrated and no fine-tuning.
 func (s *Search) ZeroShot(ctx context.Context, plan prune.Plan) (float64, error) {

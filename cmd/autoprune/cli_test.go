@@ -174,14 +174,16 @@ steps = 20
 		Uniform []struct {
 			Rel     float64 `json:"rel_latency"`
 			TestAcc float64 `json:"test_acc"`
+			Fitted  bool    `json:"fitted_to_target"`
 		} `json:"uniform"`
 	}
 	if b, err := os.ReadFile(cmpJSON); err != nil {
 		t.Error(err)
 	} else if err := json.Unmarshal(b, &cmp); err != nil {
 		t.Errorf("compare --json: %v\n%s", err, b)
-	} else if len(cmp.Rows) != 2 || cmp.Rows[0].Method != "random" || len(cmp.Uniform) != 2 ||
-		(cmp.Rows[0].Winner >= 0) != (cmp.Rows[0].TestAcc != nil) || cmp.Uniform[1].Rel >= cmp.Uniform[0].Rel {
+	} else if len(cmp.Rows) != 2 || cmp.Rows[0].Method != "random" || len(cmp.Uniform) != 3 ||
+		(cmp.Rows[0].Winner >= 0) != (cmp.Rows[0].TestAcc != nil) || cmp.Uniform[1].Rel >= cmp.Uniform[0].Rel ||
+		cmp.Uniform[1].Fitted || !cmp.Uniform[2].Fitted {
 		t.Errorf("compare --json: %d rows, %d uniform points\n%s", len(cmp.Rows), len(cmp.Uniform), b)
 	}
 }

@@ -62,6 +62,10 @@ type uniformPoint struct {
 	Rel     float64 `json:"rel_latency"`
 	TestAcc float64 `json:"test_acc"`
 	ValAcc  float64 `json:"val_acc"`
+	// Fitted marks the uniform plan fitted to the target (Ratio is then its mean ratio):
+	// the point of the curve where the winners are, so that the curve is not read by a
+	// straight line between two distant ratios.
+	Fitted bool `json:"fitted_to_target,omitempty"`
 }
 
 // optFloat is a number that may be missing (NaN), written as null in JSON.
@@ -195,6 +199,25 @@ Examples:
 			}
 			fmt.Fprintf(stderr, "uniform %.2f: test acc %.2f %%, %.3fx the dense latency\n", r, 100*res.TestAcc, res.Metrics.RelLatency)
 			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
+		}
+		// The uniform plan fitted to the target, as every study's first trial is.
+		plan, err := s.UniformAtTarget(ctx)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("compare: uniform plan fitted to the target: %w", err)
+		}
+		if plan != nil {
+			res, err := s.Evaluate(ctx, plan)
+			if err != nil {
+				s.Close()
+				return fmt.Errorf("compare: uniform plan fitted to the target: %w", err)
+			}
+			mean := 0.0
+			for _, r := range plan {
+				mean += r / float64(len(plan))
+			}
+			fmt.Fprintf(stderr, "uniform %.3f (fitted to %gx): test acc %.2f %%, %.3fx the dense latency\n", mean, target, 100*res.TestAcc, res.Metrics.RelLatency)
+			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: mean, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, Fitted: true})
 		}
 		s.Close()
 	}
@@ -392,7 +415,11 @@ func writeCompare(w io.Writer, c comparison) {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(tw, "ratio\tlatency\ttest acc %%\t\n")
 		for _, u := range c.Uniform {
-			fmt.Fprintf(tw, "%.2f\t%.3fx\t%.2f\t\n", u.Ratio, u.Rel, 100*u.TestAcc)
+			ratio := fmt.Sprintf("%.2f", u.Ratio)
+			if u.Fitted {
+				ratio = fmt.Sprintf("%.3f (fitted to the target)", u.Ratio)
+			}
+			fmt.Fprintf(tw, "%s\t%.3fx\t%.2f\t\n", ratio, u.Rel, 100*u.TestAcc)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
