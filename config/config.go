@@ -71,10 +71,10 @@ type Study struct {
 	// longer for a device that can stall for minutes).
 	StaleAfter Duration `toml:"stale_after"`
 	// Screen is how many random plans, fitted to the latency target, are scored before the
-	// trials without any fine-tuning (batch norms recalibrated, validation accuracy): a
-	// cheap proxy that ranks plans much as their fine-tuned accuracy does. The best
-	// ScreenKeep of them are the study's first trials. Only with plans fitted to a target
-	// (default 32; 0: none).
+	// trials without any fine-tuning (batch norms recalibrated, validation accuracy). The
+	// best ScreenKeep of them are the study's first trials. Only with plans fitted to a
+	// target. Default 0 (none): on Fashion-MNIST it cost 3 to 4 minutes a study and did not
+	// raise the winners' accuracy (docs/BENCHMARKS.md).
 	Screen     int `toml:"screen"`
 	ScreenKeep int `toml:"screen_keep"` // default 3
 }
@@ -447,9 +447,6 @@ func (c *Config) defaults() {
 	}
 	if s.Warmstart == nil {
 		s.Warmstart = []float64{0.25, 0.5}
-	}
-	if s.Screen == 0 {
-		s.Screen = 32
 	}
 	if s.ScreenKeep == 0 {
 		s.ScreenKeep = 3
