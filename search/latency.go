@@ -204,7 +204,7 @@ func (s *Search) nearTarget(ctx context.Context) (prune.Plan, float64, error) {
 		if r > top+1e-9 {
 			break
 		}
-		m, err := prune.Structured(s.base, uniform(r).Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo), s.crit)
+		m, err := prune.Structured(s.base, s.shape(uniform(r)), s.crit)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -247,6 +247,17 @@ func high(d interface{}) float64 {
 		return d.High
 	}
 	return 0
+}
+
+// shape rounds a plan's kept widths as every pruned model has them (prune.min_channels,
+// prune.round_to).
+func (s *Search) shape(p prune.Plan) prune.Plan {
+	return p.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo)
+}
+
+// fitted is a sampler's plan as a trial prunes it: shaped, then fitted to the target.
+func (s *Search) fitted(ctx context.Context, plan prune.Plan) (prune.Plan, error) {
+	return s.fitTarget(ctx, s.shape(plan))
 }
 
 // fitTarget shifts every ratio of plan by one amount (clamped to each group's bounds) so

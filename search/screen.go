@@ -46,7 +46,7 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 	rng := rand.New(rand.NewSource(st.Seed*7919 + 17))
 	seen := map[string]bool{}
 	if near != nil {
-		fitted, err := s.fitTarget(ctx, near.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo))
+		fitted, err := s.fitted(ctx, near)
 		if err != nil {
 			return nil, fmt.Errorf("screening: fitting the uniform plan to the target: %w", err)
 		}
@@ -70,11 +70,7 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 		for _, n := range names {
 			params[n] = draw(rng, s.space[n])
 		}
-		plan := prune.Plan{}
-		for n, v := range params {
-			plan[n] = v
-		}
-		plan, err := s.fitTarget(ctx, plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo))
+		plan, err := s.fitted(ctx, prune.Plan(params))
 		if err != nil {
 			return nil, fmt.Errorf("screening: fitting plan %d to the target: %w", i+1, err)
 		}
@@ -82,12 +78,11 @@ func (s *Search) screen(ctx context.Context, near prune.Plan) ([]screened, error
 		if err != nil {
 			return nil, fmt.Errorf("screening: plan %d: %w", i+1, err)
 		}
-		if h := cand.Hash(); seen[h] {
+		if seen[cand.Hash()] {
 			continue
-		} else {
-			seen[h] = true
 		}
-		acc, err := s.zeroShot(ctx, cand, st.Seed*1000003-3)
+		seen[cand.Hash()] = true
+		acc, err := s.zeroShot(ctx, cand)
 		if err != nil {
 			return nil, fmt.Errorf("screening: plan %d: %w", i+1, err)
 		}
@@ -113,23 +108,23 @@ func (s *Search) UniformAtTarget(ctx context.Context) (prune.Plan, error) {
 	if err != nil || near == nil {
 		return nil, err
 	}
-	return s.fitTarget(ctx, near.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo))
+	return s.fitted(ctx, near)
 }
 
 // ZeroShot is the screening's score of a plan: the pruned model's validation accuracy with
 // its batch norms recalibrated and no fine-tuning.
 func (s *Search) ZeroShot(ctx context.Context, plan prune.Plan) (float64, error) {
-	cand, err := prune.Structured(s.base, plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo), s.crit)
+	cand, err := prune.Structured(s.base, s.shape(plan), s.crit)
 	if err != nil {
 		return 0, err
 	}
-	return s.zeroShot(ctx, cand, s.cfg.Study.Seed*1000003-3)
+	return s.zeroShot(ctx, cand)
 }
 
-// zeroShot is a pruned model's validation accuracy with its batch norms recalibrated and
-// no fine-tuning.
-func (s *Search) zeroShot(ctx context.Context, cand *nn.Model, seed int64) (float64, error) {
-	m, _, err := s.finetune(ctx, cand, 0, 1, seed, func(int, *nn.Model) error { return nil })
+// zeroShot is a pruned model's validation accuracy with its batch norms recalibrated (on
+// batches drawn from the study's seed) and no fine-tuning.
+func (s *Search) zeroShot(ctx context.Context, cand *nn.Model) (float64, error) {
+	m, _, err := s.finetune(ctx, cand, 0, 1, s.cfg.Study.Seed*1000003-3, func(int, *nn.Model) error { return nil })
 	if err != nil {
 		return 0, err
 	}

@@ -1091,8 +1091,7 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	if err != nil {
 		return 0, nil, 0, err
 	}
-	plan = plan.Shape(s.groups, s.cfg.Prune.MinChannels, s.cfg.Prune.RoundTo)
-	if plan, err = s.fitTarget(ctx, plan); err != nil {
+	if plan, err = s.fitted(ctx, plan); err != nil {
 		return 0, nil, 0, fmt.Errorf("fitting the plan to the latency target: %w", err)
 	}
 	pb, _ := json.Marshal(plan)
