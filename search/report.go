@@ -45,6 +45,10 @@ type Summary struct {
 	Counts     map[string]int `json:"counts"`
 	// Feasible counts the complete trials that meet the constraint.
 	Feasible int `json:"feasible"`
+	// ConfigPath is the file the study's config was read from; Config is that config with
+	// every default filled in, as TOML (empty for studies made before it was stored).
+	ConfigPath string `json:"config_path,omitempty"`
+	Config     string `json:"config,omitempty"`
 }
 
 // Summarize reads a study from storage: every trial with its raw metrics, the best
@@ -69,6 +73,7 @@ func Summarize(store *Storage, name string) (*Summary, error) {
 		return nil, fmt.Errorf("study %q was not made by autoprune (no dense measurements)", name)
 	}
 	_ = json.Unmarshal([]byte(attrs[studyAttrGroups]), &sum.Groups)
+	sum.ConfigPath, sum.Config = attrs[studyAttrConfig], attrs[studyAttrConfigTOML]
 	if c := attrs[studyAttrConstraint]; c != "" {
 		if err := json.Unmarshal([]byte(c), &sum.Constraint); err != nil {
 			return nil, fmt.Errorf("study %q: stored constraint %q: %w", name, c, err)
@@ -154,28 +159,64 @@ func markPareto(ts []TrialResult) {
 	}
 }
 
-// Write prints the summary as tables: counts, the dense model, the Pareto front and the
-// best trial with its plan.
+// Top returns up to n complete trials with measurements, best first: those that meet the
+// constraint by score, then those that miss it by score.
+func (s *Summary) Top(n int) []TrialResult {
+	var ts []TrialResult
+	for _, t := range s.Trials {
+		if t.State == "complete" && t.Metric != nil {
+			ts = append(ts, t)
+		}
+	}
+	sort.SliceStable(ts, func(i, j int) bool {
+		if (ts[i].Miss == "") != (ts[j].Miss == "") {
+			return ts[i].Miss == ""
+		}
+		return ts[i].Value > ts[j].Value
+	})
+	return ts[:min(n, len(ts))]
+}
+
+// Front returns the complete trials on the accuracy-vs-latency Pareto front, fastest first.
+func (s *Summary) Front() []TrialResult {
+	var ts []TrialResult
+	for _, t := range s.Trials {
+		if t.Pareto {
+			ts = append(ts, t)
+		}
+	}
+	sort.SliceStable(ts, func(i, j int) bool { return ts[i].Metric.RelLatency < ts[j].Metric.RelLatency })
+	return ts
+}
+
+// Write prints the summary as tables: counts, the best trials and the Pareto front (each
+// against the dense model, trials over the constraint marked), and the best trial's plan.
 func (s *Summary) Write(w io.Writer) error {
 	fmt.Fprintf(w, "study %s: %d complete, %d stopped early, %d failed, %d running, %d waiting\n",
 		s.Study, s.Counts["complete"], s.Counts["pruned"], s.Counts["fail"], s.Counts["running"], s.Counts["waiting"])
 	if s.Constraint.any() {
 		fmt.Fprintf(w, "constraint %s: met by %d of %d complete trials\n", s.Constraint, s.Feasible, s.Counts["complete"])
 	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "trial\tscore\tval acc %\tlatency ms\tspeed-up\tMACs %\tparams\tbytes\t")
-	row := func(label string, score string, m eval.Metrics) {
-		speed := "-"
-		if m.RelLatency > 0 {
-			speed = fmt.Sprintf("%.2fx", 1/m.RelLatency)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.3f\t%s\t%.1f\t%d\t%d\t\n", label, score, 100*m.Accuracy,
-			float64(m.Latency.Median)/1e6, speed, 100*float64(m.MACs)/float64(max(s.Dense.MACs, 1)), m.Params, m.Bytes)
+	if s.Dense.Latency.N > 0 {
+		fmt.Fprintf(w, "latency measured on %s, batch %d, %d thread(s)\n", s.Dense.Latency.Device, s.Dense.Latency.Batch, s.Dense.Latency.Threads)
 	}
-	row("dense", "-", s.Dense)
-	for _, t := range s.Trials {
-		if t.Pareto {
+	table := func(title string, ts []TrialResult) error {
+		fmt.Fprintf(w, "\n%s\n", title)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "trial\tscore\tval acc %\tvs dense\tlatency ms\tspeed-up\tMACs %\tparams\tbytes\t")
+		row := func(label string, score string, m eval.Metrics) {
+			speed, delta := "-", "-"
+			if m.RelLatency > 0 {
+				speed = fmt.Sprintf("%.2fx", 1/m.RelLatency)
+			}
+			if label != "dense" {
+				delta = fmt.Sprintf("%+.2f", 100*(m.Accuracy-s.Dense.Accuracy))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t%.3f\t%s\t%.1f\t%d\t%d\t\n", label, score, 100*m.Accuracy, delta,
+				float64(m.Latency.Median)/1e6, speed, 100*float64(m.MACs)/float64(max(s.Dense.MACs, 1)), m.Params, m.Bytes)
+		}
+		row("dense", "-", s.Dense)
+		for _, t := range ts {
 			label := fmt.Sprintf("%d", t.Number)
 			if s.Best != nil && t.Number == s.Best.Number {
 				label += " (best)"
@@ -185,23 +226,24 @@ func (s *Summary) Write(w io.Writer) error {
 			}
 			row(label, fmt.Sprintf("%.4f", t.Value), *t.Metric)
 		}
+		return tw.Flush()
 	}
-	if err := tw.Flush(); err != nil {
+	if top := s.Top(5); len(top) > 0 {
+		if err := table("best trials (by score; those that meet the constraint first):", top); err != nil {
+			return err
+		}
+	}
+	if err := table("accuracy-vs-latency Pareto front of complete trials, fastest first:", s.Front()); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "(rows: the dense model, then the accuracy-vs-latency Pareto front of complete trials; \"over\": misses the constraint)")
+	fmt.Fprintln(w, "(\"vs dense\": validation accuracy points against the dense model; \"over\": misses the constraint)")
 	if s.Best == nil && s.Constraint.any() && s.Counts["complete"] > 0 {
 		fmt.Fprintf(w, "\nno complete trial meets the constraint %s%s\n", s.Constraint, s.closestNote())
 	}
 	if s.Best != nil {
-		fmt.Fprintf(w, "\nbest trial %d, plan (ratio of channels removed per group):\n", s.Best.Number)
-		names := make([]string, 0, len(s.Best.Plan))
-		for n := range s.Best.Plan {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			fmt.Fprintf(w, "  %-20s %.2f\n", n, s.Best.Plan[n])
+		fmt.Fprintf(w, "\nbest trial %d, plan (ratio of channels removed per group, channels kept of the dense model's):\n", s.Best.Number)
+		for _, k := range s.Widths(s.Best.Plan) {
+			fmt.Fprintf(w, "  %-20s %.2f  %4d of %d\n", k.Group, k.Ratio, k.Kept, k.Size)
 		}
 	}
 	var fails []string
@@ -214,6 +256,25 @@ func (s *Summary) Write(w io.Writer) error {
 		fmt.Fprintf(w, "\nfailed trials:\n%s\n", strings.Join(fails, "\n"))
 	}
 	return nil
+}
+
+// Width is one group of a plan: its ratio, and the channels it keeps of the dense model's.
+type Width struct {
+	Group string
+	Ratio float64
+	Kept  int
+	Size  int
+}
+
+// Widths lists the searched groups in layer order with what plan keeps of each; groups the
+// plan leaves out keep every channel.
+func (s *Summary) Widths(plan prune.Plan) []Width {
+	ws := make([]Width, 0, len(s.Groups))
+	for _, g := range s.Groups {
+		r := plan[g.Name]
+		ws = append(ws, Width{Group: g.Name, Ratio: r, Kept: prune.Keep(g.Size, r), Size: g.Size})
+	}
+	return ws
 }
 
 // Summary reads this search's study back from storage.

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/c-bata/goptuna"
 	"github.com/c-bata/goptuna/cmaes"
 	"github.com/c-bata/goptuna/medianstopping"
@@ -55,6 +56,9 @@ const (
 	studyAttrDense  = "dense"  // JSON eval.Metrics of the base model
 	studyAttrGroups = "groups" // JSON []prune.Group searched
 	studyAttrConfig = "config" // config file path
+	// studyAttrConfigTOML is the effective config, every default filled in, as TOML: a
+	// report shows what the study ran with, without the file.
+	studyAttrConfigTOML = "config_toml"
 	// studyAttrConstraint is the JSON constraint a winner must meet (latency target, size
 	// budget), so that reports judge trials without the config.
 	studyAttrConstraint = "constraint"
@@ -666,6 +670,10 @@ func (s *Search) initStudy(ctx context.Context) error {
 	// The groups go last: they mark the study as made (other workers wait for them, and a
 	// study without them and without trials is made again).
 	attrs := [][2]string{{studyAttrDense, string(dense)}, {studyAttrConfig, s.cfg.Path}}
+	var text strings.Builder
+	if err := toml.NewEncoder(&text).Encode(s.cfg); err == nil {
+		attrs = append(attrs, [2]string{studyAttrConfigTOML, text.String()})
+	}
 	if c := s.constraint(); c.any() {
 		b, _ := json.Marshal(c)
 		attrs = append(attrs, [2]string{studyAttrConstraint, string(b)})

@@ -380,3 +380,7 @@ func (s *studyStore) GetBestTrial(studyID int) (goptuna.FrozenTrial, error) {
 	t.UserAttrs = join(t.UserAttrs)
 	return t, err
 }
+
+// Source names the database for people: the SQLite path, or the URL with its password
+// hidden.
+func (s *Storage) Source() string { return redact(s.URL) }

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/autoprune/autoprune/search"
 )
 
 // The command line as a user meets it: exit codes and messages for good and bad input.
@@ -154,6 +160,48 @@ steps = 20
 	code, out, errs = runLatencyCmd(t, "report", filepath.Join(dir, "tiny.db"), "--json")
 	if code != 0 || !strings.Contains(out, `"rel_latency"`) {
 		t.Errorf("report --json: exit %d\n%s%s", code, out, errs)
+	}
+	plots, page := filepath.Join(dir, "plots"), filepath.Join(dir, "report.html")
+	code, out, errs = runLatencyCmd(t, "report", filepath.Join(dir, "tiny.db"), "--plots", plots, "--html", page)
+	if code != 0 || !strings.Contains(errs, "tradeoff.svg") {
+		t.Errorf("report --plots --html: exit %d\n%s%s", code, out, errs)
+	}
+	for _, f := range []string{"tradeoff.png", "tradeoff.svg", "history.png", "history.svg", "plan.png", "plan.svg"} {
+		if _, err := os.Stat(filepath.Join(plots, f)); err != nil {
+			t.Errorf("report --plots wrote no %s: %v", f, err)
+		}
+	}
+	if b, err := os.ReadFile(page); err != nil || strings.Count(string(b), "<svg") != 3 || !strings.Contains(string(b), "[study]") {
+		t.Errorf("report --html: %v, page of %d bytes without the plots or the config", err, len(b))
+	}
+	// The live view serves the same page, read afresh, and writes nothing.
+	before, err := os.ReadFile(filepath.Join(dir, "tiny.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := search.OpenExisting(filepath.Join(dir, "tiny.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(reportHandler(store, "tiny", "tiny.db"))
+	for range 2 {
+		resp, err := http.Get(srv.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Count(string(b), "<svg") != 3 || !strings.Contains(string(b), `http-equiv="refresh"`) {
+			t.Errorf("live view: status %d, page of %d bytes without its plots or refresh", resp.StatusCode, len(b))
+		}
+	}
+	if resp, err := http.Get(srv.URL + "/other"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("live view serves /other: %v %v", resp, err)
+	}
+	srv.Close()
+	store.Close()
+	if after, err := os.ReadFile(filepath.Join(dir, "tiny.db")); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("serving the report changed the study file (%v)", err)
 	}
 	// The plan it saved is a valid plan file for "prune".
 	code, _, errs = runLatencyCmd(t, "prune", model, "--plan", filepath.Join(dir, "tiny-best.plan.toml"), "--out", filepath.Join(dir, "again.safetensors"))

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/autoprune/autoprune/config"
+	"github.com/autoprune/autoprune/internal/fileio"
+	"github.com/autoprune/autoprune/report"
 	"github.com/autoprune/autoprune/search"
 )
 
@@ -108,18 +114,33 @@ func classify(err error) error {
 }
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("report", "report STUDY-DB [--study NAME] [--json]", `
+	fs := newFlags("report", "report STUDY-DB [--study NAME] [--json] [--plots DIR] [--html FILE] [--serve ADDR]", `
 Reads a study from its database alone (no model, no data needed): counts of trials, the
-dense model, the accuracy-vs-latency Pareto front of complete trials, the best trial's plan
-and the reasons of failed trials. STUDY-DB is the SQLite file or a postgres:// or mysql:// URL.
-It only reads: a SQLite file is opened read-only (also in a read-only folder, or while a
-search writes it), and nothing is created in a file or database that holds no study.
+dense model, the best trials and the accuracy-vs-latency Pareto front of complete trials
+(speed-up and accuracy change against the dense model, trials over the target marked), the
+best trial's plan and the reasons of failed trials. STUDY-DB is the SQLite file or a
+postgres:// or mysql:// URL. It only reads: a SQLite file is opened read-only (also in a
+read-only folder, or while a search writes it), and nothing is created in a file or
+database that holds no study.
+
+--plots DIR writes PNG and SVG plots: tradeoff (validation accuracy against measured
+latency for every trial, complete, stopped early and failed drawn differently, with the
+Pareto front, the dense model and the target), history (score per trial and the best
+feasible so far) and plan (channels kept per group by the best trial beside the dense
+model's). --html FILE writes one self-contained page with the plots, the tables, the
+winning plan, the config and the device. --serve ADDR serves that page, read afresh from
+the database at every request and reloading itself every 10 s, to watch a running study.
 
 Examples:
   autoprune report configs/mobile.db
-  autoprune report configs/mobile.db --json > study.json`, stderr)
+  autoprune report configs/mobile.db --json > study.json
+  autoprune report configs/mobile.db --plots plots/ --html report.html
+  autoprune report configs/mobile.db --serve 127.0.0.1:8080`, stderr)
 	name := fs.String("study", "", "study name (default: the only study in the database)")
 	asJSON := fs.Bool("json", false, "print every trial with its raw metrics as JSON")
+	plots := fs.String("plots", "", "write the study's plots (PNG and SVG) into this folder")
+	page := fs.String("html", "", "write a self-contained HTML report to this file")
+	serve := fs.String("serve", "", "serve the HTML report at this address (such as 127.0.0.1:8080) until Ctrl-C")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -151,10 +172,71 @@ Examples:
 	if err != nil {
 		return asUsage(err)
 	}
+	source := store.Source()
+	if *plots != "" {
+		files, err := report.WritePlots(sum, *plots)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "plots written: %s\n", strings.Join(files, ", "))
+	}
+	if *page != "" {
+		if err := fileio.WriteAtomic(*page, func(w io.Writer) error {
+			return report.HTML(w, sum, report.Page{Source: source})
+		}); err != nil {
+			return usagef("report --html %s: %v", *page, err)
+		}
+		fmt.Fprintf(stderr, "report written: %s\n", *page)
+	}
+	if *serve != "" {
+		return serveReport(ctx, *serve, store, *name, source, stderr)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(sum)
 	}
+	if *plots != "" || *page != "" {
+		return nil
+	}
 	return sum.Write(stdout)
+}
+
+// serveReport serves the study's HTML page at addr until ctx ends.
+func serveReport(ctx context.Context, addr string, store *search.Storage, name, source string, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return usagef("report --serve %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: reportHandler(store, name, source), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	fmt.Fprintf(stderr, "serving study %s at http://%s/ (read-only; Ctrl-C stops)\n", name, ln.Addr())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// reportHandler serves the study's page at "/", read afresh from the store at every
+// request and reloading itself every 10 s.
+func reportHandler(store *search.Storage, name, source string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		sum, err := search.Summarize(store, name)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		var b bytes.Buffer
+		if err := report.HTML(&b, sum, report.Page{Source: source, Refresh: 10 * time.Second}); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(b.Bytes())
+	})
+	return mux
 }
