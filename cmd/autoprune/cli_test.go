@@ -84,6 +84,8 @@ func TestCommandLine(t *testing.T) {
 		{"bench command lut", []string{"bench", lenet, "--command", "node runner.js", "--lut", "x.json"}, exitUsage, "at most one of --agent, --command"},
 		{"bench versus agent", []string{"bench", lenet, "--versus", "zoo:lenet5", "--macs", "1"}, exitUsage, "at most one of"},
 		{"sensitivity", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5", "--val-samples", "500", "--json", p("s.json")}, exitOK, "max ratio"},
+		{"sensitivity plots", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5", "--val-samples", "500", "--plots", p("splots")}, exitOK, "sensitivity.svg"},
+		{"sensitivity plots unwritable", []string{"sensitivity", "zoo:lenet5", "--plots", p("garbage.onnx/x")}, exitUsage, "sensitivity: --plots"},
 		{"sensitivity ratios", []string{"sensitivity", "zoo:lenet5", "--ratios", "0.5,2"}, exitUsage, `"2" is not a ratio`},
 		{"search missing", []string{"search", p("none.toml")}, exitUsage, "no such file"},
 		{"search bad config", []string{"search", p("bad.toml")}, exitUsage, "bad.toml:3: invalid config: unknown key study.samplr"},
@@ -209,9 +211,12 @@ steps = 20
 		t.Errorf("prune with the exported plan: exit %d\n%s", code, errs)
 	}
 	cmpJSON := filepath.Join(dir, "cmp.json")
-	code, out, errs = runLatencyCmd(t, "compare", cfg, "--samplers", "random", "--seeds", "1,2", "--uniform", "0.3,0.6", "--trials", "2", "--json", cmpJSON)
+	code, out, errs = runLatencyCmd(t, "compare", cfg, "--samplers", "random", "--seeds", "1,2", "--uniform", "0.3,0.6", "--trials", "2", "--json", cmpJSON, "--plots", plots)
 	if code != 0 || !strings.Contains(out, "uniform") || strings.Count(out, "random") < 3 {
 		t.Errorf("compare: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(plots, "compare.svg")); err != nil {
+		t.Errorf("compare --plots: %v", err)
 	}
 	var cmp struct {
 		Rows []struct {

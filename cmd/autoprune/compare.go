@@ -17,6 +17,7 @@ import (
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/objectives"
 	"github.com/autoprune/autoprune/prune"
+	"github.com/autoprune/autoprune/report"
 	"github.com/autoprune/autoprune/search"
 )
 
@@ -117,6 +118,7 @@ Examples:
 	targetFlag := fs.String("target", "", "latency target relative to the dense model, such as 0.4x (default: the config's objective.target)")
 	tauN := fs.Int("tau", 6, "trials per study fine-tuned like the winner to measure Kendall's tau (0: none)")
 	jsonOut := fs.String("json", "", "also write the rows as JSON to this file")
+	plotsDir := fs.String("plots", "", "also plot each method's winners and the uniform curve (test accuracy against re-measured latency) into this folder, as compare.png and compare.svg")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -141,6 +143,11 @@ Examples:
 	}
 	if *tauN < 0 || *tauN == 1 {
 		return usagef("compare: --tau %d: want 0 (none) or at least 2 trials", *tauN)
+	}
+	if *plotsDir != "" {
+		if err := writableDir("compare: --plots", *plotsDir); err != nil {
+			return err
+		}
 	}
 	var seeds []int64
 	for _, f := range strings.Split(*seedList, ",") {
@@ -245,7 +252,42 @@ Examples:
 			return err
 		}
 	}
+	if *plotsDir != "" {
+		files, err := plotCompare(cmp, *plotsDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "plots written: %s\n", strings.Join(files, ", "))
+	}
 	return nil
+}
+
+// plotCompare draws each method's winners and the uniform curve, test accuracy against
+// re-measured latency, into dir.
+func plotCompare(cmp comparison, dir string) ([]string, error) {
+	series := []report.Series{{Name: "uniform pruning", Dashed: true}}
+	for _, u := range cmp.Uniform {
+		series[0].Points = append(series[0].Points, report.XY{X: u.Rel, Y: 100 * u.TestAcc})
+	}
+	index := map[string]int{}
+	for _, r := range cmp.Rows {
+		if math.IsNaN(float64(r.Rel)) || math.IsNaN(float64(r.TestAcc)) {
+			continue
+		}
+		i, ok := index[r.Method]
+		if !ok {
+			i = len(series)
+			index[r.Method] = i
+			series = append(series, report.Series{Name: r.Method + " winners"})
+		}
+		series[i].Points = append(series[i].Points, report.XY{X: float64(r.Rel), Y: 100 * float64(r.TestAcc)})
+	}
+	p, err := report.Curves(fmt.Sprintf("searched winners against uniform pruning, target %.3gx", cmp.Target),
+		"latency relative to the dense model (re-measured)", "test accuracy %", series)
+	if err != nil {
+		return nil, err
+	}
+	return report.Save(p, dir, "compare")
 }
 
 // compareStudy runs (or resumes) one study, delivers its winner, and measures what the

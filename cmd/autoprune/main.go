@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/autoprune/autoprune/internal/fileio"
 )
 
 // Exit codes, in one place.
@@ -152,4 +154,18 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// writableDir makes dir if it is missing and checks that files can be written in it, so
+// that an output folder is refused before the long work, not after it.
+func writableDir(what, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return usagef("%s %s: %v", what, dir, fileio.StripPath(err))
+	}
+	f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
+	if err != nil {
+		return usagef("%s %s: cannot write in this folder: %v", what, dir, fileio.StripPath(err))
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

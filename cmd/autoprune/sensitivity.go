@@ -15,6 +15,7 @@ import (
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/prune"
+	"github.com/autoprune/autoprune/report"
 	"github.com/autoprune/autoprune/train"
 )
 
@@ -48,6 +49,7 @@ Examples:
 	csvOut := fs.String("csv", "", "write the table as CSV to this file")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file (for prune.sensitivity in a config)")
 	threads := fs.Int("threads", 2, "engine threads")
+	plotsDir := fs.String("plots", "", "also plot accuracy against ratio, one curve per group, into this folder as sensitivity.png and sensitivity.svg")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -69,6 +71,11 @@ Examples:
 	}
 	if *recal < 0 || *valSamples < 100 {
 		return usagef("sensitivity: --recalibrate must be >= 0 and --val-samples >= 100")
+	}
+	if *plotsDir != "" {
+		if err := writableDir("sensitivity: --plots", *plotsDir); err != nil {
+			return err
+		}
 	}
 	m, err := loadModelArg(pos[0])
 	if err != nil {
@@ -126,7 +133,35 @@ Examples:
 		}
 		fmt.Fprintf(stdout, "wrote %s\n", *jsonOut)
 	}
+	if *plotsDir != "" {
+		files, err := plotSensitivity(rep, *plotsDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s\n", strings.Join(files, ", "))
+	}
 	return nil
+}
+
+// plotSensitivity draws validation accuracy against ratio, one curve per group, with the
+// dense model's accuracy at ratio 0 of every curve.
+func plotSensitivity(rep *prune.SensitivityReport, dir string) ([]string, error) {
+	series := make([]report.Series, 0, len(rep.Groups))
+	for _, g := range rep.Groups {
+		s := report.Series{Name: fmt.Sprintf("%s (%d)", g.Name, g.Size), Points: []report.XY{{X: 0, Y: 100 * rep.Base}}}
+		for _, p := range rep.Points {
+			if p.Group == g.Name {
+				s.Points = append(s.Points, report.XY{X: p.Ratio, Y: 100 * p.Score})
+			}
+		}
+		series = append(series, s)
+	}
+	p, err := report.Curves(fmt.Sprintf("sensitivity: one group pruned at a time (criterion %s)", rep.Criterion),
+		"ratio of the group's channels removed", "validation accuracy %", series)
+	if err != nil {
+		return nil, err
+	}
+	return report.Save(p, dir, "sensitivity")
 }
 
 func writeSensitivity(w io.Writer, rep *prune.SensitivityReport, maxDrop float64) error {
