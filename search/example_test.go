@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 
 	"github.com/autoprune/autoprune/config"
@@ -28,7 +29,10 @@ func ExampleOpen() {
 		return m.Accuracy - 0.1*m.RelLatency, nil // the winner still has to meet the target
 	})
 	ctx := context.Background()
-	s, err := search.Open(ctx, cfg, search.Options{Objective: obj, Log: os.Stderr})
+	s, err := search.Open(ctx, cfg, search.Options{
+		Objective: obj,
+		Logger:    slog.New(slog.NewJSONHandler(os.Stderr, nil)), // progress as JSON events: see search.EventTrial
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

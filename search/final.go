@@ -222,7 +222,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 			if final {
 				seed = s.finalSeed()
 			}
-			model, done, err := s.finetune(ctx, p.cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
+			model, done, err := s.finetune(ctx, fmt.Sprintf("candidate trial %d", p.t.Number), p.cand, steps, 1, seed, func(int, *nn.Model) error { return nil })
 			if err != nil {
 				return nil, nil, fmt.Errorf("re-ranking trial %d: %w", p.t.Number, err)
 			}
@@ -320,7 +320,7 @@ func (s *Search) finalSeed() int64 { return s.cfg.Study.Seed*1000003 - 1 }
 
 // tuneFinal fine-tunes a pruned model for [final] steps.
 func (s *Search) tuneFinal(ctx context.Context, cand *nn.Model) (*tuned, error) {
-	model, done, err := s.finetune(ctx, cand, s.cfg.Final.Steps, 1, s.finalSeed(), func(int, *nn.Model) error { return nil })
+	model, done, err := s.finetune(ctx, "final", cand, s.cfg.Final.Steps, 1, s.finalSeed(), func(int, *nn.Model) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("final fine-tuning: %w", err)
 	}

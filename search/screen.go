@@ -124,7 +124,7 @@ func (s *Search) ZeroShot(ctx context.Context, plan prune.Plan) (float64, error)
 // zeroShot is a pruned model's validation accuracy with its batch norms recalibrated (on
 // batches drawn from the study's seed) and no fine-tuning.
 func (s *Search) zeroShot(ctx context.Context, cand *nn.Model) (float64, error) {
-	m, _, err := s.finetune(ctx, cand, 0, 1, s.cfg.Study.Seed*1000003-3, func(int, *nn.Model) error { return nil })
+	m, _, err := s.finetune(ctx, "screening", cand, 0, 1, s.cfg.Study.Seed*1000003-3, func(int, *nn.Model) error { return nil })
 	if err != nil {
 		return 0, err
 	}

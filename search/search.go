@@ -11,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -71,16 +71,18 @@ const (
 type Options struct {
 	Objective objectives.Objective // replaces [objective]
 	Meter     eval.Meter           // replaces [latency]; relative latency is then candidate/dense medians
-	Log       io.Writer            // progress lines; default os.Stderr
-	Worker    string               // label stored on trials; default host:pid
-	Lease     time.Duration        // a RUNNING trial without a heartbeat for this long is stale; default study.stale_after
+	// Logger receives the search's progress: a message per step, and structured events a
+	// display or a program can follow (see Event). Default: text lines on os.Stderr.
+	Logger *slog.Logger
+	Worker string        // label stored on trials; default host:pid
+	Lease  time.Duration // a RUNNING trial without a heartbeat for this long is stale; default study.stale_after
 }
 
 // Search is an open study with its data, base model and measuring set-up.
 type Search struct {
 	cfg   *config.Config
 	opts  Options
-	log   io.Writer
+	log   *slog.Logger
 	store *Storage
 	study *goptuna.Study
 
@@ -100,6 +102,9 @@ type Search struct {
 
 	latMu    sync.Mutex
 	latCache map[string]latEntry
+	// best is the best complete trial that meets the constraint, as last seen in the study
+	// (every worker's trials), for the progress events.
+	best *TrialResult
 
 	denseTestOnce sync.Once
 	denseTestAcc  float64
@@ -113,9 +118,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Search{cfg: cfg, opts: opts, log: opts.Log, latCache: map[string]latEntry{}}
+	s := &Search{cfg: cfg, opts: opts, log: opts.Logger, latCache: map[string]latEntry{}}
 	if s.log == nil {
-		s.log = os.Stderr
+		s.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	if s.opts.Lease <= 0 {
 		s.opts.Lease = cfg.Study.StaleAfter.Duration
@@ -173,7 +178,11 @@ func (s *Search) Groups() []prune.Group { return s.groups }
 func (s *Search) Dense() eval.Metrics { return s.dense }
 
 func (s *Search) logf(format string, args ...any) {
-	fmt.Fprintf(s.log, format+"\n", args...)
+	s.log.Info(fmt.Sprintf(format, args...))
+}
+
+func (s *Search) warnf(format string, args ...any) {
+	s.log.Warn(fmt.Sprintf(format, args...))
 }
 
 func (s *Search) loadData() error {
@@ -317,7 +326,8 @@ func (s *Search) loadBase(ctx context.Context) error {
 	m, _, err = train.Train(ctx, m, s.baseTrain, train.Config{
 		Epochs: s.cfg.Model.TrainEpochs, BatchSize: 64, Schedule: "cosine", Seed: s.cfg.Data.SplitSeed, LogEvery: 200,
 		Progress: func(p train.Progress) {
-			s.logf("  epoch %d/%d step %d/%d loss %.4f (%.0f img/s)", p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec)
+			s.log.Info(fmt.Sprintf("  epoch %d/%d step %d/%d loss %.4f (%.0f img/s)", p.Epoch, p.Epochs, p.Step, p.Steps, p.Loss, p.ImagesPerSec),
+				"event", EventTrain, "epoch", p.Epoch, "epochs", p.Epochs, "step", p.Step, "steps", p.Steps, "loss", p.Loss, "img_per_s", p.ImagesPerSec)
 		},
 	})
 	if err != nil {
@@ -566,7 +576,7 @@ func (s *Search) openStudy(ctx context.Context) error {
 	switch s.cfg.Study.Sampler {
 	case "tpe":
 		if !globalSeedWorks() {
-			s.logf("warning: rand.Seed has no effect in this program (add \"godebug randseednop=0\" to its go.mod): TPE will not repeat a study exactly")
+			s.warnf("rand.Seed has no effect in this program (add \"godebug randseednop=0\" to its go.mod): TPE will not repeat a study exactly")
 		}
 		opts = append(opts, goptuna.StudyOptionSampler(reseeded{Sampler: tpe.NewSampler(
 			tpe.SamplerOptionSeed(s.seed), tpe.SamplerOptionNumberOfStartupTrials(6)), seed: s.seed}))
@@ -822,6 +832,19 @@ func (s *Search) progress() (tally, []goptuna.FrozenTrial, error) {
 	return p, ts, nil
 }
 
+// noteBest records the best complete trial of ts that meets the constraint.
+func (s *Search) noteBest(ts []goptuna.FrozenTrial) {
+	c := s.constraint()
+	for _, ft := range ts {
+		if ft.State != goptuna.TrialStateComplete || (s.best != nil && ft.Value <= s.best.Value) {
+			continue
+		}
+		if t := decodeTrial(ft); t.Metric != nil && c.Miss(*t.Metric, 0) == "" {
+			s.best = &t
+		}
+	}
+}
+
 // reapStale marks RUNNING trials whose heartbeat is older than the lease as failed and
 // enqueues their plans again, so a killed worker loses no point of the search.
 func (s *Search) reapStale(ts []goptuna.FrozenTrial) (int, error) {
@@ -845,7 +868,7 @@ func (s *Search) reapStale(ts []goptuna.FrozenTrial) (int, error) {
 			return n, err
 		}
 		if err := s.store.st.SetTrialUserAttr(t.ID, attrError, fmt.Sprintf("stale: no heartbeat since %s (worker %s vanished)", last.Format(time.RFC3339), t.UserAttrs[attrWorker])); err != nil {
-			s.logf("warning: stale trial %d failed, but its reason was not stored: %v", t.Number, err)
+			s.warnf("stale trial %d failed, but its reason was not stored: %v", t.Number, err)
 		}
 		if len(t.InternalParams) > 0 {
 			if err := s.study.EnqueueTrial(t.InternalParams); err != nil {
@@ -877,8 +900,10 @@ func (s *Search) Run(ctx context.Context) error {
 		} else if reaped > 0 {
 			continue
 		}
+		s.noteBest(ts)
 		if p.Done() >= s.cfg.Study.Trials {
-			s.logf("study %s: %d trials finished (%d complete, %d stopped early, %d failed)", s.cfg.Study.Name, p.Done(), p.Complete, p.Pruned, p.Failed)
+			s.log.Info(fmt.Sprintf("study %s: %d trials finished (%d complete, %d stopped early, %d failed)", s.cfg.Study.Name, p.Done(), p.Complete, p.Pruned, p.Failed),
+				"event", EventStudy, "done", p.Done(), "complete", p.Complete, "pruned", p.Pruned, "failed", p.Failed)
 			return nil
 		}
 		if p.Done()+p.Running >= s.cfg.Study.Trials && p.Waiting == 0 {
@@ -937,7 +962,7 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 			err = errors.Join(err, s.study.EnqueueTrial(ft.InternalParams))
 		}
 		if err != nil {
-			s.logf("warning: trial %d was interrupted and could not be put back (%v): the next run retries it once its heartbeat is stale", number, err)
+			s.warnf("trial %d was interrupted and could not be put back (%v): the next run retries it once its heartbeat is stale", number, err)
 		}
 		return ctx.Err()
 	}
@@ -995,18 +1020,32 @@ func (s *Search) lostTrial(number int, err error) error {
 }
 
 func (s *Search) logTrial(number int, state goptuna.TrialState, value float64, m *eval.Metrics, err error, done int, wall time.Duration) {
+	attrs := []any{"event", EventTrial, "trial", number, "done", done, "total", s.cfg.Study.Trials, "wall_s", wall.Seconds()}
+	var msg string
 	switch {
 	case state == goptuna.TrialStateFail:
-		s.logf("[%d/%d] trial %d failed after %s: %v", done, s.cfg.Study.Trials, number, wall.Round(time.Millisecond), err)
+		msg = fmt.Sprintf("[%d/%d] trial %d failed after %s: %v", done, s.cfg.Study.Trials, number, wall.Round(time.Millisecond), err)
+		attrs = append(attrs, "state", "fail", "error", fmt.Sprint(err))
 	case m != nil:
-		tag := ""
+		tag, st := "", "complete"
 		if state == goptuna.TrialStatePruned {
-			tag = " (stopped early)"
+			tag, st = " (stopped early)", "pruned"
 		}
-		s.logf("[%d/%d] trial %d%s: score %.4f  acc %.2f %%  latency %.3f ms (%.2fx dense)  MACs %.0f %%  %s",
+		msg = fmt.Sprintf("[%d/%d] trial %d%s: score %.4f  acc %.2f %%  latency %.3f ms (%.2fx dense)  MACs %.0f %%  %s",
 			done, s.cfg.Study.Trials, number, tag, value, 100*m.Accuracy, float64(m.Latency.Median)/1e6,
 			m.RelLatency, 100*float64(m.MACs)/float64(max(s.dense.MACs, 1)), wall.Round(time.Millisecond))
+		attrs = append(attrs, "state", st, "score", value, "acc", m.Accuracy, "rel_latency", m.RelLatency,
+			"latency_ms", float64(m.Latency.Median)/1e6)
+		if state == goptuna.TrialStateComplete && s.constraint().Miss(*m, 0) == "" && (s.best == nil || value > s.best.Value) {
+			s.best = &TrialResult{Number: number, State: st, Value: value, Metric: m}
+		}
+	default:
+		return
 	}
+	if b := s.best; b != nil {
+		attrs = append(attrs, "best_trial", b.Number, "best_score", b.Value, "best_acc", b.Metric.Accuracy, "best_rel_latency", b.Metric.RelLatency)
+	}
+	s.log.Info(msg, attrs...)
 }
 
 // storageError is a failed write to the study's storage during a trial: it stops the
@@ -1045,7 +1084,7 @@ func (s *Search) heartbeat(id int) func() {
 	beat := func() {
 		if err := s.store.st.SetTrialSystemAttr(id, attrHeartbeat, strconv.FormatInt(time.Now().UnixMilli(), 10)); err != nil && !warned {
 			warned = true // once per trial: a storage that fails keeps failing
-			s.logf("warning: heartbeat of a running trial not stored (%v): if this lasts, other workers will take the trial for stale", err)
+			s.warnf("heartbeat of a running trial not stored (%v): if this lasts, other workers will take the trial for stale", err)
 		}
 	}
 	beat()
@@ -1129,12 +1168,14 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 	m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
 	f := s.cfg.Finetune
 	seed := s.cfg.Study.Seed*1000003 + int64(number)
-	tuned, steps, err := s.finetune(ctx, cand, f.Steps, f.Rounds, seed, func(round int, tm *nn.Model) error {
+	tuned, steps, err := s.finetune(ctx, fmt.Sprintf("trial %d", number), cand, f.Steps, f.Rounds, seed, func(round int, tm *nn.Model) error {
 		score, err := eval.Accuracy(ctx, tm, s.valSet, 500, 1)
 		if err != nil {
 			return err
 		}
 		m.Accuracy, m.Loss = score.Accuracy, score.Loss
+		s.log.Debug(fmt.Sprintf("  trial %d round %d/%d: accuracy %.2f %%", number, round, f.Rounds, 100*m.Accuracy),
+			"event", EventRound, "trial", number, "round", round, "rounds", f.Rounds, "acc", m.Accuracy)
 		v, err := s.obj.Score(m)
 		if err != nil {
 			return err
@@ -1207,7 +1248,7 @@ func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eva
 // (labels only when finetune.distill_weight is 0) for steps optimizer steps split in
 // rounds, calling onRound with the current model after each round (an error from onRound,
 // such as a stop, ends the fine-tuning).
-func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, seed int64, onRound func(round int, m *nn.Model) error) (*nn.Model, int, error) {
+func (s *Search) finetune(ctx context.Context, what string, m *nn.Model, steps, rounds int, seed int64, onRound func(round int, m *nn.Model) error) (*nn.Model, int, error) {
 	f := s.cfg.Finetune
 	var err error
 	if f.BNBatches > 0 {
@@ -1231,6 +1272,7 @@ func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, s
 	teach := make([]float32, f.Batch*classes)
 	b := data.NewBatcher(s.trainSet, f.Batch, true, seed, true)
 	done, epoch := 0, int64(0)
+	every := max(1, steps/50) // progress events per fine-tune
 	for r := 1; r <= rounds; r++ {
 		until := steps * r / rounds
 		for done < until {
@@ -1257,6 +1299,10 @@ func (s *Search) finetune(ctx context.Context, m *nn.Model, steps, rounds int, s
 			}
 			if math.IsNaN(loss) || math.IsInf(loss, 0) {
 				return nil, done, fmt.Errorf("fine-tuning diverged at step %d (loss %v)", done+1, loss)
+			}
+			if (done+1)%every == 0 || done+1 == steps {
+				s.log.Debug(fmt.Sprintf("  %s: fine-tune step %d/%d loss %.4f", what, done+1, steps, loss),
+					"event", EventFinetune, "what", what, "step", done+1, "steps", steps, "loss", loss)
 			}
 			done++
 		}

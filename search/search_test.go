@@ -9,6 +9,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"log/slog"
 	"math"
 	"math/rand"
 	"os"
@@ -181,7 +182,7 @@ func openSearch(t *testing.T, path string) *Search {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), cfg, Options{Log: testWriter{t}})
+	s, err := Open(context.Background(), cfg, Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +191,9 @@ func openSearch(t *testing.T, path string) *Search {
 }
 
 type testWriter struct{ t *testing.T }
+
+// testLogger sends a search's progress to the test log.
+func testLogger(t *testing.T) *slog.Logger { return slog.New(slog.NewTextHandler(testWriter{t}, nil)) }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -263,7 +267,7 @@ func TestSearchEndToEnd(t *testing.T) {
 	// Resuming with more trials completes the total; the first ones are not repeated.
 	cfg, _ := config.Load(path)
 	cfg.Study.Trials = 7
-	s2, err := Open(context.Background(), cfg, Options{Log: testWriter{t}})
+	s2, err := Open(context.Background(), cfg, Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -794,7 +798,7 @@ candidates = 2
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(context.Background(), cfg, Options{Log: testWriter{t}})
+	_, err = Open(context.Background(), cfg, Options{Logger: testLogger(t)})
 	if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), "expects 1x28x28 inputs, but the data (shapes/train:train) has 3x32x32 images") {
 		t.Errorf("model and data that do not fit: %v", err)
 	}
@@ -991,7 +995,7 @@ func TestOutputsCheckedFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		_, err = Open(context.Background(), cfg, Options{Log: testWriter{t}})
+		_, err = Open(context.Background(), cfg, Options{Logger: testLogger(t)})
 		if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), key+": cannot write in folder") {
 			t.Errorf("%s: %v", key, err)
 		}
@@ -1032,7 +1036,7 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			_, err = Open(context.Background(), cfg, Options{Log: testWriter{t}})
+			_, err = Open(context.Background(), cfg, Options{Logger: testLogger(t)})
 			if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want a config error containing %q", err, tc.want)
 			}
@@ -1061,7 +1065,7 @@ func TestResumeWithAnotherObjective(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Log: testWriter{t}})
+	_, err = Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Logger: testLogger(t)})
 	if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), `study obj was scored with objective mnas-hard, target "0.6x", this config gives objective mnas-hard, target "0.9x"`) {
 		t.Errorf("resumed with another target: %v", err)
 	}

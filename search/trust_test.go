@@ -159,7 +159,7 @@ func openWith(t *testing.T, path string, opts Options) *Search {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Log = testWriter{t}
+	opts.Logger = testLogger(t)
 	s, err := Open(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -150,13 +150,49 @@ steps = 20
 	if code != 0 || !strings.Contains(out, "pruned (trial") || !strings.Contains(errs, "[3/3]") {
 		t.Fatalf("search: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
+	// Not a terminal: one structured line per message, no control characters.
+	if strings.ContainsAny(errs, "\x1b\r") {
+		t.Errorf("search output to a non-terminal holds control characters:\n%q", errs)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(errs), "\n") {
+		if !strings.HasPrefix(l, "time=") || !strings.Contains(l, " msg=") {
+			t.Errorf("not a log/slog line: %q", l)
+		}
+	}
+	// --json: every line on stdout is a JSON event; the trials and the result are among them.
+	code, out, errs = runLatencyCmd(t, "search", cfg, "--trials", "4", "--json")
+	if code != 0 || errs != "" {
+		t.Fatalf("search --json: exit %d\nstderr:\n%s", code, errs)
+	}
+	events := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var e struct {
+			Msg   string  `json:"msg"`
+			Event string  `json:"event"`
+			Done  int     `json:"done"`
+			Test  float64 `json:"test_acc"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Msg == "" {
+			t.Fatalf("search --json: line %q: %v", l, err)
+		}
+		events[e.Event]++
+		if e.Event == "trial" && e.Done != 4 {
+			t.Errorf("the resumed study's trial event says done=%d, want 4", e.Done)
+		}
+		if e.Event == "result" && !(e.Test > 0.5) {
+			t.Errorf("result event without the test accuracy: %s", l)
+		}
+	}
+	if events["trial"] != 1 || events["result"] != 1 || events["round"] != 1 || events["finetune"] == 0 {
+		t.Errorf("search --json events %v, want one trial, one round, fine-tune steps and one result", events)
+	}
 	for _, f := range []string{"tiny.db", "tiny-best.safetensors", "tiny-best.plan.toml"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("search left no %s: %v", f, err)
 		}
 	}
 	code, out, errs = runLatencyCmd(t, "report", filepath.Join(dir, "tiny.db"))
-	if code != 0 || !strings.Contains(out, "3 complete") || !strings.Contains(out, "(best)") {
+	if code != 0 || !strings.Contains(out, "4 complete") || !strings.Contains(out, "(best)") {
 		t.Errorf("report: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, errs = runLatencyCmd(t, "report", filepath.Join(dir, "tiny.db"), "--json")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"sort"
@@ -118,6 +119,7 @@ Examples:
 	targetFlag := fs.String("target", "", "latency target relative to the dense model, such as 0.4x (default: the config's objective.target)")
 	tauN := fs.Int("tau", 6, "trials per study fine-tuned like the winner to measure Kendall's tau (0: none)")
 	jsonOut := fs.String("json", "", "also write the rows as JSON to this file")
+	quiet := fs.Bool("quiet", false, "print only warnings, errors and the result")
 	plotsDir := fs.String("plots", "", "also plot each method's winners and the uniform curve (test accuracy against re-measured latency) into this folder, as compare.png and compare.svg")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -131,6 +133,7 @@ Examples:
 	if err != nil {
 		return asUsage(err)
 	}
+	log := output{quiet: quiet, json: new(bool)}.logger(stdout, stderr)
 	if *targetFlag != "" {
 		if _, err := relTarget(*targetFlag); err != nil {
 			return usagef("compare: --target: %v", err)
@@ -193,8 +196,8 @@ Examples:
 		cfg := study("random", base.Study.Seed)
 		cfg.Study.Name = base.Study.Name + "-" + base.Objective.Target + "-uniform"
 		cfg.Study.Screen = 0 // a study that runs no trial: it only delivers uniform plans
-		fmt.Fprintf(stderr, "== uniform pruning, %d plans, each fine-tuned for %d steps\n", len(ratios), cfg.Final.Steps)
-		s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
+		log.Info(fmt.Sprintf("== uniform pruning, %d plans, each fine-tuned for %d steps", len(ratios), cfg.Final.Steps))
+		s, err := search.Open(ctx, cfg, search.Options{Logger: log})
 		if err != nil {
 			return classify(err)
 		}
@@ -204,7 +207,7 @@ Examples:
 				s.Close()
 				return fmt.Errorf("compare: uniform %.2f: %w", r, err)
 			}
-			fmt.Fprintf(stderr, "uniform %.2f: test acc %.2f %%, %.3fx the dense latency\n", r, 100*res.TestAcc, res.Metrics.RelLatency)
+			log.Info(fmt.Sprintf("uniform %.2f: test acc %.2f %%, %.3fx the dense latency", r, 100*res.TestAcc, res.Metrics.RelLatency))
 			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
 		}
 		// The uniform plan fitted to the target, as every study's first trial is.
@@ -223,7 +226,7 @@ Examples:
 			for _, r := range plan {
 				mean += r / float64(len(plan))
 			}
-			fmt.Fprintf(stderr, "uniform %.3f (fitted to %gx): test acc %.2f %%, %.3fx the dense latency\n", mean, target, 100*res.TestAcc, res.Metrics.RelLatency)
+			log.Info(fmt.Sprintf("uniform %.3f (fitted to %gx): test acc %.2f %%, %.3fx the dense latency", mean, target, 100*res.TestAcc, res.Metrics.RelLatency))
 			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: mean, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, Fitted: true})
 		}
 		s.Close()
@@ -234,7 +237,7 @@ Examples:
 	}
 	for _, m := range methods {
 		for _, seed := range seeds {
-			row, err := compareStudy(ctx, study(m, seed), *tauN, curve, stderr)
+			row, err := compareStudy(ctx, study(m, seed), *tauN, curve, log)
 			if err != nil {
 				return err
 			}
@@ -257,7 +260,7 @@ Examples:
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "plots written: %s\n", strings.Join(files, ", "))
+		log.Info(fmt.Sprintf("plots written: %s", strings.Join(files, ", ")))
 	}
 	return nil
 }
@@ -292,13 +295,13 @@ func plotCompare(cmp comparison, dir string) ([]string, error) {
 
 // compareStudy runs (or resumes) one study, delivers its winner, and measures what the
 // comparison reports of it.
-func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, stderr io.Writer) (compareRow, error) {
+func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, log *slog.Logger) (compareRow, error) {
 	nan := optFloat(math.NaN())
 	row := compareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
 		UniformAt: nan, Gain: nan, UnrankedAcc: nan, Tau: nan, ZeroTau: nan}
-	fmt.Fprintf(stderr, "== %s\n", cfg.Study.Name)
+	log.Info(fmt.Sprintf("== %s", cfg.Study.Name))
 	start := time.Now()
-	s, err := search.Open(ctx, cfg, search.Options{Log: stderr})
+	s, err := search.Open(ctx, cfg, search.Options{Logger: log})
 	if err != nil {
 		return row, classify(err)
 	}
@@ -314,7 +317,7 @@ func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][
 	res, err := s.Finalize(ctx)
 	switch {
 	case errors.Is(err, search.ErrInfeasible):
-		fmt.Fprintf(stderr, "%v\n", err)
+		log.Warn(err.Error())
 		row.Wall = time.Since(start).Seconds()
 		return row, nil
 	case err != nil:

@@ -52,13 +52,21 @@ config at once (same SQLite file on one machine, or a postgres:// or mysql:// st
 across machines).
 Ctrl-C stops cleanly (exit 130); the study stays resumable.
 
+Progress: on a terminal, a live bar (base training, trial i of N with the best feasible
+trial so far, elapsed time and ETA, final fine-tunes) under the messages; elsewhere (CI, a
+pipe, a log file) one log/slog line per message and event, with no control characters.
+--quiet prints only warnings, errors and the result; --json prints every event and the
+result as JSON lines on stdout (fields: the search package's Event constants).
+
 Examples:
   autoprune search configs/mobile.toml
   autoprune search configs/mobile.toml --trials 40     # ask for more trials
+  autoprune search configs/mobile.toml --json > events.jsonl
   autoprune report configs/mobile.db --study mobile`, stderr)
 	trials := fs.Int("trials", 0, "override study.trials")
 	worker := fs.String("worker", "", "label for this worker's trials (default host:pid)")
 	noFinal := fs.Bool("no-final", false, "skip the final fine-tuning and export")
+	out := outputFlags(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -78,16 +86,17 @@ Examples:
 		cfg.Study.Trials = *trials
 	}
 	start := time.Now()
-	s, err := search.Open(ctx, cfg, search.Options{Log: stderr, Worker: *worker})
+	log := out.logger(stdout, stderr)
+	s, err := search.Open(ctx, cfg, search.Options{Logger: log, Worker: *worker})
 	if err != nil {
 		return classify(err)
 	}
 	defer s.Close()
-	fmt.Fprintf(stderr, "searching %d groups with %s, objective %s, %d trials, storage %s\n",
-		len(s.Groups()), cfg.Study.Sampler, cfg.Objective.Kind, cfg.Study.Trials, cfg.Resolve(cfg.Study.Storage))
+	log.Info(fmt.Sprintf("searching %d groups with %s, objective %s, %d trials, storage %s",
+		len(s.Groups()), cfg.Study.Sampler, cfg.Objective.Kind, cfg.Study.Trials, cfg.Resolve(cfg.Study.Storage)))
 	if err := s.Run(ctx); err != nil {
 		if errors.Is(err, context.Canceled) {
-			fmt.Fprintf(stderr, "interrupted: the study is saved; run the same command to resume\n")
+			log.Warn("interrupted: the study is saved; run the same command to resume")
 		}
 		return err
 	}
@@ -98,11 +107,25 @@ Examples:
 	if err != nil {
 		return err
 	}
+	if *out.json {
+		log.Info("result", resultAttrs(res, time.Since(start))...)
+		return nil
+	}
 	if err := res.Write(stdout); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "total time %s\n", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// resultAttrs are the winner's figures as the attributes of a "result" event.
+func resultAttrs(r *search.Result, total time.Duration) []any {
+	m := r.Metrics
+	return []any{"event", "result", "trial", r.Trial, "plan", r.Plan, "test_acc", r.TestAcc, "dense_test_acc", r.DenseTest,
+		"val_acc", m.Accuracy, "rel_latency", m.RelLatency, "rel_spread", m.RelSpread, "latency_ms", float64(m.Latency.Median) / 1e6,
+		"dense_latency_ms", float64(r.Dense.Latency.Median) / 1e6, "macs", m.MACs, "params", m.Params, "bytes", m.Bytes,
+		"constraint", r.Constraint.String(), "miss", r.Miss, "model", r.ModelPath, "plan_file", r.PlanPath, "onnx", r.ONNXPath,
+		"total_s", total.Seconds()}
 }
 
 // classify turns config and input problems into usage errors (exit 2).

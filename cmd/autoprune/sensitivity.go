@@ -109,11 +109,18 @@ Examples:
 	}
 	total := len(gs) * len(ratios)
 	done := 0
+	tty := isTerminal(stderr)
 	rep, err := prune.Sensitivity(ctx, m, c, ratios, score, func(p prune.SensitivityPoint) {
 		done++
-		fmt.Fprintf(stderr, "\r  %d/%d  %-16s %.2f -> %.2f %%   ", done, total, p.Group, p.Ratio, 100*p.Score)
+		if tty {
+			fmt.Fprintf(stderr, "\r  %d/%d  %-16s %.2f -> %.2f %%   ", done, total, p.Group, p.Ratio, 100*p.Score)
+		} else {
+			fmt.Fprintf(stderr, "  %d/%d  %s %.2f -> %.2f %%\n", done, total, p.Group, p.Ratio, 100*p.Score)
+		}
 	})
-	fmt.Fprintln(stderr)
+	if tty {
+		fmt.Fprintln(stderr)
+	}
 	if err != nil {
 		return err
 	}
