@@ -106,7 +106,7 @@ type Data struct {
 
 // Prune is the search space.
 type Prune struct {
-	Criterion   string   `toml:"criterion"`    // l1 (default), l2, bn, random
+	Criterion   string   `toml:"criterion"`    // l1 (default), l2, bn, random, taylor (loss gradients on training samples)
 	Include     []string `toml:"include"`      // groups to search (default: all)
 	Exclude     []string `toml:"exclude"`      // groups never pruned
 	MinRatio    float64  `toml:"min_ratio"`    // default 0
@@ -671,7 +671,7 @@ func (c *Config) validate() error {
 		return bad("data.train_samples", "%d must not be negative", d.TrainSamples)
 	}
 	p := c.Prune
-	if err := oneOf("prune.criterion", p.Criterion, "l1", "l2", "bn", "random"); err != nil {
+	if err := oneOf("prune.criterion", p.Criterion, "l1", "l2", "bn", "random", "taylor"); err != nil {
 		return err
 	}
 	if !(p.MinRatio >= 0 && p.MinRatio < 1) {

@@ -135,7 +135,7 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 {{if gt .Refresh 0}}<meta http-equiv="refresh" content="{{seconds .Refresh}}">
 {{end}}<title>autoprune study {{.Study}}</title>
 <style>
-body { font-family: sans-serif; margin: 1.5em auto; max-width: 72em; padding: 0 1em; color: #222; }
+body { font-family: sans-serif; margin: 1.5em auto; max-width: 84em; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.8em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
@@ -144,7 +144,8 @@ tr.best td { background: #efe7f7; font-weight: bold; }
 tr.over td { color: #a33; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; }
-.plots svg { max-width: 100%; height: auto; border: 1px solid #eee; }
+.plots figure { flex: 1 1 34em; max-width: 40em; }
+.plots svg { width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #666; font-size: 0.85em; }
 </style>

@@ -72,10 +72,22 @@ type Options struct {
 	Objective objectives.Objective // replaces [objective]
 	Meter     eval.Meter           // replaces [latency]; relative latency is then candidate/dense medians
 	// Logger receives the search's progress: a message per step, and structured events a
-	// display or a program can follow (see Event). Default: text lines on os.Stderr.
+	// display or a program can follow (see EventTrial). Default: text lines on os.Stderr.
 	Logger *slog.Logger
-	Worker string        // label stored on trials; default host:pid
-	Lease  time.Duration // a RUNNING trial without a heartbeat for this long is stale; default study.stale_after
+	// Criterion replaces prune.criterion: how channels are ranked within a group, such as
+	// a prune.Taylor built on your data or a criterion of your own.
+	Criterion prune.Criterion
+	// Model replaces [model]: the dense model to prune, as it is in memory (nothing is
+	// trained, loaded or saved for it). Every worker of a study must pass the same model.
+	Model *nn.Model
+	// Train and Test replace [data] (both are needed): the training data, of which
+	// data.val_samples are held out by data.split_seed for validation, and the test set.
+	// They are used as given: data.mean and data.std do not apply.
+	Train, Test *data.Dataset
+	// OnTrial, when set, is called with each trial this process finishes, as stored.
+	OnTrial func(TrialResult)
+	Worker  string        // label stored on trials; default host:pid
+	Lease   time.Duration // a RUNNING trial without a heartbeat for this long is stale; default study.stale_after
 }
 
 // Search is an open study with its data, base model and measuring set-up.
@@ -187,11 +199,18 @@ func (s *Search) warnf(format string, args ...any) {
 
 func (s *Search) loadData() error {
 	d := s.cfg.Data
-	full, test, err := data.LoadWith(d.Dataset, s.cfg.Resolve(d.Dir), data.FolderOptions{Size: d.ImageSize, Channels: d.Channels})
-	if err != nil {
-		return fmt.Errorf("config %s: %w: [data]: %w", s.cfg.Path, config.ErrConfig, err)
+	full, test := s.opts.Train, s.opts.Test
+	if (full == nil) != (test == nil) {
+		return errors.New("search: Options.Train and Options.Test go together: give both or neither")
 	}
-	if len(d.Mean) > 0 {
+	if full == nil {
+		var err error
+		full, test, err = data.LoadWith(d.Dataset, s.cfg.Resolve(d.Dir), data.FolderOptions{Size: d.ImageSize, Channels: d.Channels})
+		if err != nil {
+			return fmt.Errorf("config %s: %w: [data]: %w", s.cfg.Path, config.ErrConfig, err)
+		}
+	}
+	if len(d.Mean) > 0 && s.opts.Train == nil {
 		mean, std := make([]float32, len(d.Mean)), make([]float32, len(d.Std))
 		for i := range d.Mean {
 			mean[i] = float32(d.Mean[i])
@@ -256,7 +275,7 @@ func (s *Search) checkInputs() error {
 // study. A typo in a folder name must not cost an hour of search.
 func (s *Search) checkOutputs() error {
 	outs := [][2]string{{"final.out", s.cfg.Final.Out}, {"final.plan_out", s.cfg.Final.PlanOut}}
-	if path := s.cfg.Resolve(s.cfg.Model.File); s.cfg.Model.File != "" {
+	if path := s.cfg.Resolve(s.cfg.Model.File); s.cfg.Model.File != "" && s.opts.Model == nil {
 		if _, err := os.Stat(path); err != nil {
 			outs = append(outs, [2]string{"model.file", s.cfg.Model.File})
 		}
@@ -300,6 +319,14 @@ func (s *Search) checkShapes() error {
 // loadBase loads the model file, or trains the zoo model once on the training part (the
 // validation samples stay unseen) and saves it there for the next run.
 func (s *Search) loadBase(ctx context.Context) error {
+	if m := s.opts.Model; m != nil {
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("search: Options.Model: %w", err)
+		}
+		s.base = m.Clone()
+		s.logf("base model %s given in memory", m.Name)
+		return nil
+	}
 	path := s.cfg.Resolve(s.cfg.Model.File)
 	if _, err := os.Stat(path); err == nil {
 		m, err := onnx.LoadFile(path)
@@ -398,12 +425,40 @@ func (s *Search) buildSpace() error {
 	if len(s.groups) == 0 {
 		return fmt.Errorf("config %s: [prune]: no group left to search", s.cfg.Path)
 	}
-	crit, err := prune.NewCriterion(p.Criterion, s.cfg.Study.Seed)
+	crit, err := s.criterion()
 	if err != nil {
-		return fmt.Errorf("config %s: prune.criterion: %w", s.cfg.Path, err)
+		return err
 	}
 	s.crit = crit
 	return nil
+}
+
+// taylorSamples is how many training samples the Taylor criterion's gradients average over.
+const taylorSamples = 256
+
+// criterion is Options.Criterion, or the config's: "taylor" ranks channels by the loss
+// gradients on a seeded sample of the training data.
+func (s *Search) criterion() (prune.Criterion, error) {
+	if s.opts.Criterion != nil {
+		return s.opts.Criterion, nil
+	}
+	name := s.cfg.Prune.Criterion
+	if name != "taylor" {
+		crit, err := prune.NewCriterion(name, s.cfg.Study.Seed)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: prune.criterion: %w", s.cfg.Path, err)
+		}
+		return crit, nil
+	}
+	_, sample, err := s.trainSet.Split(min(float64(taylorSamples)/float64(s.trainSet.N), 0.5), s.cfg.Study.Seed+1)
+	if err != nil {
+		return nil, fmt.Errorf("prune.criterion taylor: %w", err)
+	}
+	_, grads, err := train.Gradients(s.base, sample.Images, sample.Labels, sample.N)
+	if err != nil {
+		return nil, fmt.Errorf("prune.criterion taylor: %w", err)
+	}
+	return prune.Taylor{Grads: grads}, nil
 }
 
 func loadSensitivity(path string) (*prune.SensitivityReport, error) {
@@ -1008,6 +1063,17 @@ func (s *Search) runOne(ctx context.Context, p tally) error {
 		done++
 	}
 	s.logTrial(number, state, value, m, terr, done, time.Since(started))
+	if s.opts.OnTrial != nil {
+		ft, err := s.store.st.GetTrial(id)
+		if err != nil {
+			return fmt.Errorf("reading trial %d back: %w", number, err)
+		}
+		r := decodeTrial(ft)
+		if r.Metric != nil {
+			r.Miss = s.constraint().Miss(*r.Metric, 0)
+		}
+		s.opts.OnTrial(r)
+	}
 	return nil
 }
 
