@@ -88,7 +88,7 @@ func LayerInputs(m *nn.Model) ([]nn.Shape, error) {
 // model input of shape in for each of its inputs. Its latency is the LUT entry of l.
 func SingleLayer(l *nn.Layer, in nn.Shape) (*nn.Model, error) {
 	c := &nn.Layer{Name: "layer", Kind: l.Kind, In: l.In, Out: l.Out, Kernel: l.Kernel,
-		Stride: l.Stride, Pad: l.Pad, Groups: l.Groups, HasBias: l.HasBias, Eps: l.Eps}
+		Stride: l.Stride, Pad: l.Pad, Groups: l.Groups, HasBias: l.HasBias, Eps: l.Eps, Slope: l.Slope, Offset: l.Offset}
 	for range l.Inputs {
 		c.Inputs = append(c.Inputs, nn.InputName)
 	}

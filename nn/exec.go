@@ -284,6 +284,9 @@ func plan(l *Layer, batch, threads int, packer kernel.SourceGemm, ins []*tensor,
 	case ReLU, ReLU6:
 		o := &clipOp{in: ins[0], out: out, hw: outS.H * outS.W, six: l.Kind == ReLU6}
 		return newStep(o, planes, elems, threads), scratch{}
+	case LeakyReLU, Sigmoid, HardSigmoid, HardSwish:
+		o := &actOp{l: l, in: ins[0], out: out, hw: outS.H * outS.W}
+		return newStep(o, planes, elems, threads), scratch{}
 	case MaxPool, AvgPool:
 		o := &poolOp{in: ins[0], out: out, inS: inS[0], outS: outS, k: l.Kernel,
 			s: l.StrideOrOne(), pad: l.Pad, isMax: l.Kind == MaxPool}
@@ -680,6 +683,17 @@ func (o *clipOp) run(_ *worker, lo, hi int) {
 		top = 6
 	}
 	kernel.Clamp(o.out.data[lo*o.hw:hi*o.hw], o.in.data[lo*o.hw:hi*o.hw], 0, top)
+}
+
+// actOp is an element-wise activation other than ReLU and ReLU6 (see Layer.Activate).
+type actOp struct {
+	l       *Layer
+	in, out *tensor
+	hw      int
+}
+
+func (o *actOp) run(_ *worker, lo, hi int) {
+	o.l.Activate(o.out.data[lo*o.hw:hi*o.hw], o.in.data[lo*o.hw:hi*o.hw])
 }
 
 // poolOp is a max pool (padding counts as -inf) or an average pool (dividing by the full

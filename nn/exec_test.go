@@ -57,6 +57,25 @@ func execRef(t *testing.T, m *nn.Model, batch int, x []float32) map[string][]flo
 				for i, v := range xi {
 					yo[i] = math.Min(math.Max(v, 0), 6)
 				}
+			case nn.LeakyReLU:
+				for i, v := range xi {
+					yo[i] = v
+					if v < 0 {
+						yo[i] = float64(l.Slope) * v
+					}
+				}
+			case nn.Sigmoid:
+				for i, v := range xi {
+					yo[i] = 1 / (1 + math.Exp(-v))
+				}
+			case nn.HardSigmoid:
+				for i, v := range xi {
+					yo[i] = math.Min(math.Max(float64(l.Slope)*v+float64(l.Offset), 0), 1)
+				}
+			case nn.HardSwish:
+				for i, v := range xi {
+					yo[i] = v * math.Min(math.Max(v/6+0.5, 0), 1)
+				}
 			case nn.MaxPool, nn.AvgPool:
 				execRefPool(l, is, os, xi, yo)
 			case nn.GlobalAvgPool:
@@ -313,13 +332,14 @@ func TestExecConv(t *testing.T) {
 }
 
 func TestExecElementwise(t *testing.T) {
-	for _, kind := range []nn.Kind{nn.BatchNorm, nn.ReLU, nn.ReLU6} {
+	for _, kind := range []nn.Kind{nn.BatchNorm, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.HardSigmoid, nn.HardSwish} {
 		for _, in := range []nn.Shape{{C: 3, H: 5, W: 4}, {C: 7, H: 1, W: 1}, {C: 16, H: 96, W: 96}} {
 			t.Run(fmt.Sprintf("%s/%v", kind, in), func(t *testing.T) {
 				m := &nn.Model{Input: in, Layers: []*nn.Layer{
 					{Name: "l", Kind: kind, Inputs: []string{nn.InputName}}}}
 				execRandomize(t, m, 3)
 				m.Layers[0].Eps = 1e-3
+				m.Layers[0].Slope, m.Layers[0].Offset = 0.2, 0.5
 				execCheckAll(t, m, []int{1, 3}, []int{1, 2}, execLayerTol)
 			})
 		}

@@ -25,6 +25,10 @@ const (
 	BatchNorm     Kind = "batchnorm"
 	ReLU          Kind = "relu"
 	ReLU6         Kind = "relu6"
+	LeakyReLU     Kind = "leakyrelu"   // x for x > 0, Slope*x otherwise
+	Sigmoid       Kind = "sigmoid"     // 1 / (1 + exp(-x))
+	HardSigmoid   Kind = "hardsigmoid" // clamp(Slope*x + Offset, 0, 1)
+	HardSwish     Kind = "hardswish"   // x * clamp(x/6 + 1/2, 0, 1)
 	MaxPool       Kind = "maxpool"
 	AvgPool       Kind = "avgpool"
 	GlobalAvgPool Kind = "globalavgpool"
@@ -34,7 +38,7 @@ const (
 )
 
 // Kinds lists every layer kind, in a stable order.
-var Kinds = []Kind{Conv2D, BatchNorm, ReLU, ReLU6, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add}
+var Kinds = []Kind{Conv2D, BatchNorm, ReLU, ReLU6, LeakyReLU, Sigmoid, HardSigmoid, HardSwish, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add}
 
 // InputName is the name by which a layer refers to the model input.
 const InputName = "input"
@@ -81,6 +85,10 @@ type Layer struct {
 	HasBias bool `json:"bias,omitempty"`
 	// Eps is the batch-norm epsilon.
 	Eps float32 `json:"eps,omitempty"`
+	// Slope is the negative slope of a LeakyReLU and the slope of a HardSigmoid (ONNX's
+	// alpha); Offset is a HardSigmoid's offset (ONNX's beta).
+	Slope  float32 `json:"slope,omitempty"`
+	Offset float32 `json:"offset,omitempty"`
 
 	// Weight is (Out, In/Groups, Kernel, Kernel) for Conv2D and (Out, In) for Linear.
 	Weight []float32 `json:"-"`
@@ -329,7 +337,12 @@ func (l *Layer) outShape(ins []Shape) (Shape, error) {
 		return window(in, in.C, l.Kernel, l.stride(), l.Pad)
 	case GlobalAvgPool:
 		return Shape{in.C, 1, 1}, nil
-	case BatchNorm, ReLU, ReLU6:
+	case BatchNorm, ReLU, ReLU6, Sigmoid, HardSwish:
+		return in, nil
+	case LeakyReLU, HardSigmoid:
+		if math.IsNaN(float64(l.Slope)) || math.IsInf(float64(l.Slope), 0) || math.IsNaN(float64(l.Offset)) || math.IsInf(float64(l.Offset), 0) {
+			return Shape{}, fmt.Errorf("slope %v and offset %v must be finite", l.Slope, l.Offset)
+		}
 		return in, nil
 	case Flatten:
 		return Shape{in.Size(), 1, 1}, nil
@@ -479,12 +492,14 @@ func (m *Model) Hash() string {
 		Inputs                               []int
 		In, Out, Kernel, Stride, Pad, Groups int
 		HasBias                              bool
+		Slope                                float32 `json:",omitempty"`
+		Offset                               float32 `json:",omitempty"`
 	}
 	idx := map[string]int{InputName: -1}
 	nodes := make([]node, len(m.Layers))
 	for i, l := range m.Layers {
 		n := node{Kind: l.Kind, In: l.In, Out: l.Out, Kernel: l.Kernel, Stride: l.stride(),
-			Pad: l.Pad, Groups: l.groups(), HasBias: l.HasBias}
+			Pad: l.Pad, Groups: l.groups(), HasBias: l.HasBias, Slope: l.Slope, Offset: l.Offset}
 		for _, in := range l.Inputs {
 			j, ok := idx[in]
 			if !ok {

@@ -40,7 +40,7 @@ func linear(name string, in, out int, bias bool) *nn.Layer {
 }
 
 // gradModels are small networks covering every layer kind and gradient path: strided,
-// padded, depthwise and grouped convolutions, batch norm, both activations, the three
+// padded, depthwise and grouped convolutions, batch norm, every activation, the three
 // poolings, residual additions, linear layers and masks.
 func gradModels() map[string]*nn.Model {
 	convnet := seq("convnet", nn.Shape{C: 3, H: 9, W: 9},
@@ -99,7 +99,19 @@ func gradModels() map[string]*nn.Model {
 		layer("fl", nn.Flatten),
 		linear("fc", 36, 3, true),
 	)
-	return map[string]*nn.Model{"strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise}
+	acts := seq("activations", nn.Shape{C: 2, H: 5, W: 5},
+		conv("c1", 2, 4, 3, 1, 1, 1, true),
+		&nn.Layer{Name: "leaky", Kind: nn.LeakyReLU, Slope: 0.1},
+		conv("c2", 4, 4, 3, 1, 1, 1, true),
+		layer("sig", nn.Sigmoid),
+		conv("c3", 4, 4, 1, 1, 0, 1, true),
+		&nn.Layer{Name: "hsig", Kind: nn.HardSigmoid, Slope: 0.4, Offset: 0.5},
+		conv("c4", 4, 3, 1, 1, 0, 1, true),
+		layer("hswish", nn.HardSwish),
+		layer("fl", nn.Flatten),
+		linear("fc", 75, 3, true),
+	)
+	return map[string]*nn.Model{"strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
 }
 
 // addMasks gives the named layers random masks keeping about half of the weights.

@@ -129,6 +129,8 @@ func build(m *nn.Model, n int, o buildOptions) (gr *graph, err error) {
 				mx = 6
 			}
 			node, err = G.ApplyOp(newActOp(l.Name, mx, tensor.Shape{n, s.C, s.H, s.W}), src)
+		case nn.LeakyReLU, nn.Sigmoid, nn.HardSigmoid, nn.HardSwish:
+			node, err = G.ApplyOp(newElemOp(l, tensor.Shape{n, s.C, s.H, s.W}), src)
 		case nn.MaxPool, nn.AvgPool, nn.GlobalAvgPool:
 			op := newPoolOp(l.Name, l.Kind, n, s.C, s.H, s.W, l.Kernel, l.StrideOrOne(), l.Pad)
 			node, err = G.ApplyOp(op, src)

@@ -105,6 +105,74 @@ func (op *actGradOp) Do(vals ...G.Value) (G.Value, error) {
 	return op.out.get(), nil
 }
 
+// elemOp is an element-wise activation other than ReLU and ReLU6: nn.Layer.Activate
+// forward, nn.Layer.ActivateGrad backward (from the op's input).
+type elemOp struct {
+	opBase
+	l     *nn.Layer
+	shape tensor.Shape
+	out   outBuf
+}
+
+func newElemOp(l *nn.Layer, shape tensor.Shape) *elemOp {
+	return &elemOp{opBase: newBase("elem", l.Name), l: l, shape: shape, out: newOutBuf(shape...)}
+}
+
+func (op *elemOp) Arity() int    { return 1 }
+func (op *elemOp) Type() hm.Type { return fnType(4, 4) }
+func (op *elemOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return op.shape.Clone(), nil
+}
+
+func (op *elemOp) Do(vals ...G.Value) (G.Value, error) {
+	x, err := f32(vals[0], len(op.out.data), op.id)
+	if err != nil {
+		return nil, err
+	}
+	y := op.out.data
+	parallel(len(y), 1, func(lo, hi int) { op.l.Activate(y[lo:hi], x[lo:hi]) })
+	return op.out.get(), nil
+}
+
+func (op *elemOp) DiffWRT(int) []bool { return []bool{true} }
+
+func (op *elemOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	gop := &elemGradOp{opBase: newBase("elem.grad", op.id), e: op}
+	d, err := G.ApplyOp(gop, inputs[0], grad)
+	return G.Nodes{d}, err
+}
+
+// elemGradOp is the gradient of an elemOp, from its input and its output's gradient.
+type elemGradOp struct {
+	opBase
+	e   *elemOp
+	out outBuf
+}
+
+func (op *elemGradOp) Arity() int    { return 2 }
+func (op *elemGradOp) Type() hm.Type { return fnType(4, 4, 4) }
+func (op *elemGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return op.e.shape.Clone(), nil
+}
+
+func (op *elemGradOp) Do(vals ...G.Value) (G.Value, error) {
+	n := len(op.e.out.data)
+	x, err := f32(vals[0], n, op.id+" input")
+	if err != nil {
+		return nil, err
+	}
+	dy, err := f32(vals[1], n, op.id+" gradient")
+	if err != nil {
+		return nil, err
+	}
+	if op.out.t == nil {
+		op.out = newOutBuf(op.e.shape...)
+	}
+	dx := op.out.data
+	parallel(n, 1, func(lo, hi int) { op.e.l.ActivateGrad(dx[lo:hi], x[lo:hi], dy[lo:hi]) })
+	return op.out.get(), nil
+}
+
 // poolOp is max pooling, average pooling (PyTorch defaults: padding counts in the divisor,
 // which is always k*k since windows never pass the padded border) or global average
 // pooling, on (N, C, H, W). Max pooling ignores padded positions (as if they were -inf)

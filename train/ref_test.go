@@ -155,6 +155,24 @@ func refForward(m *nn.Model, p refParams, x []float32, n int, labels []uint8, tr
 				}
 				o.d[i] = v
 			}
+		case nn.LeakyReLU, nn.Sigmoid, nn.HardSigmoid, nn.HardSwish:
+			o = &refTensor{a.n, a.c, a.h, a.w, make([]float64, len(a.d))}
+			hsig := func(v, slope, offset float64) float64 { return math.Min(math.Max(slope*v+offset, 0), 1) }
+			for i, v := range a.d {
+				switch l.Kind {
+				case nn.LeakyReLU:
+					if v < 0 {
+						v *= float64(l.Slope)
+					}
+				case nn.Sigmoid:
+					v = 1 / (1 + math.Exp(-v))
+				case nn.HardSigmoid:
+					v = hsig(v, float64(l.Slope), float64(l.Offset))
+				case nn.HardSwish:
+					v *= hsig(v, 1.0/6, 0.5)
+				}
+				o.d[i] = v
+			}
 		case nn.MaxPool, nn.AvgPool:
 			k, s, pad := l.Kernel, l.StrideOrOne(), l.Pad
 			oh, ow := (a.h+2*pad-k)/s+1, (a.w+2*pad-k)/s+1

@@ -4,6 +4,7 @@
 //
 // Export writes opset 13 with a dynamic batch dimension and float32 initializers. Import
 // reads the operators the engine runs (Conv, BatchNormalization, Relu, Clip as ReLU6,
+// LeakyRelu, Sigmoid, HardSigmoid, HardSwish (written as x * HardSigmoid(x) in opset 13),
 // MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape to 2-D, Gemm, MatMul followed
 // by a bias Add, Add and Sum of activations, Identity, Dropout, a Pad by zero) at opsets 9
 // to 21; anything else is refused with an error that names the operator and the node.
@@ -162,6 +163,10 @@ func (e *exporter) flat(in string) string {
 	return out
 }
 
+func floatAttr(name string, v float32) *pb.AttributeProto {
+	return &pb.AttributeProto{Name: name, Type: pb.AttributeProto_FLOAT, F: v}
+}
+
 func (e *exporter) layer(l *nn.Layer) error {
 	in := l.Inputs[0]
 	rank := e.rank[in]
@@ -182,14 +187,24 @@ func (e *exporter) layer(l *nn.Layer) error {
 		ins := []string{in,
 			e.init(l.Name+".weight", []int{c}, l.Gamma), e.init(l.Name+".bias", []int{c}, l.Beta),
 			e.init(l.Name+".running_mean", []int{c}, l.Mean), e.init(l.Name+".running_var", []int{c}, l.Var)}
-		e.node("BatchNormalization", l.Name, ins, l.Name,
-			&pb.AttributeProto{Name: "epsilon", Type: pb.AttributeProto_FLOAT, F: l.EpsOrDefault()})
+		e.node("BatchNormalization", l.Name, ins, l.Name, floatAttr("epsilon", l.EpsOrDefault()))
 	case nn.ReLU:
 		e.node("Relu", l.Name, []string{in}, l.Name)
 	case nn.ReLU6:
 		lo := e.init(l.Name+".min", nil, []float32{0})
 		hi := e.init(l.Name+".max", nil, []float32{6})
 		e.node("Clip", l.Name, []string{in, lo, hi}, l.Name)
+	case nn.LeakyReLU:
+		e.node("LeakyRelu", l.Name, []string{in}, l.Name, floatAttr("alpha", l.Slope))
+	case nn.Sigmoid:
+		e.node("Sigmoid", l.Name, []string{in}, l.Name)
+	case nn.HardSigmoid:
+		e.node("HardSigmoid", l.Name, []string{in}, l.Name, floatAttr("alpha", l.Slope), floatAttr("beta", l.Offset))
+	case nn.HardSwish:
+		// HardSwish is an operator from opset 14; in opset 13 it is x * HardSigmoid(x).
+		hs := l.Name + "/hardsigmoid"
+		e.node("HardSigmoid", hs, []string{in}, hs, floatAttr("alpha", 1.0/6), floatAttr("beta", 0.5))
+		e.node("Mul", l.Name, []string{in, hs}, l.Name)
 	case nn.MaxPool, nn.AvgPool:
 		if rank != 4 {
 			return errors.New("input is a feature vector, not an image")

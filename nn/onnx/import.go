@@ -457,6 +457,16 @@ func (im *importer) node(n *pb.NodeProto) error {
 		return im.batchNorm(n, a)
 	case "Relu":
 		return im.unary(n, nn.ReLU)
+	case "LeakyRelu":
+		return im.activation(n, &nn.Layer{Kind: nn.LeakyReLU, Slope: a.float("alpha", 0.01)})
+	case "Sigmoid":
+		return im.unary(n, nn.Sigmoid)
+	case "HardSigmoid":
+		return im.activation(n, &nn.Layer{Kind: nn.HardSigmoid, Slope: a.float("alpha", 0.2), Offset: a.float("beta", 0.5)})
+	case "HardSwish":
+		return im.unary(n, nn.HardSwish)
+	case "Mul":
+		return im.mul(n)
 	case "Clip":
 		return im.clip(n, a)
 	case "MaxPool", "AveragePool":
@@ -485,7 +495,7 @@ func (im *importer) node(n *pb.NodeProto) error {
 	case "Add", "Sum":
 		return im.sum(n)
 	}
-	return &formatError{unsupported: true, msg: fmt.Sprintf("operator %s is not supported (supported: Conv, BatchNormalization, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul, Add, Sum, Identity, Dropout, Constant, Pad by zero)", n.OpType)}
+	return &formatError{unsupported: true, msg: fmt.Sprintf("operator %s is not supported (supported: Conv, BatchNormalization, Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Mul as x*HardSigmoid(x), MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul, Add, Sum, Identity, Dropout, Constant, Pad by zero)", n.OpType)}
 }
 
 // zeroPad accepts a Pad that pads nothing (PyTorch writes one before some pools).
@@ -510,6 +520,45 @@ func (im *importer) zeroPad(n *pb.NodeProto, a attrs) error {
 		}
 	}
 	return nil
+}
+
+// activation adds l, an element-wise layer, on the node's input.
+func (im *importer) activation(n *pb.NodeProto, l *nn.Layer) error {
+	in, err := im.act(n, 0)
+	if err != nil {
+		return err
+	}
+	l.Inputs = []string{in.layer}
+	im.add(n, l, in.rank)
+	return nil
+}
+
+// mul accepts x * HardSigmoid(x) with PyTorch's slope 1/6 and offset 1/2, which is how a
+// HardSwish is written before opset 14: the HardSigmoid layer becomes that HardSwish.
+func (im *importer) mul(n *pb.NodeProto) error {
+	if len(n.Input) != 2 {
+		return formatf("Mul of %d inputs", len(n.Input))
+	}
+	for i := range 2 {
+		x, err := im.act(n, i)
+		if err != nil {
+			return err
+		}
+		h, err := im.act(n, 1-i)
+		if err != nil {
+			return err
+		}
+		l := im.m.Layer(h.layer)
+		if l == nil || l.Kind != nn.HardSigmoid || l.Inputs[0] != x.layer || im.uses[n.Input[1-i]] != 1 ||
+			math.Abs(float64(l.Slope)-1.0/6) > 1e-6 || l.Offset != 0.5 {
+			continue
+		}
+		delete(im.names, l.Name)
+		l.Kind, l.Slope, l.Offset, l.Name = nn.HardSwish, 0, 0, im.layerName(n)
+		im.values[n.Output[0]] = value{l.Name, x.rank}
+		return nil
+	}
+	return unsupportedf("Mul other than x * HardSigmoid(x) with alpha 1/6, beta 1/2 (a HardSwish)")
 }
 
 func (im *importer) unary(n *pb.NodeProto, kind nn.Kind) error {

@@ -41,6 +41,45 @@ func testModel(t testing.TB, name string, in nn.Shape) *nn.Model {
 	return m
 }
 
+// activationsModel is a small CNN with every element-wise activation the engine runs,
+// after convolutions with batch norms and after a linear layer.
+func activationsModel(t testing.TB) *nn.Model {
+	t.Helper()
+	l := func(name string, kind nn.Kind, in string) *nn.Layer {
+		return &nn.Layer{Name: name, Kind: kind, Inputs: []string{in}}
+	}
+	conv := func(name, in string, cin, cout int) *nn.Layer {
+		return &nn.Layer{Name: name, Kind: nn.Conv2D, Inputs: []string{in}, In: cin, Out: cout, Kernel: 3, Pad: 1}
+	}
+	leaky := l("leaky", nn.LeakyReLU, "bn1")
+	leaky.Slope = 0.1
+	hsig := l("hsig", nn.HardSigmoid, "c3")
+	hsig.Slope, hsig.Offset = 0.2, 0.5
+	m := &nn.Model{Name: "activations", Input: nn.Shape{C: 1, H: 12, W: 12}, Layers: []*nn.Layer{
+		conv("c1", nn.InputName, 1, 8), l("bn1", nn.BatchNorm, "c1"), leaky,
+		conv("c2", "leaky", 8, 8), l("bn2", nn.BatchNorm, "c2"), l("hswish", nn.HardSwish, "bn2"),
+		conv("c3", "hswish", 8, 8), hsig,
+		{Name: "pool", Kind: nn.MaxPool, Inputs: []string{"hsig"}, Kernel: 2, Stride: 2},
+		l("flat", nn.Flatten, "pool"),
+		{Name: "fc1", Kind: nn.Linear, Inputs: []string{"flat"}, In: 288, Out: 16, HasBias: true},
+		l("sig", nn.Sigmoid, "fc1"),
+		{Name: "fc2", Kind: nn.Linear, Inputs: []string{"sig"}, In: 16, Out: 10, HasBias: true},
+	}}
+	if err := m.Init(3); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// testModels are the models the round trips check: every zoo model, and activationsModel.
+func testModels(t testing.TB) map[string]*nn.Model {
+	ms := map[string]*nn.Model{"activations": activationsModel(t)}
+	for _, name := range zoo.Names {
+		ms[name] = testModel(t, name, nn.Shape{C: 1, H: 28, W: 28})
+	}
+	return ms
+}
+
 // variants returns a model dense, structurally pruned and masked.
 func variants(t testing.TB, m *nn.Model) map[string]*nn.Model {
 	t.Helper()
@@ -98,10 +137,10 @@ func maxDiff(a, b []float32) float64 {
 }
 
 // Every zoo model, dense, pruned and masked, exported and imported again computes the same
-// outputs, and keeps its architecture.
+// outputs, and keeps its multiply-adds and layer names.
 func TestRoundTrip(t *testing.T) {
-	for _, name := range zoo.Names {
-		for kind, m := range variants(t, testModel(t, name, nn.Shape{C: 1, H: 28, W: 28})) {
+	for name, model := range testModels(t) {
+		for kind, m := range variants(t, model) {
 			t.Run(name+"/"+kind, func(t *testing.T) {
 				b, err := Marshal(m)
 				if err != nil {
@@ -118,6 +157,11 @@ func TestRoundTrip(t *testing.T) {
 				_, macs2, _ := back.Totals()
 				if macs != macs2 {
 					t.Errorf("MACs %d after the round trip, %d before", macs2, macs)
+				}
+				for _, l := range m.Layers {
+					if back.Layer(l.Name) == nil && l.Kind != nn.Flatten {
+						t.Errorf("layer %s (%s) lost its name", l.Name, l.Kind)
+					}
 				}
 				x := input(m.Input, 3, 1)
 				if d := maxDiff(forward(t, m, x, 3), forward(t, back, x, 3)); d > 1e-5 {
@@ -185,7 +229,13 @@ func TestUnsupported(t *testing.T) {
 		model []byte
 		want  string
 	}{
-		{"unknown op", graphOf([]*pb.NodeProto{{Name: "s1", OpType: "Sigmoid", Input: []string{"x"}, Output: []string{"y"}}}), "node s1 (Sigmoid): operator Sigmoid is not supported"},
+		{"unknown op", graphOf([]*pb.NodeProto{{Name: "s1", OpType: "Tanh", Input: []string{"x"}, Output: []string{"y"}}}), "node s1 (Tanh): operator Tanh is not supported"},
+		{"other Mul", graphOf([]*pb.NodeProto{
+			{Name: "s", OpType: "Sigmoid", Input: []string{"x"}, Output: []string{"s"}},
+			{Name: "m", OpType: "Mul", Input: []string{"x", "s"}, Output: []string{"y"}}}), "node m (Mul): not supported: Mul other than x * HardSigmoid(x)"},
+		{"HardSigmoid of another slope", graphOf([]*pb.NodeProto{
+			{Name: "h", OpType: "HardSigmoid", Input: []string{"x"}, Output: []string{"h"}},
+			{Name: "m", OpType: "Mul", Input: []string{"h", "x"}, Output: []string{"y"}}}), "node m (Mul): not supported"},
 		{"dilation", graphOf([]*pb.NodeProto{conv(ints("dilations", 2, 2))}, w), "node c1 (Conv): not supported: dilations [2 2]"},
 		{"asymmetric pads", graphOf([]*pb.NodeProto{conv(ints("pads", 0, 0, 1, 1))}, w), "pads [0 0 1 1]"},
 		{"computed weight", graphOf([]*pb.NodeProto{conv()}), `input "w" must be an initializer`},

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/autoprune/autoprune/nn"
-	"github.com/autoprune/autoprune/nn/zoo"
 	"github.com/autoprune/autoprune/prune"
 )
 
@@ -82,8 +81,8 @@ func TestExportRunsInOnnxRuntime(t *testing.T) {
 	needORT(t)
 	needChecker(t)
 	dir := t.TempDir()
-	for _, name := range zoo.Names {
-		for kind, m := range variants(t, testModel(t, name, nn.Shape{C: 1, H: 28, W: 28})) {
+	for name, model := range testModels(t) {
+		for kind, m := range variants(t, model) {
 			t.Run(name+"/"+kind, func(t *testing.T) {
 				path := filepath.Join(dir, name+"-"+kind+".onnx")
 				if err := Save(path, m); err != nil {

@@ -99,6 +99,21 @@ class MobileNetV2(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class Activations(nn.Module):
+    """The element-wise activations beyond ReLU: LeakyReLU, Hardswish (MobileNetV3),
+    Hardsigmoid and Sigmoid, after convolutions with batch norms and after a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(conv_bn(1, 8, act=lambda: nn.LeakyReLU(0.1)), nn.MaxPool2d(2),
+                                      conv_bn(8, 8, act=nn.Hardswish), conv_bn(8, 8, act=nn.Hardsigmoid),
+                                      nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Linear(8 * 7 * 7, 16), nn.Sigmoid(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 def randomize_bn(model):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -131,3 +146,7 @@ if __name__ == "__main__":
     export("vgg-bn-opset13", VGG(), 13, fold=False)
     export("resnet-opset17", ResNet(), 17)
     export("mobilenetv2-opset13", MobileNetV2(), 13)
+    torch.manual_seed(8)
+    export("activations-opset13", Activations(), 13, fold=False)
+    torch.manual_seed(8)
+    export("activations-opset14", Activations(), 14, fold=False)
