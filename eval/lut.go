@@ -62,7 +62,7 @@ func LayerSignature(l *nn.Layer, in nn.Shape, batch, threads int) string {
 		fmt.Fprintf(&b, " out=%d bias=%t", l.Out, l.HasBias)
 	case nn.MaxPool, nn.AvgPool:
 		fmt.Fprintf(&b, " k=%d s=%d p=%d", l.Kernel, l.StrideOrOne(), l.Pad)
-	case nn.Add:
+	case nn.Add, nn.Concat:
 		fmt.Fprintf(&b, " n=%d", len(l.Inputs))
 	}
 	fmt.Fprintf(&b, " batch=%d threads=%d", max(batch, 1), max(threads, 1))

@@ -303,6 +303,12 @@ func plan(l *Layer, batch, threads int, packer kernel.SourceGemm, ins []*tensor,
 	case Add:
 		o := &addOp{ins: ins, out: out, hw: outS.H * outS.W}
 		return newStep(o, planes, elems*len(ins), threads), scratch{}
+	case Concat:
+		o := &concatOp{ins: ins, out: out, sizes: make([]int, len(ins))}
+		for i := range ins {
+			o.sizes[i] = inS[i].Size()
+		}
+		return newStep(o, batch, elems, threads), scratch{}
 	}
 	// Validate rejects unknown kinds before planning.
 	panic("nn: unknown layer kind " + string(l.Kind))
@@ -683,6 +689,29 @@ func (o *clipOp) run(_ *worker, lo, hi int) {
 		top = 6
 	}
 	kernel.Clamp(o.out.data[lo*o.hw:hi*o.hw], o.in.data[lo*o.hw:hi*o.hw], 0, top)
+}
+
+// concatOp joins its inputs' channels, sample by sample; sizes are the inputs' values per
+// sample.
+type concatOp struct {
+	ins   []*tensor
+	out   *tensor
+	sizes []int
+}
+
+func (o *concatOp) run(_ *worker, lo, hi int) {
+	total := 0
+	for _, n := range o.sizes {
+		total += n
+	}
+	for b := lo; b < hi; b++ {
+		dst := o.out.data[b*total : (b+1)*total]
+		for i, in := range o.ins {
+			n := o.sizes[i]
+			copy(dst[:n], in.data[b*n:(b+1)*n])
+			dst = dst[n:]
+		}
+	}
 }
 
 // actOp is an element-wise activation other than ReLU and ReLU6 (see Layer.Activate).

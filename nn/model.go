@@ -35,10 +35,11 @@ const (
 	Flatten       Kind = "flatten"
 	Linear        Kind = "linear"
 	Add           Kind = "add"
+	Concat        Kind = "concat" // the inputs' channels one after another
 )
 
 // Kinds lists every layer kind, in a stable order.
-var Kinds = []Kind{Conv2D, BatchNorm, ReLU, ReLU6, LeakyReLU, Sigmoid, HardSigmoid, HardSwish, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add}
+var Kinds = []Kind{Conv2D, BatchNorm, ReLU, ReLU6, LeakyReLU, Sigmoid, HardSigmoid, HardSwish, MaxPool, AvgPool, GlobalAvgPool, Flatten, Linear, Add, Concat}
 
 // InputName is the name by which a layer refers to the model input.
 const InputName = "input"
@@ -310,7 +311,7 @@ const maxDim = 1 << 20
 
 func (l *Layer) outShape(ins []Shape) (Shape, error) {
 	want := 1
-	if l.Kind == Add {
+	if l.Kind == Add || l.Kind == Concat {
 		want = -1
 	}
 	if want == 1 && len(ins) != 1 {
@@ -364,6 +365,18 @@ func (l *Layer) outShape(ins []Shape) (Shape, error) {
 			}
 		}
 		return in, nil
+	case Concat:
+		out := in
+		for _, s := range ins[1:] {
+			if s.H != in.H || s.W != in.W {
+				return Shape{}, fmt.Errorf("input sizes differ: %v and %v (channels are joined, heights and widths must match)", in, s)
+			}
+			out.C += s.C
+		}
+		if out.C > maxDim {
+			return Shape{}, fmt.Errorf("%d channels out of range", out.C)
+		}
+		return out, nil
 	}
 	return Shape{}, fmt.Errorf("unknown layer kind %q (known: %v)", l.Kind, Kinds)
 }

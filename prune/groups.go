@@ -55,6 +55,9 @@ type analysis struct {
 	size    []int  // channels per set
 	locked  []bool // set may not be pruned
 	inFlows []flow // per layer, the flow of its first input
+	// whole says which layers' channels are kept whole because the pruner cannot yet
+	// follow them, and why.
+	whole []string
 }
 
 func (a *analysis) find(s int) int {
@@ -129,6 +132,15 @@ func analyze(m *nn.Model) (*analysis, error) {
 				a.union(in.set, f.set)
 			}
 			a.out[i] = in
+		case nn.Concat:
+			// The pruner does not follow channels through a concatenation yet: what feeds
+			// it and what it makes are kept whole.
+			for _, name := range l.Inputs {
+				a.locked[a.find(flowOf(name).set)] = true
+			}
+			a.out[i] = flow{set: a.newSet(a.shapes[i].C, true), factor: 1}
+			a.whole = append(a.whole, fmt.Sprintf("concat %s: the channels of %s that it joins are kept whole (pruning through a concatenation is not supported yet)",
+				l.Name, strings.Join(l.Inputs, ", ")))
 		default: // batch norm, activations, pools keep channels
 			a.out[i] = in
 		}
@@ -136,6 +148,16 @@ func analyze(m *nn.Model) (*analysis, error) {
 	// The network's output layer is never pruned.
 	a.locked[a.find(a.out[len(m.Layers)-1].set)] = true
 	return a, nil
+}
+
+// KeptWhole says which channels of m no group holds because the pruner cannot yet follow
+// them (through a concatenation), one sentence each; nil when there are none.
+func KeptWhole(m *nn.Model) ([]string, error) {
+	a, err := analyze(m)
+	if err != nil {
+		return nil, err
+	}
+	return a.whole, nil
 }
 
 // shapeIn returns the shape of layer i's first input.

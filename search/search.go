@@ -373,6 +373,13 @@ func (s *Search) buildSpace() error {
 	if err != nil {
 		return err
 	}
+	whole, err := prune.KeptWhole(s.base)
+	if err != nil {
+		return err
+	}
+	for _, w := range whole {
+		s.logf("kept unpruned: %s", w)
+	}
 	p := s.cfg.Prune
 	include := map[string]bool{}
 	for _, n := range p.Include {

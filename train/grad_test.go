@@ -111,7 +111,17 @@ func gradModels() map[string]*nn.Model {
 		layer("fl", nn.Flatten),
 		linear("fc", 75, 3, true),
 	)
-	return map[string]*nn.Model{"strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
+	inception := seq("inception", nn.Shape{C: 2, H: 6, W: 6},
+		conv("stem", 2, 4, 3, 1, 1, 1, true),
+		layer("stem.relu", nn.ReLU),
+		conv("b1", 4, 3, 1, 1, 0, 1, true),
+		&nn.Layer{Name: "b2", Kind: nn.Conv2D, In: 4, Out: 5, Kernel: 3, Pad: 1, HasBias: true, Inputs: []string{"stem.relu"}},
+		layer("cat", nn.Concat, "b1", "b2", "stem.relu"),
+		layer("bn", nn.BatchNorm),
+		layer("gap", nn.GlobalAvgPool),
+		linear("fc", 12, 3, true),
+	)
+	return map[string]*nn.Model{"inception": inception, "strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
 }
 
 // addMasks gives the named layers random masks keeping about half of the weights.

@@ -144,6 +144,12 @@ func build(m *nn.Model, n int, o buildOptions) (gr *graph, err error) {
 					break
 				}
 			}
+		case nn.Concat:
+			ins := make(G.Nodes, len(l.Inputs))
+			for j, name := range l.Inputs {
+				ins[j] = nodes[name]
+			}
+			node, err = G.Concat(1, ins...)
 		default:
 			err = fmt.Errorf("unsupported layer kind %q", l.Kind)
 		}

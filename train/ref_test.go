@@ -155,6 +155,20 @@ func refForward(m *nn.Model, p refParams, x []float32, n int, labels []uint8, tr
 				}
 				o.d[i] = v
 			}
+		case nn.Concat:
+			c := 0
+			for _, name := range l.Inputs {
+				c += acts[name].c
+			}
+			o = &refTensor{a.n, c, a.h, a.w, make([]float64, a.n*c*a.h*a.w)}
+			hw := a.h * a.w
+			for b := 0; b < a.n; b++ {
+				off := b * c * hw
+				for _, name := range l.Inputs {
+					x := acts[name]
+					off += copy(o.d[off:], x.d[b*x.c*hw:(b+1)*x.c*hw])
+				}
+			}
 		case nn.LeakyReLU, nn.Sigmoid, nn.HardSigmoid, nn.HardSwish:
 			o = &refTensor{a.n, a.c, a.h, a.w, make([]float64, len(a.d))}
 			hsig := func(v, slope, offset float64) float64 { return math.Min(math.Max(slope*v+offset, 0), 1) }

@@ -71,7 +71,14 @@ Examples:
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", g.Name, g.Size, strings.Join(g.Producers, ","),
 				strings.Join(g.Carriers, ","), strings.Join(g.Consumers, ","))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		whole, err := prune.KeptWhole(m)
+		for _, w := range whole {
+			fmt.Fprintln(stdout, "kept unpruned: "+w)
+		}
+		return err
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })

@@ -249,6 +249,19 @@ func (e *exporter) layer(l *nn.Layer) error {
 			op = "Sum"
 		}
 		e.node(op, l.Name, ins, l.Name)
+	case nn.Concat:
+		ins := append([]string(nil), l.Inputs...)
+		for _, x := range ins {
+			if e.rank[x] == 2 {
+				rank = 2
+			}
+		}
+		if rank == 2 {
+			for i, x := range ins {
+				ins[i] = e.flat(x)
+			}
+		}
+		e.node("Concat", l.Name, ins, l.Name, intAttr("axis", 1))
 	default:
 		return fmt.Errorf("no ONNX form for layer kind %q", l.Kind)
 	}

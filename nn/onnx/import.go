@@ -494,8 +494,10 @@ func (im *importer) node(n *pb.NodeProto) error {
 		return im.matmul(n)
 	case "Add", "Sum":
 		return im.sum(n)
+	case "Concat":
+		return im.concat(n, a)
 	}
-	return &formatError{unsupported: true, msg: fmt.Sprintf("operator %s is not supported (supported: Conv, BatchNormalization, Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Mul as x*HardSigmoid(x), MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul, Add, Sum, Identity, Dropout, Constant, Pad by zero)", n.OpType)}
+	return &formatError{unsupported: true, msg: fmt.Sprintf("operator %s is not supported (supported: Conv, BatchNormalization, Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Mul as x*HardSigmoid(x), Concat of channels, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul, Add, Sum, Identity, Dropout, Constant, Pad by zero)", n.OpType)}
 }
 
 // zeroPad accepts a Pad that pads nothing (PyTorch writes one before some pools).
@@ -857,5 +859,32 @@ func (im *importer) bias(n *pb.NodeProto, acts []value, consts []int) error {
 	}
 	l.HasBias, l.Bias = true, b
 	im.values[n.Output[0]] = acts[0]
+	return nil
+}
+
+// concat accepts a Concat of activations along the channels (axis 1).
+func (im *importer) concat(n *pb.NodeProto, a attrs) error {
+	if len(n.Input) < 2 {
+		return formatf("Concat of %d inputs (want at least 2)", len(n.Input))
+	}
+	l := &nn.Layer{Kind: nn.Concat}
+	rank := 0
+	for i := range n.Input {
+		v, err := im.act(n, i)
+		if err != nil {
+			return err
+		}
+		if rank == 0 {
+			rank = v.rank
+		}
+		if v.rank != rank {
+			return unsupportedf("joins an image batch to a feature batch")
+		}
+		l.Inputs = append(l.Inputs, v.layer)
+	}
+	if axis := a.int("axis", 1); axis != 1 && axis != int64(1-rank) {
+		return unsupportedf("axis %d (only channels, axis 1, are joined)", axis)
+	}
+	im.add(n, l, rank)
 	return nil
 }

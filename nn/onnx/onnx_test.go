@@ -71,9 +71,33 @@ func activationsModel(t testing.TB) *nn.Model {
 	return m
 }
 
-// testModels are the models the round trips check: every zoo model, and activationsModel.
+// inceptionModel joins two convolution branches and its stem by channels, and two feature
+// vectors after the pooling.
+func inceptionModel(t testing.TB) *nn.Model {
+	t.Helper()
+	m := &nn.Model{Name: "inception", Input: nn.Shape{C: 1, H: 10, W: 10}, Layers: []*nn.Layer{
+		{Name: "stem", Kind: nn.Conv2D, Inputs: []string{nn.InputName}, In: 1, Out: 6, Kernel: 3, Pad: 1},
+		{Name: "stem.relu", Kind: nn.ReLU, Inputs: []string{"stem"}},
+		{Name: "b1", Kind: nn.Conv2D, Inputs: []string{"stem.relu"}, In: 6, Out: 4, Kernel: 1, HasBias: true},
+		{Name: "b3", Kind: nn.Conv2D, Inputs: []string{"stem.relu"}, In: 6, Out: 5, Kernel: 3, Pad: 1, HasBias: true},
+		{Name: "cat", Kind: nn.Concat, Inputs: []string{"b1", "b3", "stem.relu"}},
+		{Name: "bn", Kind: nn.BatchNorm, Inputs: []string{"cat"}},
+		{Name: "gap", Kind: nn.GlobalAvgPool, Inputs: []string{"bn"}},
+		{Name: "flat", Kind: nn.Flatten, Inputs: []string{"gap"}},
+		{Name: "fc1", Kind: nn.Linear, Inputs: []string{"flat"}, In: 15, Out: 8, HasBias: true},
+		{Name: "feats", Kind: nn.Concat, Inputs: []string{"fc1", "flat"}},
+		{Name: "fc2", Kind: nn.Linear, Inputs: []string{"feats"}, In: 23, Out: 10, HasBias: true},
+	}}
+	if err := m.Init(4); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// testModels are the models the round trips check: every zoo model, activationsModel and
+// inceptionModel.
 func testModels(t testing.TB) map[string]*nn.Model {
-	ms := map[string]*nn.Model{"activations": activationsModel(t)}
+	ms := map[string]*nn.Model{"activations": activationsModel(t), "inception": inceptionModel(t)}
 	for _, name := range zoo.Names {
 		ms[name] = testModel(t, name, nn.Shape{C: 1, H: 28, W: 28})
 	}

@@ -114,6 +114,23 @@ class Activations(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class Inception(nn.Module):
+    """Two branches joined by channels (torch.cat), as in Inception or a feature pyramid."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(1, 8)
+        self.a = conv_bn(8, 4, k=1)
+        self.b = conv_bn(8, 4)
+        self.head = conv_bn(8, 16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.head(torch.cat([self.a(x), self.b(x)], 1))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 def randomize_bn(model):
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -150,3 +167,5 @@ if __name__ == "__main__":
     export("activations-opset13", Activations(), 13, fold=False)
     torch.manual_seed(8)
     export("activations-opset14", Activations(), 14, fold=False)
+    torch.manual_seed(9)
+    export("inception-opset13", Inception(), 13)
