@@ -5,9 +5,10 @@
 // Export writes opset 13 with a dynamic batch dimension and float32 initializers. Import
 // reads the operators the engine runs (Conv, BatchNormalization, Relu, Clip as ReLU6,
 // LeakyRelu, Sigmoid, HardSigmoid, HardSwish (written as x * HardSigmoid(x) in opset 13),
-// MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape to 2-D, Gemm, MatMul followed
-// by a bias Add, Add and Sum of activations, Identity, Dropout, a Pad by zero) at opsets 9
-// to 21; anything else is refused with an error that names the operator and the node.
+// MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape to 2-D (with its shape
+// constant or computed by Shape, Gather, Unsqueeze and Concat, as x.view(x.size(0), -1)
+// exports it), Gemm, MatMul followed by a bias Add, Add and Sum of activations, Concat of
+// channels, Identity, Dropout, a Pad by zero) at opsets 9 to 21; anything else is refused with an error that names the operator and the node.
 // An imported model prunes, trains and searches like a zoo model.
 package onnx
 

@@ -109,6 +109,7 @@ func Unmarshal(b []byte) (*nn.Model, error) {
 		values: map[string]value{},
 		names:  map[string]bool{nn.InputName: true},
 		uses:   map[string]int{},
+		dims:   map[string]dimVec{},
 	}
 	m, err := im.graph(mp.Graph)
 	if err != nil {
@@ -134,7 +135,19 @@ type importer struct {
 	values map[string]value
 	names  map[string]bool // layer names taken
 	uses   map[string]int  // how many node inputs read each value
+	// dims are the integer vectors computed from activation shapes (Shape, Gather,
+	// Unsqueeze, Concat), as x.view(x.size(0), -1) exports them; dynBatch marks the batch.
+	dims map[string]dimVec
 }
+
+// dimVec is an integer tensor the importer computed from shapes: a vector, or a scalar.
+type dimVec struct {
+	v      []int64
+	scalar bool
+}
+
+// dynBatch stands for the dynamic batch size in a dimVec.
+const dynBatch = math.MinInt64
 
 func (im *importer) graph(g *pb.GraphProto) (*nn.Model, error) {
 	name := g.Name
@@ -495,7 +508,18 @@ func (im *importer) node(n *pb.NodeProto) error {
 	case "Add", "Sum":
 		return im.sum(n)
 	case "Concat":
+		if len(n.Input) > 0 {
+			if _, isDims := im.dimsOf(n.Input[0]); isDims {
+				return im.concatDims(n)
+			}
+		}
 		return im.concat(n, a)
+	case "Shape":
+		return im.shape(n)
+	case "Gather":
+		return im.gather(n, a)
+	case "Unsqueeze":
+		return im.unsqueeze(n, a)
 	}
 	return &formatError{unsupported: true, msg: fmt.Sprintf("operator %s is not supported (supported: Conv, BatchNormalization, Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Mul as x*HardSigmoid(x), Concat of channels, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul, Add, Sum, Identity, Dropout, Constant, Pad by zero)", n.OpType)}
 }
@@ -713,13 +737,26 @@ func (im *importer) reshape(n *pb.NodeProto) error {
 	if len(n.Input) < 2 {
 		return formatf("Reshape without a shape input")
 	}
-	t, ok := im.consts[n.Input[1]]
-	if !ok {
-		return unsupportedf("shape %q is computed in the graph; export with a constant shape or torch.flatten(x, 1)", n.Input[1])
+	var shape []int64
+	if d, ok := im.dims[n.Input[1]]; ok {
+		shape = d.v
+		if len(shape) > 0 && shape[0] == dynBatch {
+			shape = append([]int64{0}, shape[1:]...) // the batch, as PyTorch's x.size(0) gives it
+		}
+	} else {
+		t, ok := im.consts[n.Input[1]]
+		if !ok {
+			return unsupportedf("shape %q is computed in the graph by operators the importer does not follow; export with a constant shape or torch.flatten(x, 1)", n.Input[1])
+		}
+		var err error
+		if shape, err = int64Data(t); err != nil {
+			return err
+		}
 	}
-	shape, err := int64Data(t)
-	if err != nil {
-		return err
+	for _, d := range shape[1:] {
+		if d == dynBatch {
+			return unsupportedf("Reshape that moves the batch dimension")
+		}
 	}
 	if len(shape) != 2 || (shape[0] != 0 && shape[0] != -1 && shape[0] != 1) || shape[1] == 0 || shape[1] < -1 {
 		return unsupportedf("Reshape to %v (only a flatten to (batch, features) is supported)", shape)
@@ -886,5 +923,108 @@ func (im *importer) concat(n *pb.NodeProto, a attrs) error {
 		return unsupportedf("axis %d (only channels, axis 1, are joined)", axis)
 	}
 	im.add(n, l, rank)
+	return nil
+}
+
+// dimsOf returns the integer vector a node input holds when it is computed from shapes or
+// is an int64 constant.
+func (im *importer) dimsOf(name string) (dimVec, bool) {
+	if d, ok := im.dims[name]; ok {
+		return d, true
+	}
+	if t, ok := im.consts[name]; ok && pb.TensorProto_DataType(t.DataType) == pb.TensorProto_INT64 {
+		v, err := int64Data(t)
+		if err == nil && len(t.Dims) <= 1 {
+			return dimVec{v: v, scalar: len(t.Dims) == 0}, true
+		}
+	}
+	return dimVec{}, false
+}
+
+// shape is the Shape of an activation: the batch, then the channels (and height and width
+// of an image batch).
+func (im *importer) shape(n *pb.NodeProto) error {
+	in, err := im.act(n, 0)
+	if err != nil {
+		return err
+	}
+	s := im.m.Input
+	if in.layer != nn.InputName {
+		shapes, err := im.m.Shapes()
+		if err != nil {
+			return err
+		}
+		s = shapes[im.m.Index(in.layer)]
+	}
+	v := []int64{dynBatch, int64(s.C), int64(s.H), int64(s.W)}
+	if in.rank == 2 {
+		v = []int64{dynBatch, int64(s.Size())}
+	}
+	im.dims[n.Output[0]] = dimVec{v: v}
+	return nil
+}
+
+// gather picks entries of a computed shape by constant indices.
+func (im *importer) gather(n *pb.NodeProto, a attrs) error {
+	if len(n.Input) != 2 {
+		return formatf("Gather of %d inputs", len(n.Input))
+	}
+	d, ok := im.dims[n.Input[0]]
+	if !ok {
+		return unsupportedf("Gather of anything but a tensor's shape")
+	}
+	idx, ok := im.dimsOf(n.Input[1])
+	if !ok {
+		return unsupportedf("Gather with computed indices")
+	}
+	if a.int("axis", 0) != 0 || d.scalar {
+		return unsupportedf("Gather along axis %d of a shape", a.int("axis", 0))
+	}
+	out := dimVec{scalar: idx.scalar}
+	for _, i := range idx.v {
+		if i < 0 {
+			i += int64(len(d.v))
+		}
+		if i < 0 || i >= int64(len(d.v)) {
+			return formatf("Gather index %d out of a shape of %d dimensions", i, len(d.v))
+		}
+		out.v = append(out.v, d.v[i])
+	}
+	im.dims[n.Output[0]] = out
+	return nil
+}
+
+// unsqueeze turns a computed scalar into a vector of one value.
+func (im *importer) unsqueeze(n *pb.NodeProto, a attrs) error {
+	d, ok := im.dims[n.Input[0]]
+	if !ok {
+		return unsupportedf("Unsqueeze of anything but a value computed from a shape")
+	}
+	axes := a.ints("axes")
+	if im.opset >= 13 && len(n.Input) > 1 {
+		v, ok := im.dimsOf(n.Input[1])
+		if !ok {
+			return unsupportedf("Unsqueeze with computed axes")
+		}
+		axes = v.v
+	}
+	if !d.scalar || len(axes) != 1 || axes[0] != 0 {
+		return unsupportedf("Unsqueeze of axes %v (only a scalar to a vector of one)", axes)
+	}
+	im.dims[n.Output[0]] = dimVec{v: d.v}
+	return nil
+}
+
+// concatDims joins computed shape vectors and int64 constants into one vector.
+func (im *importer) concatDims(n *pb.NodeProto) error {
+	var out dimVec
+	for _, x := range n.Input {
+		d, ok := im.dimsOf(x)
+		if !ok || d.scalar {
+			return unsupportedf("Concat of a shape with %q, which is not an integer vector", x)
+		}
+		out.v = append(out.v, d.v...)
+	}
+	im.dims[n.Output[0]] = out
 	return nil
 }

@@ -30,6 +30,17 @@ class LeNet5(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
+class LeNet5View(LeNet5):
+    """LeNet-5 flattened with x.view(x.size(0), -1): the shape is computed in the graph
+    (Shape, Gather, Unsqueeze, Concat, Reshape)."""
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = x.view(x.size(0), -1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
 def conv_bn(cin, cout, k=3, stride=1, groups=1, act=nn.ReLU):
     layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:
@@ -169,3 +180,5 @@ if __name__ == "__main__":
     export("activations-opset14", Activations(), 14, fold=False)
     torch.manual_seed(9)
     export("inception-opset13", Inception(), 13)
+    torch.manual_seed(10)
+    export("lenet5-view-opset13", LeNet5View(), 13)
