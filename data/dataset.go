@@ -26,6 +26,10 @@ type Dataset struct {
 	N, C, H, W int
 	// Classes is the number of label classes (10 for MNIST and Fashion-MNIST).
 	Classes int
+	// HeldOut, when positive, says that the last HeldOut samples are the data's own
+	// validation samples (an image folder's val/): Split returns them as the validation
+	// part. Subsets and heads hold none.
+	HeldOut int
 }
 
 // SampleSize returns the number of float32 values per image, C*H*W.
@@ -70,10 +74,21 @@ func (d *Dataset) Subset(idx []int) *Dataset {
 // floor(valFraction*N) samples of the permutation form val and the rest form
 // train. The two parts are disjoint copies that together hold every sample.
 // Their names are d.Name with ":train" and ":val" appended. It returns an
-// error if valFraction is not in [0,1).
+// error if valFraction is not in [0,1). When d holds its own validation samples
+// (HeldOut), they are val and the others train, whatever valFraction and seed.
 func (d *Dataset) Split(valFraction float64, seed int64) (train, val *Dataset, err error) {
 	if !(valFraction >= 0 && valFraction < 1) {
 		return nil, nil, fmt.Errorf("data: %s: validation fraction %v is not in [0,1)", d.Name, valFraction)
+	}
+	if d.HeldOut > 0 && d.HeldOut < d.N {
+		n := d.N - d.HeldOut
+		idx := make([]int, d.N)
+		for i := range idx {
+			idx[i] = i
+		}
+		train, val = d.Subset(idx[:n]), d.Subset(idx[n:])
+		val.Name, train.Name = d.Name+":val", d.Name+":train"
+		return train, val, nil
 	}
 	nVal := int(valFraction * float64(d.N))
 	perm := permutation(d.N, seed)

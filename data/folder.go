@@ -37,8 +37,8 @@ const maxClasses = 256
 // named by the class, holding PNG or JPEG files; classes are numbered in the sorted order
 // of their names. dir either holds the class folders (then a seeded seventh of the images
 // becomes the test set) or train/ and test/ folders that each hold them (a val/ folder,
-// if any, joins the training images: a search holds out its own validation samples; with
-// val/ and no test/, val/ is the test set). Pixels are scaled to [0,1]. Errors name the
+// if any, is the validation split: its images follow the training images and HeldOut
+// counts them, so that Split returns them; with val/ and no test/, val/ is the test set). Pixels are scaled to [0,1]. Errors name the
 // file; errors about content match ErrFormat.
 func LoadFolder(dir string, opt FolderOptions) (train, test *Dataset, err error) {
 	if opt.Channels != 0 && opt.Channels != 1 && opt.Channels != 3 {
@@ -78,12 +78,16 @@ func LoadFolder(dir string, opt FolderOptions) (train, test *Dataset, err error)
 		return nil, nil, err
 	}
 	var files []labelled
-	for _, d := range trainDirs {
-		fs, err := listImages(d, classes, true)
+	heldOut := 0
+	for i, d := range trainDirs {
+		fs, err := listImages(d, classes, i == 0)
 		if err != nil {
 			return nil, nil, err
 		}
 		files = append(files, fs...)
+		if i > 0 {
+			heldOut = len(fs) // val/, after train/
+		}
 	}
 	first, err := decodeImage(files[0].path)
 	if err != nil {
@@ -129,6 +133,7 @@ func LoadFolder(dir string, opt FolderOptions) (train, test *Dataset, err error)
 		}
 	}
 	train.Name, test.Name = name+"/train", name+"/test"
+	train.HeldOut = heldOut
 	return train, test, nil
 }
 

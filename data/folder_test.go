@@ -301,3 +301,45 @@ func FuzzDecodeImage(f *testing.F) {
 		}
 	})
 }
+
+// A val/ folder beside train/ and test/ is the validation split: Split returns exactly its
+// images, whatever the fraction and seed asked for.
+func TestLoadFolderValIsTheValidationSplit(t *testing.T) {
+	dir := t.TempDir()
+	want := mnistFolder(t, dir, 60, 3) // train/ and test/, alternating
+	_, test, err := LoadMNIST()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// val/: ten more images of classes 0 and 1 (not every class).
+	var val []int
+	for i := test.N - 1; i >= 0 && len(val) < 10; i-- {
+		if test.Labels[i] < 2 {
+			val = append(val, i)
+			writePNG(t, filepath.Join(dir, "val", fmt.Sprintf("class-%d", test.Labels[i]), fmt.Sprintf("%05d.png", i)), test.Sample(i), 28, 28)
+		}
+	}
+	tr, _, err := LoadFolder(dir, FolderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.HeldOut != 10 || tr.N != want.N/2+10 {
+		t.Fatalf("%d training images with %d held out, want %d with 10", tr.N, tr.HeldOut, want.N/2+10)
+	}
+	for _, frac := range []float64{0, 0.5} {
+		a, v, err := tr.Split(frac, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.N != 10 || a.N != tr.N-10 || v.HeldOut != 0 || a.HeldOut != 0 {
+			t.Fatalf("split %v: %d train, %d val", frac, a.N, v.N)
+		}
+		counts := map[uint8]int{}
+		for _, l := range v.Labels {
+			counts[l]++
+		}
+		if counts[2] != 0 || counts[0]+counts[1] != 10 {
+			t.Errorf("validation labels %v, want the val/ images of classes 0 and 1", counts)
+		}
+	}
+}

@@ -224,7 +224,9 @@ func (s *Search) loadData() error {
 			}
 		}
 	}
-	if d.ValSamples*2 > full.N {
+	if full.HeldOut > 0 {
+		s.logf("validation: the %d held-out samples of %s (its val/ folder); data.val_samples does not apply", full.HeldOut, full.Name)
+	} else if d.ValSamples*2 > full.N {
 		return fmt.Errorf("config %s: %w: data.val_samples: %d is more than half of the %d training samples of %s",
 			s.cfg.Path, config.ErrConfig, d.ValSamples, full.N, full.Name)
 	}
