@@ -261,6 +261,7 @@ steps = 20
 			TestAcc *float64 `json:"test_acc"`
 		} `json:"rows"`
 		Uniform []struct {
+			Seed    int64   `json:"seed"`
 			Rel     float64 `json:"rel_latency"`
 			TestAcc float64 `json:"test_acc"`
 			Fitted  bool    `json:"fitted_to_target"`
@@ -270,10 +271,10 @@ steps = 20
 		t.Error(err)
 	} else if err := json.Unmarshal(b, &cmp); err != nil {
 		t.Errorf("compare --json: %v\n%s", err, b)
-	} else if len(cmp.Rows) != 2 || cmp.Rows[0].Method != "random" || len(cmp.Uniform) != 3 ||
+	} else if len(cmp.Rows) != 2 || cmp.Rows[0].Method != "random" || len(cmp.Uniform) != 6 ||
 		(cmp.Rows[0].Winner >= 0) != (cmp.Rows[0].TestAcc != nil) || cmp.Uniform[1].Rel >= cmp.Uniform[0].Rel ||
-		cmp.Uniform[1].Fitted || !cmp.Uniform[2].Fitted {
-		t.Errorf("compare --json: %d rows, %d uniform points\n%s", len(cmp.Rows), len(cmp.Uniform), b)
+		cmp.Uniform[1].Fitted || !cmp.Uniform[2].Fitted || cmp.Uniform[0].Seed != 1 || cmp.Uniform[3].Seed != 2 {
+		t.Errorf("compare --json: %d rows, %d uniform points (want three per seed)\n%s", len(cmp.Rows), len(cmp.Uniform), b)
 	}
 }
 

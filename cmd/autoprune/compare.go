@@ -60,6 +60,7 @@ type compareRow struct {
 
 // uniformPoint is one plan of the uniform baseline, delivered like a winner.
 type uniformPoint struct {
+	Seed    int64   `json:"seed"` // the study seed whose final fine-tune seed it was delivered with
 	Ratio   float64 `json:"ratio"`
 	Rel     float64 `json:"rel_latency"`
 	TestAcc float64 `json:"test_acc"`
@@ -96,7 +97,9 @@ each study's winner is chosen, fine-tuned for final.steps and measured afresh, e
 "autoprune search" delivers it. The baseline is uniform pruning (the same ratio in every
 group) delivered the same way: the same final fine-tune, test accuracy, latency measured
 afresh. Each winner is compared with the uniform curve interpolated at the winner's own
-re-measured latency. The comparison also reports Kendall's tau between the trials'
+re-measured latency. The curve is delivered once per seed, with the final fine-tune seed of
+that seed's studies (--paired), so that the luck of one fine-tune seed is not read as a
+gain: at aggressive targets two seeds of the same plan differ by a point. The comparison also reports Kendall's tau between the trials'
 validation accuracy after their short fine-tune and their test accuracy after the final
 one (--tau trials sampled per study), the same for the screening's score (accuracy
 without fine-tuning, "zero-shot"), and what the stored scores alone would have chosen
@@ -120,6 +123,7 @@ Examples:
 	tauN := fs.Int("tau", 6, "trials per study fine-tuned like the winner to measure Kendall's tau (0: none)")
 	jsonOut := fs.String("json", "", "also write the rows as JSON to this file")
 	quiet := fs.Bool("quiet", false, "print only warnings, errors and the result")
+	paired := fs.Bool("paired", true, "deliver the uniform baseline once per seed, with the final fine-tune seed of that seed's studies, and judge each winner against its own seed's curve (false: one curve, from the config's seed)")
 	plotsDir := fs.String("plots", "", "also plot each method's winners and the uniform curve (test accuracy against re-measured latency) into this folder, as compare.png and compare.svg")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -192,52 +196,74 @@ Examples:
 		}
 		return &cfg
 	}
-	if len(ratios) > 0 {
-		cfg := study("random", base.Study.Seed)
+	// uniformAt delivers the uniform plans, and the uniform plan fitted to the target, with
+	// the fine-tune seed of a study of this seed.
+	uniformAt := func(seed int64) ([]uniformPoint, error) {
+		cfg := study("random", seed)
 		cfg.Study.Name = base.Study.Name + "-" + base.Objective.Target + "-uniform"
+		if *paired {
+			cfg.Study.Name += fmt.Sprintf("-s%d", seed)
+		}
 		cfg.Study.Screen = 0 // a study that runs no trial: it only delivers uniform plans
-		log.Info(fmt.Sprintf("== uniform pruning, %d plans, each fine-tuned for %d steps", len(ratios), cfg.Final.Steps))
+		log.Info(fmt.Sprintf("== uniform pruning, %d plans, each fine-tuned for %d steps (seed %d)", len(ratios), cfg.Final.Steps, seed))
 		s, err := search.Open(ctx, cfg, search.Options{Logger: log})
 		if err != nil {
-			return classify(err)
+			return nil, classify(err)
 		}
+		defer s.Close()
+		var pts []uniformPoint
 		for _, r := range ratios {
 			res, err := s.Evaluate(ctx, prune.Uniform(s.Groups(), r))
 			if err != nil {
-				s.Close()
-				return fmt.Errorf("compare: uniform %.2f: %w", r, err)
+				return nil, fmt.Errorf("compare: uniform %.2f: %w", r, err)
 			}
 			log.Info(fmt.Sprintf("uniform %.2f: test acc %.2f %%, %.3fx the dense latency", r, 100*res.TestAcc, res.Metrics.RelLatency))
-			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
+			pts = append(pts, uniformPoint{Seed: seed, Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
 		}
 		// The uniform plan fitted to the target, as every study's first trial is.
 		plan, err := s.UniformAtTarget(ctx)
 		if err != nil {
-			s.Close()
-			return fmt.Errorf("compare: uniform plan fitted to the target: %w", err)
+			return nil, fmt.Errorf("compare: uniform plan fitted to the target: %w", err)
 		}
 		if plan != nil {
 			res, err := s.Evaluate(ctx, plan)
 			if err != nil {
-				s.Close()
-				return fmt.Errorf("compare: uniform plan fitted to the target: %w", err)
+				return nil, fmt.Errorf("compare: uniform plan fitted to the target: %w", err)
 			}
 			mean := 0.0
 			for _, r := range plan {
 				mean += r / float64(len(plan))
 			}
 			log.Info(fmt.Sprintf("uniform %.3f (fitted to %gx): test acc %.2f %%, %.3fx the dense latency", mean, target, 100*res.TestAcc, res.Metrics.RelLatency))
-			cmp.Uniform = append(cmp.Uniform, uniformPoint{Ratio: mean, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, Fitted: true})
+			pts = append(pts, uniformPoint{Seed: seed, Ratio: mean, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, Fitted: true})
 		}
-		s.Close()
+		return pts, nil
 	}
-	var curve [][2]float64
-	for _, u := range cmp.Uniform {
-		curve = append(curve, [2]float64{u.Rel, u.TestAcc})
+	if len(ratios) > 0 {
+		curveSeeds := []int64{base.Study.Seed}
+		if *paired {
+			curveSeeds = seeds
+		}
+		for _, seed := range curveSeeds {
+			pts, err := uniformAt(seed)
+			if err != nil {
+				return err
+			}
+			cmp.Uniform = append(cmp.Uniform, pts...)
+		}
+	}
+	curve := func(seed int64) [][2]float64 {
+		var c [][2]float64
+		for _, u := range cmp.Uniform {
+			if !*paired || u.Seed == seed {
+				c = append(c, [2]float64{u.Rel, u.TestAcc})
+			}
+		}
+		return c
 	}
 	for _, m := range methods {
 		for _, seed := range seeds {
-			row, err := compareStudy(ctx, study(m, seed), *tauN, curve, log)
+			row, err := compareStudy(ctx, study(m, seed), *tauN, curve(seed), log)
 			if err != nil {
 				return err
 			}
@@ -268,11 +294,18 @@ Examples:
 // plotCompare draws each method's winners and the uniform curve, test accuracy against
 // re-measured latency, into dir.
 func plotCompare(cmp comparison, dir string) ([]string, error) {
-	series := []report.Series{{Name: "uniform pruning", Dashed: true}}
-	for _, u := range cmp.Uniform {
-		series[0].Points = append(series[0].Points, report.XY{X: u.Rel, Y: 100 * u.TestAcc})
-	}
+	var series []report.Series
 	index := map[string]int{}
+	for _, u := range cmp.Uniform {
+		name := fmt.Sprintf("uniform pruning, seed %d", u.Seed)
+		i, ok := index[name]
+		if !ok {
+			i = len(series)
+			index[name] = i
+			series = append(series, report.Series{Name: name, Dashed: true})
+		}
+		series[i].Points = append(series[i].Points, report.XY{X: u.Rel, Y: 100 * u.TestAcc})
+	}
 	for _, r := range cmp.Rows {
 		if math.IsNaN(float64(r.Rel)) || math.IsNaN(float64(r.TestAcc)) {
 			continue
@@ -458,13 +491,13 @@ func writeCompare(w io.Writer, c comparison) {
 	if len(c.Uniform) > 0 {
 		fmt.Fprintf(w, "uniform pruning, each plan fine-tuned for %d steps:\n", c.Steps)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "ratio\tlatency\ttest acc %%\t\n")
+		fmt.Fprintf(tw, "seed\tratio\tlatency\ttest acc %%\t\n")
 		for _, u := range c.Uniform {
 			ratio := fmt.Sprintf("%.2f", u.Ratio)
 			if u.Fitted {
 				ratio = fmt.Sprintf("%.3f (fitted to the target)", u.Ratio)
 			}
-			fmt.Fprintf(tw, "%s\t%.3fx\t%.2f\t\n", ratio, u.Rel, 100*u.TestAcc)
+			fmt.Fprintf(tw, "%d\t%s\t%.3fx\t%.2f\t\n", u.Seed, ratio, u.Rel, 100*u.TestAcc)
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
