@@ -148,7 +148,7 @@ func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs
 		if err := ctx.Err(); err != nil { // a deadline stops the warm-up too
 			return Latency{}, fmt.Errorf("latency: %w", err)
 		}
-		if _, err := ex.Forward(x); err != nil {
+		if _, err := ex.ForwardContext(ctx, x); err != nil {
 			return Latency{}, fmt.Errorf("latency: %w", err)
 		}
 	}
@@ -159,7 +159,7 @@ func MeasureLocal(ctx context.Context, m *nn.Model, batch, threads, warmup, runs
 			return Latency{}, fmt.Errorf("latency: %w", err)
 		}
 		t0 := time.Now()
-		if _, err := ex.Forward(x); err != nil {
+		if _, err := ex.ForwardContext(ctx, x); err != nil {
 			return Latency{}, fmt.Errorf("latency: %w", err)
 		}
 		times = append(times, time.Since(t0))
@@ -245,10 +245,10 @@ func InterleavedPairs(ctx context.Context, ref, cand *nn.Model, batch, threads, 
 		if err := ctx.Err(); err != nil { // a deadline stops the warm-up too
 			return Pairs{}, fmt.Errorf("latency: %w", err)
 		}
-		if _, err := exA.Forward(x); err != nil {
+		if _, err := exA.ForwardContext(ctx, x); err != nil {
 			return Pairs{}, err
 		}
-		if _, err := exB.Forward(x); err != nil {
+		if _, err := exB.ForwardContext(ctx, x); err != nil {
 			return Pairs{}, err
 		}
 	}
@@ -267,11 +267,11 @@ func InterleavedPairs(ctx context.Context, ref, cand *nn.Model, batch, threads, 
 			first, second = exB, exA
 		}
 		t0 := time.Now()
-		if _, err := first.Forward(x); err != nil {
+		if _, err := first.ForwardContext(ctx, x); err != nil {
 			return Pairs{}, err
 		}
 		t1 := time.Now()
-		if _, err := second.Forward(x); err != nil {
+		if _, err := second.ForwardContext(ctx, x); err != nil {
 			return Pairs{}, err
 		}
 		tf, ts := t1.Sub(t0), time.Since(t1)

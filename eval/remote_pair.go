@@ -100,7 +100,7 @@ func MeasurePairLocal(ctx context.Context, ref, cand *nn.Model, batch, threads, 
 				return Pairs{}, fmt.Errorf("latency: %w", err)
 			}
 			t0 := time.Now()
-			if _, err := ex.Forward(x); err != nil {
+			if _, err := ex.ForwardContext(ctx, x); err != nil {
 				return Pairs{}, fmt.Errorf("latency: %w", err)
 			}
 			d = time.Since(t0)

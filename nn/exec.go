@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -227,11 +228,26 @@ var ErrInputSize = errors.New("nn: wrong input size")
 // the output layer's values (batch x OutputShape().Size(), sample by sample). The returned
 // slice belongs to the executor and is overwritten by the next call.
 func (e *Executor) Forward(x []float32) ([]float32, error) {
+	return e.ForwardContext(context.Background(), x)
+}
+
+// ForwardContext is Forward that stops between layers once ctx is done, with ctx's error:
+// a deadline bounds a pass by one layer's time, not the whole network's.
+func (e *Executor) ForwardContext(ctx context.Context, x []float32) ([]float32, error) {
 	if want := e.batch * e.in.Size(); len(x) != want {
 		return nil, fmt.Errorf("%w: got %d values, want %d (batch %d x %v)", ErrInputSize, len(x), want, e.batch, e.in)
 	}
+	done := ctx.Done()
 	e.input.data = x
 	for _, s := range e.steps {
+		if done != nil {
+			select {
+			case <-done:
+				e.input.data = nil
+				return nil, ctx.Err()
+			default:
+			}
+		}
 		if s.parallel {
 			e.pool.do(s.job)
 		} else {

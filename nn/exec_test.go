@@ -1,6 +1,7 @@
 package nn_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -681,4 +682,39 @@ func TestExecThreadsOption(t *testing.T) {
 			t.Errorf("threads %d differs by %.3g", th, r)
 		}
 	}
+}
+
+// A pass stops between layers once its context is done, and the executor runs again after.
+func TestExecForwardContext(t *testing.T) {
+	m, err := zoo.Build("vgg-small", nn.Shape{C: 1, H: 28, W: 28}, 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := nn.NewExecutor(m, 2, nn.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, 2*28*28)
+	want, err := e.Forward(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append([]float32(nil), want...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := e.ForwardContext(ctx, x); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled pass returned %v, want context.Canceled", err)
+	}
+	got, err := e.ForwardContext(context.Background(), x)
+	if err != nil || execRelErr(got, toF64(want)) != 0 {
+		t.Errorf("the pass after a cancelled one: %v, outputs differ", err)
+	}
+}
+
+func toF64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
 }
