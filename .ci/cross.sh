@@ -37,9 +37,9 @@ fail() { echo "cross: FAIL: $*" >&2; exit 1; }
 # elf_machine FILE prints the ELF e_machine field (183 is AArch64, 62 is x86-64).
 elf_machine() { od -An -tu2 -j18 -N2 "$1" | tr -d ' '; }
 
-build() { # GOOS GOARCH OUTPUT
+build() { # GOOS GOARCH OUTPUT [PACKAGE]
   echo "cross: building $1/$2 -> $(basename "$3")"
-  CGO_ENABLED=0 GOOS="$1" GOARCH="$2" timeout 900 go build -trimpath -ldflags="-s -w" -o "$3" ./cmd/autoprune ||
+  CGO_ENABLED=0 GOOS="$1" GOARCH="$2" timeout 900 go build -trimpath -ldflags="-s -w" -o "$3" "${4:-./cmd/autoprune}" ||
     fail "go build for $1/$2 failed"
   local machine
   machine="$(elf_machine "$3")"
@@ -50,6 +50,8 @@ build() { # GOOS GOARCH OUTPUT
 go version
 build linux arm64 "$out/autoprune-linux-arm64"
 build android arm64 "$out/autoprune-android-arm64"
+# The agent alone, for phones: it links only what measuring needs.
+build android arm64 "$out/autoprune-agent-android-arm64" ./cmd/autoprune-agent
 echo "cross: building the host binary"
 timeout 900 go build -o "$out/autoprune" ./cmd/autoprune || fail "host build failed"
 
