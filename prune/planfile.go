@@ -1,18 +1,22 @@
 package prune
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/autoprune/autoprune/internal/fileio"
 )
 
 // PlanFile is the TOML form of a plan:
 //
-//	criterion = "l1"        # optional: l1, l2, bn, random
+//	criterion = "l1"        # optional: l1, l2, bn, random, taylor
 //	[ratios]
 //	conv1 = 0.25
 //	"layer1.conv1" = 0.5    # group names with dots are quoted
@@ -53,4 +57,29 @@ func LoadPlan(path string) (PlanFile, error) {
 		}
 	}
 	return pf, nil
+}
+
+// SavePlan writes a plan in the form LoadPlan reads, atomically (see fileio.WriteAtomic),
+// with a comment line above it (such as where the plan comes from). Errors name the file.
+func SavePlan(path string, pf PlanFile, comment string) error {
+	var b bytes.Buffer
+	if comment != "" {
+		fmt.Fprintf(&b, "# %s\n", strings.ReplaceAll(comment, "\n", " "))
+	}
+	if pf.Criterion != "" {
+		fmt.Fprintf(&b, "criterion = %q\n\n", pf.Criterion)
+	}
+	b.WriteString("[ratios]\n")
+	names := make([]string, 0, len(pf.Ratios))
+	for n := range pf.Ratios {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%q = %g\n", n, pf.Ratios[n])
+	}
+	if err := fileio.WriteAtomic(path, func(w io.Writer) error { _, err := w.Write(b.Bytes()); return err }); err != nil {
+		return fmt.Errorf("plan file %s: %w", path, err)
+	}
+	return nil
 }

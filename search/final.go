@@ -1,7 +1,6 @@
 package search
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/autoprune/autoprune/eval"
-	"github.com/autoprune/autoprune/internal/fileio"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/prune"
@@ -301,7 +299,7 @@ func (s *Search) save(r *Result, modelPath, planPath string) error {
 	if err := onnx.SaveFile(r.ModelPath, r.Model); err != nil {
 		return err
 	}
-	if err := writePlan(r.PlanPath, s.cfg.Prune.Criterion, r.Trial, r.Plan); err != nil {
+	if err := prune.SavePlan(r.PlanPath, prune.PlanFile{Criterion: s.crit.Name(), Ratios: r.Plan}, fmt.Sprintf("best plan of trial %d: fraction of channels removed per group", r.Trial)); err != nil {
 		return err
 	}
 	if *s.cfg.Final.ONNX {
@@ -384,24 +382,6 @@ func (s *Search) denseTest(ctx context.Context) (float64, error) {
 		s.denseTestAcc = a.Accuracy
 	})
 	return s.denseTestAcc, s.denseTestErr
-}
-
-// writePlan saves a plan in the TOML form "autoprune prune --plan" reads, atomically.
-func writePlan(path, criterion string, trial int, p prune.Plan) error {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "# best plan of trial %d: fraction of channels removed per group\ncriterion = %q\n\n[ratios]\n", trial, criterion)
-	names := make([]string, 0, len(p))
-	for n := range p {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(&b, "%q = %g\n", n, p[n])
-	}
-	if err := fileio.WriteAtomic(path, func(w io.Writer) error { _, err := w.Write(b.Bytes()); return err }); err != nil {
-		return fmt.Errorf("plan file %s: %w", path, err)
-	}
-	return nil
 }
 
 // Write prints the final comparison with the dense model.
