@@ -18,7 +18,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/objectives"
+	"github.com/autoprune/autoprune/prune"
 )
 
 // ErrConfig is wrapped by every error about a config file's content.
@@ -595,6 +597,16 @@ func orDefault(s, d string) string {
 	return s
 }
 
+// The names a config may give, one list per concept.
+var (
+	// Samplers are the values of study.sampler.
+	Samplers = []string{"tpe", "cmaes", "cmaes-ipop", "random"}
+	// Meters are the values of latency.meter.
+	Meters = []string{"local", "agent", "lut", "macs", "command"}
+	// Stoppers are the values of stopper.kind.
+	Stoppers = []string{"none", "median", "successive-halving"}
+)
+
 func oneOf(key, v string, allowed ...string) error {
 	for _, a := range allowed {
 		if v == a {
@@ -609,7 +621,7 @@ func (c *Config) validate() error {
 	if !regexp.MustCompile(`^[A-Za-z0-9._-]+$`).MatchString(s.Name) {
 		return bad("study.name", "%q: use letters, digits, '.', '_' and '-'", s.Name)
 	}
-	if err := oneOf("study.sampler", s.Sampler, "tpe", "cmaes", "cmaes-ipop", "random"); err != nil {
+	if err := oneOf("study.sampler", s.Sampler, Samplers...); err != nil {
 		return err
 	}
 	if s.Trials < 1 || s.Trials > 100000 {
@@ -636,7 +648,7 @@ func (c *Config) validate() error {
 		return bad("model.train_epochs", "%d: want 1..100", c.Model.TrainEpochs)
 	}
 	d := c.Data
-	if err := oneOf("data.dataset", d.Dataset, "mnist", "fashion-mnist", "folder", "npy"); err != nil {
+	if err := oneOf("data.dataset", d.Dataset, data.Names...); err != nil {
 		return err
 	}
 	if (d.Dataset == "folder" || d.Dataset == "npy") && d.Dir == "" {
@@ -671,7 +683,7 @@ func (c *Config) validate() error {
 		return bad("data.train_samples", "%d must not be negative", d.TrainSamples)
 	}
 	p := c.Prune
-	if err := oneOf("prune.criterion", p.Criterion, "l1", "l2", "bn", "random", "taylor"); err != nil {
+	if err := oneOf("prune.criterion", p.Criterion, prune.AllCriteria...); err != nil {
 		return err
 	}
 	if !(p.MinRatio >= 0 && p.MinRatio < 1) {
@@ -712,7 +724,7 @@ func (c *Config) validate() error {
 		return bad("prune.round_to", "%d: want 1..256 (such as 4 or 8; 1 for no rounding)", c.Prune.RoundTo)
 	}
 	l := c.Latency
-	if err := oneOf("latency.meter", l.Meter, "local", "agent", "lut", "macs", "command"); err != nil {
+	if err := oneOf("latency.meter", l.Meter, Meters...); err != nil {
 		return err
 	}
 	switch {
@@ -759,7 +771,7 @@ func (c *Config) validate() error {
 		return bad("objective.kind", "budget needs target (latency), max_bytes (size) or both")
 	}
 	st := c.Stopper
-	if err := oneOf("stopper.kind", st.Kind, "none", "median", "successive-halving"); err != nil {
+	if err := oneOf("stopper.kind", st.Kind, Stoppers...); err != nil {
 		return err
 	}
 	if st.Startup < 0 || st.MinRounds < 0 {

@@ -189,6 +189,10 @@ func (t Taylor) keys() string {
 // built with Taylor directly.
 var CriterionNames = []string{"l1", "l2", "bn", "random"}
 
+// AllCriteria lists every criterion by name: CriterionNames and "taylor", which ranks
+// channels by loss gradients on data (Taylor).
+var AllCriteria = append(append([]string(nil), CriterionNames...), "taylor")
+
 // NewCriterion returns the named data-free criterion.
 func NewCriterion(name string, seed int64) (Criterion, error) {
 	switch name {

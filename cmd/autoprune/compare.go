@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -176,8 +177,8 @@ Examples:
 	}
 	methods := strings.Split(*samplers, ",")
 	for _, m := range methods {
-		if m != "tpe" && m != "cmaes" && m != "cmaes-ipop" && m != "random" {
-			return usagef("compare: --samplers: %q is not one of tpe, cmaes, cmaes-ipop, random", m)
+		if !slices.Contains(config.Samplers, m) {
+			return usagef("compare: --samplers: %q is not one of %s", m, strings.Join(config.Samplers, ", "))
 		}
 	}
 	cmp := comparison{Target: target, Steps: base.Final.Steps}

@@ -14,7 +14,7 @@ import (
 const taylorSamples = 256
 
 // criterionHelp lists the criteria for flag help texts.
-var criterionHelp = strings.Join(append(append([]string(nil), prune.CriterionNames...), "taylor"), ", ")
+var criterionHelp = strings.Join(prune.AllCriteria, ", ")
 
 // newCriterion returns the named criterion. "taylor" is data-driven: it needs the gradients
 // of the loss on a few training batches, computed here on the given dataset.
