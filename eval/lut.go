@@ -170,10 +170,20 @@ func LoadLUT(path string) (*LUT, error) {
 	}
 	t, err := decodeLUT(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("lookup table %s: %w", path, err)
+		return nil, fmt.Errorf("lookup table %s: %w", path, lutFormatError{err})
 	}
 	return t, nil
 }
+
+// ErrLUTFormat is wrapped by LoadLUT's error when the file is not a valid table.
+var ErrLUTFormat = errors.New("not a valid lookup table")
+
+// lutFormatError is a decoding error that also matches ErrLUTFormat, with the decoder's
+// message alone.
+type lutFormatError struct{ err error }
+
+func (e lutFormatError) Error() string   { return e.err.Error() }
+func (e lutFormatError) Unwrap() []error { return []error{ErrLUTFormat, e.err} }
 
 func decodeLUT(r io.Reader) (*LUT, error) {
 	dec := json.NewDecoder(r)

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/autoprune/autoprune/eval"
-	"github.com/autoprune/autoprune/prune"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
@@ -203,56 +202,6 @@ func TestProfileCommand(t *testing.T) {
 	} {
 		if code, _, stderr := runLatencyCmd(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d (%s)", args, code, exitUsage, stderr)
-		}
-	}
-}
-
-func TestWidthVariantsCoverRandomPlans(t *testing.T) {
-	m, err := loadModelArg("zoo:vgg-small")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs, err := prune.Groups(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ratios, _ := parseProfileRatios(defaultRatios)
-	layers, err := widthVariants(m, gs, ratios, 1, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	have := map[string]bool{}
-	convs := 0
-	for _, l := range layers {
-		sig := eval.LayerSignature(l.Layers[0], l.Input, 1, 1)
-		if have[sig] {
-			t.Errorf("signature %q twice", sig)
-		}
-		have[sig] = true
-		if l.Layers[0].Kind == "conv2d" {
-			convs++
-		}
-	}
-	// conv1 reads the fixed input: 10 widths; conv2, conv3 and conv4 sit between two groups:
-	// 10 x 10 each, but conv3 and conv4 both run at 14x14 and share the 50 shapes whose
-	// input width is one of the 5 that a 32- and a 64-channel group both can have.
-	if want := 10 + 100 + 2*100 - 50; convs != want {
-		t.Errorf("%d convolution shapes, want %d", convs, want)
-	}
-	plans, err := randomProfilePlans(m, gs, ratios, 10, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := eval.NewLUT(eval.ThisDevice(), 1, 1)
-	for _, p := range plans {
-		sigs, err := table.Signatures(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, s := range sigs {
-			if !have[s] {
-				t.Errorf("plan %s: layer %s (%s) not profiled", p.Name, p.Layers[i].Name, s)
-			}
 		}
 	}
 }
