@@ -49,6 +49,10 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 		return nil, fmt.Errorf("config %s: %w: objective.target %q: a comparison needs a target relative to the dense model, such as 0.5x", base.Path, config.ErrConfig, base.Objective.Target)
 	}
 	target := t.Rel
+	// Every study shares the base model: trained once, before the first.
+	if _, err := TrainBase(ctx, base, Options{Logger: log}); err != nil {
+		return nil, err
+	}
 	cmp := Comparison{Target: target, Steps: base.Final.Steps}
 	study := func(method string, seed int64) *config.Config {
 		cfg := *base

@@ -29,10 +29,14 @@ func ExampleOpen() {
 		return m.Accuracy - 0.1*m.RelLatency, nil // the winner still has to meet the target
 	})
 	ctx := context.Background()
-	s, err := search.Open(ctx, cfg, search.Options{
+	opts := search.Options{
 		Objective: obj,
 		Logger:    slog.New(slog.NewJSONHandler(os.Stderr, nil)), // progress as JSON events: see search.EventTrial
-	})
+	}
+	if _, err := search.TrainBase(ctx, cfg, opts); err != nil { // once: cached in model.file
+		log.Fatal(err)
+	}
+	s, err := search.Open(ctx, cfg, opts)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -106,10 +106,38 @@ type Search struct {
 	denseTestErr  error
 }
 
-// Open prepares a search: loads the data, loads (or trains once and caches) the base
-// model, computes the teacher logits, measures the dense model, and creates or resumes the
-// study in its storage.
+// Open prepares a search: loads the data and the base model (model.file, or
+// Options.Model), computes the teacher logits, measures the dense model, and creates or
+// resumes the study in its storage. It trains nothing: TrainBase makes a missing base model.
 func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error) {
+	s, err := prepare(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.loadBase(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.checkShapes(); err != nil {
+		return nil, err
+	}
+	if err := s.buildSpace(); err != nil {
+		return nil, err
+	}
+	if err := s.measureDense(ctx); err != nil {
+		return nil, err
+	}
+	if s.teacher, err = eval.Logits(ctx, s.base, s.trainSet, 2); err != nil {
+		return nil, fmt.Errorf("teacher logits: %w", err)
+	}
+	if err := s.openStudy(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// prepare makes a Search of cfg and opts with its data loaded, once every input and output
+// the config names is checked.
+func prepare(cfg *config.Config, opts Options) (*Search, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -133,26 +161,28 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error
 	if err := s.loadData(); err != nil {
 		return nil, err
 	}
-	if err := s.loadBase(ctx); err != nil {
-		return nil, err
-	}
-	if err := s.checkShapes(); err != nil {
-		return nil, err
-	}
-	if err := s.buildSpace(); err != nil {
-		return nil, err
-	}
-	if err := s.measureDense(ctx); err != nil {
-		return nil, err
-	}
-	var err error
-	if s.teacher, err = eval.Logits(ctx, s.base, s.trainSet, 2); err != nil {
-		return nil, fmt.Errorf("teacher logits: %w", err)
-	}
-	if err := s.openStudy(ctx); err != nil {
-		return nil, err
-	}
 	return s, nil
+}
+
+// TrainBase makes the base model of a search when model.file does not exist yet: it trains
+// model.zoo for model.train_epochs on the training part of the data (the validation
+// samples stay unseen, so every study that shares the file validates fairly) and saves it
+// there. It reports whether it trained; with Options.Model or an existing file it does
+// nothing. "autoprune search" calls it before Open.
+func TrainBase(ctx context.Context, cfg *config.Config, opts Options) (bool, error) {
+	if opts.Model != nil {
+		return false, nil
+	}
+	if cfg != nil && cfg.Model.File != "" {
+		if _, err := os.Stat(cfg.Resolve(cfg.Model.File)); err == nil {
+			return false, nil
+		}
+	}
+	s, err := prepare(cfg, opts)
+	if err != nil {
+		return false, err
+	}
+	return true, s.trainBase(ctx)
 }
 
 // Close releases the storage.

@@ -176,10 +176,15 @@ func editConfig(t *testing.T, path, old, new string) {
 	}
 }
 
+// openSearch opens the study of the config at path, training its base model first when
+// it has none, as "autoprune search" does.
 func openSearch(t *testing.T, path string) *Search {
 	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TrainBase(context.Background(), cfg, Options{Logger: testLogger(t)}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Open(context.Background(), cfg, Options{Logger: testLogger(t)})
@@ -498,14 +503,16 @@ func TestTwoWorkersSQLite(t *testing.T) {
 		t.Skip("runs search processes")
 	}
 	dir := t.TempDir()
-	path := writeConfig(t, dir, "pair", "pair.db", 8, "")
+	// Enough trials that the second worker, which waits for the first to make the study,
+	// still finds some to run on a busy machine.
+	path := writeConfig(t, dir, "pair", "pair.db", 20, "")
 	runWorkers(t, path, 2)
 	store, err := OpenExisting(filepath.Join(dir, "pair.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	sum := checkStudy(t, store, "pair", 8)
+	sum := checkStudy(t, store, "pair", 20)
 	workers := map[string]bool{}
 	for _, tr := range sum.Trials {
 		workers[tr.Worker] = true
@@ -771,6 +778,17 @@ candidates = 2
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Open alone trains nothing: it names TrainBase.
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Logger: testLogger(t)}); err == nil || !strings.Contains(err.Error(), "TrainBase") {
+		t.Errorf("Open without a base model: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lenet5-shapes.safetensors")); err == nil {
+		t.Error("Open trained a base model")
+	}
 	s := openWith(t, path, Options{Meter: &fakeDevice{}})
 	if in := s.Base().Input; in != (nn.Shape{C: 3, H: 32, W: 32}) {
 		t.Fatalf("base model input %v, want 3x32x32", in)
@@ -794,7 +812,7 @@ candidates = 2
 	}
 	// A model file whose input does not fit the data is refused before any work.
 	editConfig(t, path, `zoo = "lenet5"`, fmt.Sprintf("file = %q", baseModel(t)))
-	cfg, err := config.Load(path)
+	cfg, err = config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

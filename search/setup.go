@@ -149,8 +149,7 @@ func (s *Search) checkShapes() error {
 	return nil
 }
 
-// loadBase loads the model file, or trains the zoo model once on the training part (the
-// validation samples stay unseen) and saves it there for the next run.
+// loadBase takes Options.Model or loads model.file.
 func (s *Search) loadBase(ctx context.Context) error {
 	if m := s.opts.Model; m != nil {
 		if err := m.Validate(); err != nil {
@@ -176,6 +175,15 @@ func (s *Search) loadBase(ctx context.Context) error {
 	if s.cfg.Model.Zoo == "" {
 		return fmt.Errorf("config %s: model.file %s does not exist and model.zoo is not set", s.cfg.Path, path)
 	}
+	return fmt.Errorf("config %s: model.file %s does not exist yet: search.TrainBase trains model.zoo %s into it (\"autoprune search\" does)", s.cfg.Path, path, s.cfg.Model.Zoo)
+}
+
+// trainBase trains the zoo model once on the training part and saves it as model.file.
+func (s *Search) trainBase(ctx context.Context) error {
+	path := s.cfg.Resolve(s.cfg.Model.File)
+	if s.cfg.Model.Zoo == "" {
+		return fmt.Errorf("config %s: model.file %s does not exist and model.zoo is not set", s.cfg.Path, path)
+	}
 	shape := nn.Shape{C: s.trainSet.C, H: s.trainSet.H, W: s.trainSet.W}
 	m, err := zoo.Build(s.cfg.Model.Zoo, shape, s.trainSet.Classes, s.cfg.Data.SplitSeed)
 	if err != nil {
@@ -197,7 +205,6 @@ func (s *Search) loadBase(ctx context.Context) error {
 		return err
 	}
 	s.logf("base model trained in %s, saved to %s", time.Since(start).Round(time.Second), path)
-	s.base = m
 	return nil
 }
 

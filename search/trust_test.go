@@ -160,6 +160,9 @@ func openWith(t *testing.T, path string, opts Options) *Search {
 		t.Fatal(err)
 	}
 	opts.Logger = testLogger(t)
+	if _, err := TrainBase(context.Background(), cfg, opts); err != nil {
+		t.Fatal(err)
+	}
 	s, err := Open(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)

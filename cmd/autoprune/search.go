@@ -87,7 +87,11 @@ Examples:
 	}
 	start := time.Now()
 	log := out.logger(stdout, stderr)
-	s, err := search.Open(ctx, cfg, search.Options{Logger: log, Worker: *worker})
+	opts := search.Options{Logger: log, Worker: *worker}
+	if _, err := search.TrainBase(ctx, cfg, opts); err != nil {
+		return classify(err)
+	}
+	s, err := search.Open(ctx, cfg, opts)
 	if err != nil {
 		return classify(err)
 	}
