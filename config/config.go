@@ -177,7 +177,7 @@ type Stopper struct {
 
 // Final is what happens with the best candidate.
 type Final struct {
-	Steps   int    `toml:"steps"`    // longer fine-tune of the winner (default 1000)
+	Steps   int    `toml:"steps"`    // longer fine-tune of the winner (default 1000; aggressive targets gain from more: docs/BENCHMARKS.md)
 	Out     string `toml:"out"`      // pruned model file (default NAME-best.safetensors)
 	PlanOut string `toml:"plan_out"` // its plan (default NAME-best.plan.toml)
 	Pareto  bool   `toml:"pareto"`   // also fine-tune and save the Pareto front (default false)
