@@ -168,6 +168,23 @@ func floatAttr(name string, v float32) *pb.AttributeProto {
 	return &pb.AttributeProto{Name: name, Type: pb.AttributeProto_FLOAT, F: v}
 }
 
+// alike returns the values of a layer that joins several inputs, all of one rank: flattened
+// to feature batches when any of them is one, and that rank.
+func (e *exporter) alike(inputs []string) ([]string, int) {
+	ins, rank := append([]string(nil), inputs...), 4
+	for _, x := range ins {
+		if e.rank[x] == 2 {
+			rank = 2
+		}
+	}
+	if rank == 2 {
+		for i, x := range ins {
+			ins[i] = e.flat(x)
+		}
+	}
+	return ins, rank
+}
+
 func (e *exporter) layer(l *nn.Layer) error {
 	in := l.Inputs[0]
 	rank := e.rank[in]
@@ -234,34 +251,16 @@ func (e *exporter) layer(l *nn.Layer) error {
 		e.node("Gemm", l.Name, ins, l.Name, intAttr("transB", 1))
 		rank = 2
 	case nn.Add:
-		ins := append([]string(nil), l.Inputs...)
-		for _, x := range ins {
-			if e.rank[x] == 2 {
-				rank = 2
-			}
-		}
-		if rank == 2 {
-			for i, x := range ins {
-				ins[i] = e.flat(x)
-			}
-		}
+		var ins []string
+		ins, rank = e.alike(l.Inputs)
 		op := "Add"
 		if len(ins) > 2 {
 			op = "Sum"
 		}
 		e.node(op, l.Name, ins, l.Name)
 	case nn.Concat:
-		ins := append([]string(nil), l.Inputs...)
-		for _, x := range ins {
-			if e.rank[x] == 2 {
-				rank = 2
-			}
-		}
-		if rank == 2 {
-			for i, x := range ins {
-				ins[i] = e.flat(x)
-			}
-		}
+		var ins []string
+		ins, rank = e.alike(l.Inputs)
 		e.node("Concat", l.Name, ins, l.Name, intAttr("axis", 1))
 	default:
 		return fmt.Errorf("no ONNX form for layer kind %q", l.Kind)
