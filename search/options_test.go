@@ -110,3 +110,25 @@ func TestTaylorCriterionInASearch(t *testing.T) {
 		t.Errorf("summary %+v, %v", sum, err)
 	}
 }
+
+// The base model trains on the whole training part, whatever data.train_samples says: the
+// file is cached, and a later config with another value must not reuse a weaker model.
+func TestBaseTrainsOnTheWholeTrainingPart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Study.Storage = filepath.Join(dir, "s.db")
+	cfg.Model.File = filepath.Join(dir, "base.safetensors")
+	cfg.Final.Out, cfg.Final.PlanOut = filepath.Join(dir, "b.safetensors"), filepath.Join(dir, "b.plan.toml")
+	cfg.Data.ValSamples, cfg.Data.TrainSamples = 5000, 2000
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := prepare(cfg, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.trainSet.N != 2000 || s.baseTrain.N != 60000-5000 || s.valSet.N != 5000 {
+		t.Errorf("fine-tuning on %d, base training on %d, validating on %d samples; want 2000, 55000, 5000",
+			s.trainSet.N, s.baseTrain.N, s.valSet.N)
+	}
+}

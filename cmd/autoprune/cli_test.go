@@ -68,6 +68,7 @@ func TestCommandLine(t *testing.T) {
 		{"prune taylor", []string{"prune", "zoo:vgg-small", "--uniform", "0.5", "--criterion", "taylor", "--out", p("taylor.safetensors")}, exitOK, "saved"},
 		{"prune criterion", []string{"prune", "zoo:lenet5", "--uniform", "0.5", "--criterion", "magic", "--out", p("x.safetensors")}, exitUsage, `unknown criterion "magic"`},
 		{"prune sparsity", []string{"prune", "zoo:mlp", "--sparsity", "0.9", "--out", p("sparse.safetensors")}, exitOK, "sparsity 90.00 %"},
+		{"prune taylor on 3 samples", []string{"prune", "zoo:mlp", "--uniform", "0.5", "--criterion", "taylor", "--dataset", "npy", "--data-dir", p("tiny28"), "--out", p("taylor.safetensors")}, exitOK, "saved"},
 		{"train epochs", []string{"train", "--epochs", "-1"}, exitUsage, "--epochs must be positive"},
 		{"train model", []string{"train", "--model", "alexnet"}, exitUsage, `unknown model "alexnet"`},
 		{"train dataset", []string{"train", "--dataset", "cifar"}, exitUsage, "cifar"},
