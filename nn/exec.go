@@ -102,10 +102,11 @@ func (s *segment) run(w *worker, lo, hi int) {
 // worker is the private state of one thread: its SGEMM (with packing buffers) and its
 // convolution scratch.
 type worker struct {
-	gemm  kernel.SourceGemm
-	pad   []float32 // zero-padded input planes of a convolution
-	src   convSource
-	dense kernel.Dense
+	gemm   kernel.SourceGemm
+	pad    []float32 // zero-padded input planes of a convolution
+	src    convSource
+	dense  kernel.Dense
+	denseT kernel.DenseT
 }
 
 // NewExecutor validates m and plans the forward pass for batch samples at a time.
@@ -286,7 +287,7 @@ func plan(l *Layer, batch, threads int, packer kernel.SourceGemm, ins []*tensor,
 	case Conv2D:
 		return planConv(l, batch, threads, packer, ins[0], inS[0], out, outS)
 	case Linear:
-		return planLinear(l, batch, threads, ins[0], out)
+		return planLinear(l, batch, threads, packer, ins[0], out)
 	case BatchNorm:
 		o := &bnOp{in: ins[0], out: out, c: outS.C, hw: outS.H * outS.W,
 			scale: make([]float32, outS.C), shift: make([]float32, outS.C)}
@@ -633,9 +634,19 @@ type linearOp struct {
 	nIn, nOut int
 	w, bias   []float32
 	cols      int // output features per task
+	// From linearPackedBatch samples on, each task's rows of the weights are packed once
+	// and the task computes its features for the whole batch as W x^T into t (features by
+	// samples), then writes them out transposed: the weights are not packed again at every
+	// pass, as a product with x on the left would need.
+	packed []*kernel.PackedA
+	t      [][]float32
 }
 
-func planLinear(l *Layer, batch, threads int, in, out *tensor) (step, scratch) {
+// linearPackedBatch is the batch from which a linear layer multiplies with packed weights;
+// below it, dot products over the weight rows are faster.
+const linearPackedBatch = 4
+
+func planLinear(l *Layer, batch, threads int, packer kernel.SourceGemm, in, out *tensor) (step, scratch) {
 	o := &linearOp{in: in, out: out, batch: batch, nIn: l.In, nOut: l.Out}
 	o.w = make([]float32, len(l.Weight))
 	copy(o.w, l.Weight)
@@ -655,6 +666,14 @@ func planLinear(l *Layer, batch, threads int, in, out *tensor) (step, scratch) {
 	}
 	o.cols = roundUp((l.Out+tasks-1)/tasks, 16)
 	tasks = (l.Out + o.cols - 1) / o.cols
+	if batch >= linearPackedBatch {
+		for t := 0; t < tasks; t++ {
+			j0 := t * o.cols
+			j1 := min(j0+o.cols, o.nOut)
+			o.packed = append(o.packed, packer.PackA(j1-j0, o.nIn, o.w[j0*o.nIn:], o.nIn))
+			o.t = append(o.t, make([]float32, (j1-j0)*batch))
+		}
+	}
 	return newStep(o, tasks, work, threads), scratch{}
 }
 
@@ -662,6 +681,22 @@ func (o *linearOp) run(w *worker, lo, hi int) {
 	for t := lo; t < hi; t++ {
 		j0 := t * o.cols
 		j1 := min(j0+o.cols, o.nOut)
+		if o.packed != nil {
+			w.denseT = kernel.DenseT{B: o.in.data, Ld: o.nIn}
+			w.gemm.SgemmSource(o.packed[t], o.batch, &w.denseT, 0, o.t[t], o.batch)
+			w.denseT = kernel.DenseT{}
+			for j := j0; j < j1; j++ {
+				col := o.t[t][(j-j0)*o.batch : (j-j0+1)*o.batch]
+				b := float32(0)
+				if o.bias != nil {
+					b = o.bias[j]
+				}
+				for n, v := range col {
+					o.out.data[n*o.nOut+j] = v + b
+				}
+			}
+			continue
+		}
 		c := o.out.data[j0:]
 		w.gemm.Sgemm(false, true, o.batch, j1-j0, o.nIn, 1, o.in.data, o.nIn, o.w[j0*o.nIn:], o.nIn, 0, c, o.nOut)
 		if o.bias != nil {

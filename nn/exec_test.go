@@ -411,8 +411,9 @@ func TestExecLinear(t *testing.T) {
 				masked = []string{"fc"}
 			}
 			execRandomize(t, m, 5, masked...)
-			// Batch 2 takes the dot-product path, batch 5 the packed matrix product.
-			execCheckAll(t, m, []int{1, 2, 5}, []int{1, 2}, execLayerTol)
+			// Batch 2 takes the dot-product path; 5 and 33 (over two slivers of 16 samples)
+			// the packed weights times the transposed input.
+			execCheckAll(t, m, []int{1, 2, 5, 33}, []int{1, 2}, execLayerTol)
 		})
 	}
 }

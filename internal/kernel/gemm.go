@@ -43,6 +43,18 @@ func (d *Dense) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 	packB(dst, false, d.B, d.Ld, p0, kc, j0, nc, nr)
 }
 
+// DenseT is a PanelSource over the transpose of a stored row-major matrix with row stride
+// Ld: element (p, j) of B is B[j*Ld+p].
+type DenseT struct {
+	B  []float32
+	Ld int
+}
+
+// PackB implements PanelSource.
+func (d *DenseT) PackB(dst []float32, p0, kc, j0, nc, nr int) {
+	packB(dst, true, d.B, d.Ld, p0, kc, j0, nc, nr)
+}
+
 // PackedA is a constant left operand (such as a layer's weights) laid out once for the
 // micro-kernel of the SourceGemm that packed it. It is read-only, so one PackedA may serve
 // several SourceGemm values of the same kind at once.
