@@ -137,6 +137,9 @@ func (p *Profiler) Build(ctx context.Context, out string, resume bool, calib int
 // the change of the device's speed since the table was profiled. The same errors follow for
 // the minimum latency, which other work on the device disturbs far less than the median.
 func (p *Profiler) Check(ctx context.Context, stdout io.Writer, table *LUT, n int) error {
+	if n <= 0 {
+		return fmt.Errorf("lookup table check: %d plans (want at least 1)", n)
+	}
 	plans, err := randomProfilePlans(p.Model, p.Groups, p.Ratios, n, p.Seed+1000)
 	if err != nil {
 		return err
@@ -176,25 +179,15 @@ func (p *Profiler) Check(ctx context.Context, stdout io.Writer, table *LUT, n in
 		sort.Float64s(s)
 	}
 	fmt.Fprintf(stdout, "LUT error over %d plans: median %.1f %%, max %.1f %% (absolute, of the median latency)\n",
-		n, 100*medianOf(errs), 100*errs[n-1])
+		n, 100*medianSorted(errs), 100*errs[n-1])
 	fmt.Fprintf(stdout, "re-anchored on %s measured now (scale %.3f -> %.3f): median %.1f %%, max %.1f %%\n",
-		p.Model.Name, table.Scale, anchored.Scale, 100*medianOf(anchErrs), 100*anchErrs[n-1])
+		p.Model.Name, table.Scale, anchored.Scale, 100*medianSorted(anchErrs), 100*anchErrs[n-1])
 	fmt.Fprintf(stdout, "of the minimum latency (steadier on a busy device): median %.1f %%, re-anchored %.1f %%\n",
-		100*medianOf(minErrs), 100*medianOf(minAnchErrs))
+		100*medianSorted(minErrs), 100*medianSorted(minAnchErrs))
 	return nil
 }
 
 func lutMS(d time.Duration) float64 { return float64(d) / 1e6 }
-
-func medianOf(s []float64) float64 {
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
 
 // maxCombinations bounds the width combinations enumerated for the layers depending on the
 // same groups.

@@ -2,10 +2,12 @@ package nn
 
 import "math"
 
-// The element-wise activations beyond ReLU and ReLU6, in one place for the inference
-// engine and for training: Activate is the forward pass, ActivateGrad the backward pass.
-// They follow PyTorch: LeakyReLU's gradient at 0 is its Slope; HardSigmoid's and HardSwish's
-// are those of their pieces, 0 where the clamp is active.
+// The element-wise activations, in one place for the inference engine and for training:
+// Activate is the forward pass, ActivateGrad the backward pass (the engine runs ReLU and
+// ReLU6 with its own vector kernel). They follow PyTorch: NaN passes through the forward
+// pass; ReLU's and ReLU6's gradients flow where the input is strictly inside (0, top) (the
+// hardtanh rule); LeakyReLU's gradient at 0 is its Slope; HardSigmoid's and HardSwish's are
+// those of their pieces, 0 where the clamp is active.
 
 // IsActivation tells whether k is an element-wise activation.
 func IsActivation(k Kind) bool {
@@ -16,10 +18,18 @@ func IsActivation(k Kind) bool {
 	return false
 }
 
-// Activate writes the layer's activation of src into dst (of the same length). The layer
-// is a LeakyReLU, Sigmoid, HardSigmoid or HardSwish; any other kind copies src.
+// Activate writes the layer's activation of src into dst (of the same length). A kind that
+// is not an activation copies src.
 func (l *Layer) Activate(dst, src []float32) {
 	switch l.Kind {
+	case ReLU:
+		for i, x := range src {
+			dst[i] = max(x, 0)
+		}
+	case ReLU6:
+		for i, x := range src {
+			dst[i] = min(max(x, 0), 6)
+		}
 	case LeakyReLU:
 		a := l.Slope
 		for i, x := range src {
@@ -51,6 +61,18 @@ func (l *Layer) Activate(dst, src []float32) {
 // inputs x and the gradient dy of its outputs (all of the same length).
 func (l *Layer) ActivateGrad(dx, x, dy []float32) {
 	switch l.Kind {
+	case ReLU, ReLU6:
+		top := float32(math.Inf(1))
+		if l.Kind == ReLU6 {
+			top = 6
+		}
+		for i, v := range x {
+			if v > 0 && v < top {
+				dx[i] = dy[i]
+			} else {
+				dx[i] = 0
+			}
+		}
 	case LeakyReLU:
 		a := l.Slope
 		for i, v := range x {

@@ -104,19 +104,6 @@ func TradeOff(s *search.Summary) (*plot.Plot, error) {
 		p.Add(l)
 		legend.add("Pareto front", l)
 	}
-	add := func(xy plotter.XYs, label string, c color.Color, shape draw.GlyphDrawer, radius vg.Length) error {
-		if len(xy) == 0 {
-			return nil
-		}
-		sc, err := plotter.NewScatter(xy)
-		if err != nil {
-			return err
-		}
-		sc.GlyphStyle = draw.GlyphStyle{Color: c, Shape: shape, Radius: radius}
-		p.Add(sc)
-		legend.add(label, sc)
-		return nil
-	}
 	for _, g := range []struct {
 		xy     plotter.XYs
 		label  string
@@ -129,17 +116,17 @@ func TradeOff(s *search.Summary) (*plot.Plot, error) {
 		{over, "complete, over the target", ColorOver, draw.CircleGlyph{}, vg.Points(3)},
 		{feasible, "complete", ColorFeasible, draw.CircleGlyph{}, vg.Points(3)},
 	} {
-		if err := add(g.xy, fmt.Sprintf("%s (%d)", g.label, len(g.xy)), g.c, g.shape, g.radius); err != nil {
+		if err := legend.scatter(g.xy, fmt.Sprintf("%s (%d)", g.label, len(g.xy)), g.c, g.shape, g.radius); err != nil {
 			return nil, err
 		}
 	}
 	if s.Best != nil {
-		if err := add(plotter.XYs{{X: s.Best.Metric.RelLatency, Y: 100 * s.Best.Metric.Accuracy}},
+		if err := legend.scatter(plotter.XYs{{X: s.Best.Metric.RelLatency, Y: 100 * s.Best.Metric.Accuracy}},
 			fmt.Sprintf("best, trial %d", s.Best.Number), ColorBest, draw.RingGlyph{}, vg.Points(6)); err != nil {
 			return nil, err
 		}
 	}
-	if err := add(plotter.XYs{{X: 1, Y: 100 * s.Dense.Accuracy}}, "dense model", ColorDense, draw.TriangleGlyph{}, vg.Points(4)); err != nil {
+	if err := legend.scatter(plotter.XYs{{X: 1, Y: 100 * s.Dense.Accuracy}}, "dense model", ColorDense, draw.TriangleGlyph{}, vg.Points(4)); err != nil {
 		return nil, err
 	}
 	var target *plotter.Line
@@ -171,6 +158,22 @@ type legend struct {
 func (l *legend) add(label string, th ...plot.Thumbnailer) {
 	l.p.Legend.Add(label, th...)
 	l.n++
+}
+
+// scatter adds the points xy, drawn with one glyph, to the plot and the legend; no points
+// add nothing.
+func (l *legend) scatter(xy plotter.XYs, label string, c color.Color, shape draw.GlyphDrawer, radius vg.Length) error {
+	if len(xy) == 0 {
+		return nil
+	}
+	sc, err := plotter.NewScatter(xy)
+	if err != nil {
+		return err
+	}
+	sc.GlyphStyle = draw.GlyphStyle{Color: c, Shape: shape, Radius: radius}
+	l.p.Add(sc)
+	l.add(label, sc)
+	return nil
 }
 
 // below makes room under the data for the legend in the bottom right corner, and a little
@@ -230,16 +233,9 @@ func History(s *search.Summary) (*plot.Plot, error) {
 		label string
 		c     color.Color
 	}{{over, "complete, over the target", ColorOver}, {scores, "complete", ColorFeasible}} {
-		if len(g.xy) == 0 {
-			continue
-		}
-		sc, err := plotter.NewScatter(g.xy)
-		if err != nil {
+		if err := legend.scatter(g.xy, fmt.Sprintf("%s (%d)", g.label, len(g.xy)), g.c, draw.CircleGlyph{}, vg.Points(3)); err != nil {
 			return nil, err
 		}
-		sc.GlyphStyle = draw.GlyphStyle{Color: g.c, Shape: draw.CircleGlyph{}, Radius: vg.Points(3)}
-		p.Add(sc)
-		legend.add(fmt.Sprintf("%s (%d)", g.label, len(g.xy)), sc)
 	}
 	legend.below()
 	p.X.Min, p.X.Max = p.X.Min-0.5, p.X.Max+0.5

@@ -123,13 +123,7 @@ func build(m *nn.Model, n int, o buildOptions) (gr *graph, err error) {
 			beta := newParam(l, "beta", l.Beta, nil, false, s.C)
 			node, err = G.ApplyOp(op, src, gamma, beta)
 			hasParams = true
-		case nn.ReLU, nn.ReLU6:
-			var mx float32
-			if l.Kind == nn.ReLU6 {
-				mx = 6
-			}
-			node, err = G.ApplyOp(newActOp(l.Name, mx, tensor.Shape{n, s.C, s.H, s.W}), src)
-		case nn.LeakyReLU, nn.Sigmoid, nn.HardSigmoid, nn.HardSwish:
+		case nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.HardSigmoid, nn.HardSwish:
 			node, err = G.ApplyOp(newElemOp(l, tensor.Shape{n, s.C, s.H, s.W}), src)
 		case nn.MaxPool, nn.AvgPool, nn.GlobalAvgPool:
 			op := newPoolOp(l.Name, l.Kind, n, s.C, s.H, s.W, l.Kernel, l.StrideOrOne(), l.Pad)

@@ -10,9 +10,6 @@ import (
 	"github.com/autoprune/autoprune/eval"
 )
 
-// tokenEnv names the environment variable that holds the agent token.
-const tokenEnv = agent.TokenEnv
-
 func init() {
 	register(&command{name: "agent", summary: "serve latency measurements on this device (run it on the phone or board)", run: runAgent})
 }
@@ -25,9 +22,6 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
-// tokenOrEnv returns the token given on the command line, or the one in the environment.
-func tokenOrEnv(flagValue string) string { return agent.Token(flagValue) }
-
 // remoteMeter builds the meter of a command's --agent and --token flags; a malformed URL
 // is a usage error.
 func remoteMeter(agentURL, token string) (*eval.RemoteMeter, error) {
@@ -35,5 +29,5 @@ func remoteMeter(agentURL, token string) (*eval.RemoteMeter, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, usagef("--agent %q: want the agent's URL, such as http://127.0.0.1:7070", agentURL)
 	}
-	return &eval.RemoteMeter{URL: agentURL, Token: tokenOrEnv(token)}, nil
+	return &eval.RemoteMeter{URL: agentURL, Token: agent.Token(token)}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autoprune/autoprune/agent"
 	"github.com/autoprune/autoprune/eval"
 )
 
@@ -84,7 +85,7 @@ func startAgentCmd(t *testing.T, args ...string) string {
 }
 
 func TestAgentCommandRefusesOpenAddressWithoutToken(t *testing.T) {
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	for _, addr := range []string{"0.0.0.0:7070", ":7070"} {
 		code, _, stderr := runLatencyCmd(t, "agent", "--listen", addr)
 		if code != exitUsage || !strings.Contains(stderr, "without authentication") || !strings.Contains(stderr, "--token") {
@@ -97,7 +98,7 @@ func TestAgentCommandRefusesOpenAddressWithoutToken(t *testing.T) {
 }
 
 func TestBenchCommand(t *testing.T) {
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	code, out, stderr := runLatencyCmd(t, "bench", "zoo:lenet5", "--runs", "3", "--warmup", "1")
 	if code != exitOK || !strings.Contains(out, "latency   median") || !strings.Contains(out, "this machine") {
 		t.Errorf("local bench: exit %d\n%s%s", code, out, stderr)
@@ -132,11 +133,11 @@ func TestBenchCommand(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "agent "+url) || !strings.Contains(out, eval.ThisDevice().String()) {
 		t.Errorf("remote bench: exit %d\n%s%s", code, out, stderr)
 	}
-	t.Setenv(tokenEnv, "tok")
+	t.Setenv(agent.TokenEnv, "tok")
 	if code, out, stderr = runLatencyCmd(t, "bench", "zoo:mlp", "--agent", url, "--runs", "3"); code != exitOK {
 		t.Errorf("token from the environment: exit %d\n%s%s", code, out, stderr)
 	}
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	code, _, stderr = runLatencyCmd(t, "bench", "zoo:lenet5", "--agent", url, "--token", "nope")
 	if code != exitFailure || !strings.Contains(stderr, "401") {
 		t.Errorf("wrong token: exit %d, %s", code, stderr)
@@ -162,7 +163,7 @@ func TestBenchCommand(t *testing.T) {
 }
 
 func TestProfileCommand(t *testing.T) {
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	url := startAgentCmd(t)
 	lut := filepath.Join(t.TempDir(), "lut.json")
 	code, out, stderr := runLatencyCmd(t, "profile", "--agent", url, "--model", "zoo:lenet5", "--ratios", "0,0.5",
@@ -214,7 +215,7 @@ func TestLUTAccuracyLong(t *testing.T) {
 	if os.Getenv("AUTOPRUNE_LONG") != "1" {
 		t.Skip("set AUTOPRUNE_LONG=1 to profile vgg-small and check the lookup table (minutes)")
 	}
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	url := startAgentCmd(t)
 	lut := filepath.Join(t.TempDir(), "vgg-lut.json")
 	code, out, stderr := runLatencyCmd(t, "profile", "--agent", url, "--model", "zoo:vgg-small",
@@ -236,7 +237,7 @@ func TestLUTAccuracyLong(t *testing.T) {
 var ratioRE = regexp.MustCompile(`(?m)^ratio     ([0-9.]+)x the reference's latency`)
 
 func TestBenchVersusAgent(t *testing.T) {
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	half := filepath.Join(t.TempDir(), "vgg-half.safetensors")
 	if code, out, stderr := runLatencyCmd(t, "prune", "zoo:vgg-small", "--uniform", "0.5", "--criterion", "l1", "--out", half); code != exitOK {
 		t.Fatalf("prune: exit %d\n%s%s", code, out, stderr)
@@ -291,7 +292,7 @@ func TestBenchVersusAgent(t *testing.T) {
 // agent --command: the device times ONNX exports with the runner given, here a script
 // that reports the reference twice as slow as the candidate.
 func TestAgentWithCommand(t *testing.T) {
-	t.Setenv(tokenEnv, "")
+	t.Setenv(agent.TokenEnv, "")
 	script := filepath.Join(t.TempDir(), "runner.sh")
 	src := "#!/bin/sh\nfor i in 1 2 3 4 5; do echo \"0 0.002\"; echo \"1 0.001\"; done\n"
 	if err := os.WriteFile(script, []byte(src), 0o755); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/autoprune/autoprune/agent"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
 )
@@ -46,7 +47,7 @@ Examples:
   autoprune bench vgg-50.safetensors --versus vgg.safetensors --agent http://127.0.0.1:7070
   autoprune bench vgg-50.safetensors --versus vgg.safetensors --command "node runners/onnxruntime.js"`, stderr)
 	agentURL := fs.String("agent", "", "URL of a latency agent (e.g. http://127.0.0.1:7070); default: this machine")
-	token := fs.String("token", "", "the agent's token (default $"+tokenEnv+")")
+	token := fs.String("token", "", "the agent's token (default $"+agent.TokenEnv+")")
 	batch := fs.Int("batch", 1, "samples per forward pass")
 	threads := fs.Int("threads", 1, "engine threads")
 	warmup := fs.Int("warmup", 10, "untimed passes before timing (of each model with --versus)")

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/autoprune/autoprune/agent"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/prune"
@@ -48,7 +49,7 @@ Examples:
   autoprune profile --model vgg.safetensors --ratios 0,0.25,0.5,0.75 --out here-lut.json
   autoprune profile --agent http://127.0.0.1:7070 --model zoo:vgg-small --lut pixel7-lut.json --lut-check 20`, stderr)
 	agentURL := fs.String("agent", "", "URL of a latency agent; default: measure on this machine")
-	token := fs.String("token", "", "the agent's token (default $"+tokenEnv+")")
+	token := fs.String("token", "", "the agent's token (default $"+agent.TokenEnv+")")
 	model := fs.String("model", "", "model file or zoo:NAME whose pruned variants to profile (required)")
 	ratiosFlag := fs.String("ratios", defaultRatios, "pruning ratios the search may use, comma separated, each in [0, 1)")
 	out := fs.String("out", "device-lut.json", "lookup table to write")

@@ -61,7 +61,7 @@ type barState struct {
 	w    io.Writer
 	bar  *progressbar.ProgressBar
 	kind string // what the bar counts: "train", "study" or a fine-tune's name
-	// trial is the study bar's description of the best trial so far.
+	// best describes the best feasible trial so far, for the study bar.
 	best string
 }
 
