@@ -97,6 +97,7 @@ func TestCommandLine(t *testing.T) {
 		{"export garbage", []string{"export", p("garbage.onnx"), "--onnx", p("x.onnx")}, exitUsage, "not an ONNX model"},
 		{"report missing", []string{"report", p("none.db")}, exitUsage, "no such file"},
 		{"report not sqlite", []string{"report", p("garbage.safetensors")}, exitUsage, "not a SQLite database"},
+		{"report plots unwritable", []string{"report", p("none.db"), "--plots", p("garbage.onnx/x")}, exitUsage, "report --plots"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -176,6 +176,11 @@ Examples:
 		fs.Usage()
 		return usagef("report: want exactly one study database, got %d arguments", len(pos))
 	}
+	if *plots != "" {
+		if err := writableDir("report --plots", *plots); err != nil {
+			return err
+		}
+	}
 	store, err := search.OpenExisting(pos[0])
 	if err != nil {
 		return asUsage(err)
