@@ -54,53 +54,9 @@ func (s *Search) openStudy(ctx context.Context) error {
 			existing = len(ts)
 		}
 	}
-	s.seed = processSeed(s.cfg.Study.Seed, existing, creator, s.opts.Worker)
-	opts := []goptuna.StudyOption{
-		goptuna.StudyOptionStorage(store.st),
-		goptuna.StudyOptionDirection(goptuna.StudyDirectionMaximize),
-		goptuna.StudyOptionLogger(nil),
-		goptuna.StudyOptionLoadIfExists(true),
-	}
-	switch s.cfg.Study.Sampler {
-	case "tpe":
-		if !globalSeedWorks() {
-			s.warnf("rand.Seed has no effect in this program (add \"godebug randseednop=0\" to its go.mod): TPE will not repeat a study exactly")
-		}
-		opts = append(opts, goptuna.StudyOptionSampler(reseeded{Sampler: tpe.NewSampler(
-			tpe.SamplerOptionSeed(s.seed), tpe.SamplerOptionNumberOfStartupTrials(6)), seed: s.seed}))
-	case "random":
-		opts = append(opts, goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))))
-	case "cmaes", "cmaes-ipop":
-		copts := []cmaes.SamplerOption{cmaes.SamplerOptionSeed(s.seed), cmaes.SamplerOptionNStartupTrials(0)}
-		x0, _, err := s.nearTarget(ctx)
-		if err != nil {
-			return fmt.Errorf("choosing where CMA-ES starts: %w", err)
-		}
-		if x0 != nil {
-			// CMA-ES starts on the target's latency contour instead of the middle of the
-			// space, sparing the generations it would spend walking there.
-			copts = append(copts, cmaes.SamplerOptionInitialMean(x0))
-		}
-		if s.cfg.Study.Sampler == "cmaes-ipop" {
-			copts = append(copts, cmaes.SamplerOptionIPop(2))
-		}
-		opts = append(opts,
-			goptuna.StudyOptionRelativeSampler(cmaes.NewSampler(copts...)),
-			goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))),
-			goptuna.StudyOptionDefineSearchSpace(s.space))
-	}
-	switch s.cfg.Stopper.Kind {
-	case "median":
-		p := medianstopping.NewMedianPruner()
-		p.NStartUpTrials = s.cfg.Stopper.Startup
-		p.NWarmUpSteps = s.cfg.Stopper.MinRounds
-		opts = append(opts, goptuna.StudyOptionPruner(p))
-	case "successive-halving":
-		p, err := successivehalving.NewPruner(successivehalving.OptionMinResource(max(1, s.cfg.Stopper.MinRounds)), successivehalving.OptionReductionFactor(3))
-		if err != nil {
-			return err
-		}
-		opts = append(opts, goptuna.StudyOptionPruner(p))
+	opts, err := s.studyOptions(ctx, existing, creator)
+	if err != nil {
+		return err
 	}
 	// Another worker may be creating the study right now: goptuna creates it and then sets
 	// its direction, and the creator then measures the dense model and the uniform plans
@@ -109,15 +65,25 @@ func (s *Search) openStudy(ctx context.Context) error {
 	for wait := time.Duration(0); ; wait += 500 * time.Millisecond {
 		study, err = goptuna.CreateStudy(name, opts...)
 		if err != nil {
-			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
-		}
-		if creator && study.Direction() == goptuna.StudyDirectionMaximize {
+			if _, lookErr := store.st.GetStudyIDFromName(name); !creator || lookErr != nil {
+				return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
+			}
+			// Another worker created the study between our look-up and our insert (the
+			// database refused a second study of that name): load theirs.
+		} else if creator && study.Direction() == goptuna.StudyDirectionMaximize {
 			break
 		}
-		// Two workers that both found no study may both have asked goptuna to create it:
-		// the second loads it before the first has set its direction. Wait for the study
-		// in the making, as a worker that found it does.
-		creator = false
+		if creator {
+			// Two workers that both found no study may both have asked goptuna to create it:
+			// the loser loads it, as a worker that found it does, with a seed of its own.
+			creator = false
+			if opts, err = s.studyOptions(ctx, existing, creator); err != nil {
+				return err
+			}
+			if study == nil {
+				continue
+			}
+		}
 		attrs, err := study.GetUserAttrs()
 		if err != nil {
 			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
@@ -147,6 +113,60 @@ func (s *Search) openStudy(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// studyOptions chooses the process's seed and builds goptuna's options from the config:
+// sampler, stopper and storage.
+func (s *Search) studyOptions(ctx context.Context, existing int, creator bool) ([]goptuna.StudyOption, error) {
+	s.seed = processSeed(s.cfg.Study.Seed, existing, creator, s.opts.Worker)
+	opts := []goptuna.StudyOption{
+		goptuna.StudyOptionStorage(s.store.st),
+		goptuna.StudyOptionDirection(goptuna.StudyDirectionMaximize),
+		goptuna.StudyOptionLogger(nil),
+		goptuna.StudyOptionLoadIfExists(true),
+	}
+	switch s.cfg.Study.Sampler {
+	case "tpe":
+		if !globalSeedWorks() {
+			s.warnf("rand.Seed has no effect in this program (add \"godebug randseednop=0\" to its go.mod): TPE will not repeat a study exactly")
+		}
+		opts = append(opts, goptuna.StudyOptionSampler(reseeded{Sampler: tpe.NewSampler(
+			tpe.SamplerOptionSeed(s.seed), tpe.SamplerOptionNumberOfStartupTrials(6)), seed: s.seed}))
+	case "random":
+		opts = append(opts, goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))))
+	case "cmaes", "cmaes-ipop":
+		copts := []cmaes.SamplerOption{cmaes.SamplerOptionSeed(s.seed), cmaes.SamplerOptionNStartupTrials(0)}
+		x0, _, err := s.nearTarget(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("choosing where CMA-ES starts: %w", err)
+		}
+		if x0 != nil {
+			// CMA-ES starts on the target's latency contour instead of the middle of the
+			// space, sparing the generations it would spend walking there.
+			copts = append(copts, cmaes.SamplerOptionInitialMean(x0))
+		}
+		if s.cfg.Study.Sampler == "cmaes-ipop" {
+			copts = append(copts, cmaes.SamplerOptionIPop(2))
+		}
+		opts = append(opts,
+			goptuna.StudyOptionRelativeSampler(cmaes.NewSampler(copts...)),
+			goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))),
+			goptuna.StudyOptionDefineSearchSpace(s.space))
+	}
+	switch s.cfg.Stopper.Kind {
+	case "median":
+		p := medianstopping.NewMedianPruner()
+		p.NStartUpTrials = s.cfg.Stopper.Startup
+		p.NWarmUpSteps = s.cfg.Stopper.MinRounds
+		opts = append(opts, goptuna.StudyOptionPruner(p))
+	case "successive-halving":
+		p, err := successivehalving.NewPruner(successivehalving.OptionMinResource(max(1, s.cfg.Stopper.MinRounds)), successivehalving.OptionReductionFactor(3))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, goptuna.StudyOptionPruner(p))
+	}
+	return opts, nil
 }
 
 // initStudy records the dense measurements and the searched groups, and enqueues the
