@@ -1,10 +1,14 @@
 package nn
 
-import "math"
+import (
+	"math"
+
+	"github.com/autoprune/autoprune/internal/kernel"
+)
 
 // The element-wise activations, in one place for the inference engine and for training:
-// Activate is the forward pass, ActivateGrad the backward pass (the engine runs ReLU and
-// ReLU6 with its own vector kernel). They follow PyTorch: NaN passes through the forward
+// Activate is the forward pass, ActivateGrad the backward pass (ReLU and ReLU6 run on the
+// vector kernels of internal/kernel). They follow PyTorch: NaN passes through the forward
 // pass; ReLU's and ReLU6's gradients flow where the input is strictly inside (0, top) (the
 // hardtanh rule); LeakyReLU's gradient at 0 is its Slope; HardSigmoid's and HardSwish's are
 // those of their pieces, 0 where the clamp is active.
@@ -23,13 +27,9 @@ func IsActivation(k Kind) bool {
 func (l *Layer) Activate(dst, src []float32) {
 	switch l.Kind {
 	case ReLU:
-		for i, x := range src {
-			dst[i] = max(x, 0)
-		}
+		kernel.Clamp(dst, src, 0, float32(math.Inf(1)))
 	case ReLU6:
-		for i, x := range src {
-			dst[i] = min(max(x, 0), 6)
-		}
+		kernel.Clamp(dst, src, 0, 6)
 	case LeakyReLU:
 		a := l.Slope
 		for i, x := range src {
@@ -61,18 +61,10 @@ func (l *Layer) Activate(dst, src []float32) {
 // inputs x and the gradient dy of its outputs (all of the same length).
 func (l *Layer) ActivateGrad(dx, x, dy []float32) {
 	switch l.Kind {
-	case ReLU, ReLU6:
-		top := float32(math.Inf(1))
-		if l.Kind == ReLU6 {
-			top = 6
-		}
-		for i, v := range x {
-			if v > 0 && v < top {
-				dx[i] = dy[i]
-			} else {
-				dx[i] = 0
-			}
-		}
+	case ReLU:
+		kernel.ReLUGrad(dx, x, dy, float32(math.Inf(1)))
+	case ReLU6:
+		kernel.ReLUGrad(dx, x, dy, 6)
 	case LeakyReLU:
 		a := l.Slope
 		for i, v := range x {

@@ -89,8 +89,9 @@ func gradModels() map[string]*nn.Model {
 		layer("r1", nn.ReLU),
 		conv("dw2", 6, 6, 3, 1, 1, 6, false),
 		layer("bn", nn.BatchNorm),
+		pool("mp", nn.MaxPool, 2, 2, 0),
 		layer("fl", nn.Flatten),
-		linear("fc", 96, 4, true),
+		linear("fc", 24, 4, true),
 	)
 	strided := seq("strided", nn.Shape{C: 2, H: 11, W: 11},
 		conv("c1", 2, 3, 5, 2, 2, 1, true),

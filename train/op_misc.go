@@ -123,6 +123,33 @@ func (op *poolOp) window(oy, ox int) (y0, y1, x0, x1 int) {
 	return max(y0, 0), y1, max(x0, 0), x1
 }
 
+// maxPool2x2 is max pooling with 2 x 2 windows, stride 2 and no padding over one plane of
+// width w: the common case, with the general loop's results (the first maximum of a
+// window in scan order, NaN winning) and none of its per-window bookkeeping.
+func maxPool2x2(xp, yp []float32, ap []int32, w, oh, ow int) {
+	for oy := 0; oy < oh; oy++ {
+		i0 := 2 * oy * w
+		r0 := xp[i0 : i0+2*ow]
+		r1 := xp[i0+w : i0+w+2*ow]
+		yr := yp[oy*ow : oy*ow+ow]
+		ar := ap[oy*ow : oy*ow+ow]
+		for ox := range yr {
+			j := 2 * ox
+			best, bi := r0[j], i0+j
+			if v := r0[j+1]; v > best || v != v {
+				best, bi = v, i0+j+1
+			}
+			if v := r1[j]; v > best || v != v {
+				best, bi = v, i0+w+j
+			}
+			if v := r1[j+1]; v > best || v != v {
+				best, bi = v, i0+w+j+1
+			}
+			yr[ox], ar[ox] = best, int32(bi)
+		}
+	}
+}
+
 func (op *poolOp) Do(vals ...G.Value) (G.Value, error) {
 	hw, ohw := op.h*op.w, op.oh*op.ow
 	x, err := f32(vals[0], op.n*op.c*hw, op.id)
@@ -157,6 +184,10 @@ func (op *poolOp) Do(vals ...G.Value) (G.Value, error) {
 				}
 			case nn.MaxPool:
 				ap := op.arg[pl*ohw : (pl+1)*ohw]
+				if op.k == 2 && op.s == 2 && op.p == 0 && 2*op.oh <= op.h && 2*op.ow <= op.w {
+					maxPool2x2(xp, yp, ap, op.w, op.oh, op.ow)
+					continue
+				}
 				for oy := 0; oy < op.oh; oy++ {
 					for ox := 0; ox < op.ow; ox++ {
 						y0, y1, x0, x1 := op.window(oy, ox)

@@ -6,7 +6,7 @@ package kernel
 var hasAVX2FMA = detectAVX2FMA()
 
 // asmMicro is the AVX2/FMA micro-kernel: a 6 x 16 tile held in twelve YMM accumulators.
-var asmMicro = micro{mr: 6, nr: 16, kern: asmKern6x16, dot: asmDot}
+var asmMicro = micro{mr: 6, nr: 16, kern: asmKern6x16, kernStrided: asmKern6x16Strided, dot: asmDot, dots: asmDots2x4}
 
 func detectAVX2FMA() bool {
 	maxID, _, _, _ := cpuid(0, 0)
@@ -32,10 +32,39 @@ func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 
 // kern6x16 computes the 6 x 16 tile c (row stride ldc) = or += the product of a packed
-// 6 x kc sliver a and a packed kc x 16 sliver b. kc must be at least 1.
+// 6 x kc sliver a and a kc x 16 sliver b whose rows are ldb values apart (16 when packed).
+// kc must be at least 1.
 //
 //go:noescape
-func kern6x16(kc int, a, b, c *float32, ldc int, load bool)
+func kern6x16(kc int, a, b *float32, ldb int, c *float32, ldc int, load bool)
+
+// dots2x4AVX sets acc[8*(4i+j)+l] to the sum over p < n, p%8 == l, of
+// a[i*lda+p]*b[j*ldb+p] for i < 2, j < 4; n is a positive multiple of 8.
+//
+//go:noescape
+func dots2x4AVX(n int, a *float32, lda int, b *float32, ldb int, acc *[64]float32)
+
+func asmDots2x4(n int, a []float32, lda int, b []float32, ldb int, out *[8]float32) {
+	_ = a[lda+n-1]
+	_ = b[3*ldb+n-1]
+	n8 := n &^ 7
+	*out = [8]float32{}
+	if n8 > 0 {
+		var acc [64]float32
+		dots2x4AVX(n8, &a[0], lda, &b[0], ldb, &acc)
+		for t := range out {
+			l := acc[8*t : 8*t+8]
+			out[t] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+		}
+	}
+	for p := n8; p < n; p++ {
+		for i := 0; i < 2; i++ {
+			for j := 0; j < 4; j++ {
+				out[4*i+j] += a[i*lda+p] * b[j*ldb+p]
+			}
+		}
+	}
+}
 
 // dotAVX returns the dot product of n values of x and y.
 //
@@ -49,7 +78,17 @@ func asmKern6x16(kc int, a, b, c []float32, ldc int, load bool) {
 	_ = a[6*kc-1]
 	_ = b[16*kc-1]
 	_ = c[5*ldc+15]
-	kern6x16(kc, &a[0], &b[0], &c[0], ldc, load)
+	kern6x16(kc, &a[0], &b[0], 16, &c[0], ldc, load)
+}
+
+func asmKern6x16Strided(kc int, a, b []float32, ldb int, c []float32, ldc int, load bool) {
+	if kc <= 0 {
+		return
+	}
+	_ = a[6*kc-1]
+	_ = b[(kc-1)*ldb+15]
+	_ = c[5*ldc+15]
+	kern6x16(kc, &a[0], &b[0], ldb, &c[0], ldc, load)
 }
 
 func asmDot(x, y []float32) float32 {
@@ -69,6 +108,12 @@ func scaleShiftAVX(dst, src *float32, n int, a, b float32)
 //
 //go:noescape
 func clampAVX(dst, src *float32, n int, lo, hi float32)
+
+// reluGradAVX sets dx[i] = dy[i] where 0 < x[i] < top and 0 elsewhere, for n values, n a
+// multiple of 8.
+//
+//go:noescape
+func reluGradAVX(dx, x, dy *float32, n int, top float32)
 
 // addAVX sets dst[i] = x[i] + y[i] for n values, n a multiple of 8.
 //

@@ -21,15 +21,17 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	MOVL DX, edx+4(FP)
 	RET
 
-// func kern6x16(kc int, a, b, c *float32, ldc int, load bool)
+// func kern6x16(kc int, a, b *float32, ldb int, c *float32, ldc int, load bool)
 //
 // Y4..Y15 hold the tile: row i in Y(4+2i) (columns 0-7) and Y(5+2i) (columns 8-15).
-TEXT ·kern6x16(SB), NOSPLIT, $0-41
+TEXT ·kern6x16(SB), NOSPLIT, $0-49
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DX
-	MOVQ c+24(FP), DI
-	MOVQ ldc+32(FP), R8
+	MOVQ ldb+24(FP), R9
+	SHLQ $2, R9
+	MOVQ c+32(FP), DI
+	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
@@ -66,11 +68,11 @@ loop:
 	VFMADD231PS Y0, Y3, Y14
 	VFMADD231PS Y1, Y3, Y15
 	ADDQ $24, SI
-	ADDQ $64, DX
+	ADDQ R9, DX
 	DECQ CX
 	JNZ loop
 
-	MOVBLZX load+40(FP), AX
+	MOVBLZX load+48(FP), AX
 	TESTL AX, AX
 	JZ store
 
@@ -367,5 +369,91 @@ dwnext:
 	ADDQ R10, SI
 	DECQ R8
 	JNZ dwrow
+	VZEROUPPER
+	RET
+
+// func dots2x4AVX(n int, a *float32, lda int, b *float32, ldb int, acc *[64]float32)
+//
+// Sets acc[8*(4i+j) : 8*(4i+j)+8] to the eight lane sums of a[i*lda+p]*b[j*ldb+p] over
+// p < n (n a positive multiple of 8), for i < 2 and j < 4; the caller adds the lanes.
+// Y8..Y15 hold the eight accumulators.
+TEXT ·dots2x4AVX(SB), NOSPLIT, $0-48
+	MOVQ n+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R10
+	SHLQ $2, R10
+	ADDQ SI, R10
+	MOVQ b+24(FP), DI
+	MOVQ ldb+32(FP), R9
+	SHLQ $2, R9
+	LEAQ (DI)(R9*1), R11
+	LEAQ (R11)(R9*1), R12
+	LEAQ (R12)(R9*1), R13
+	MOVQ acc+40(FP), AX
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+
+dots:
+	VMOVUPS (SI), Y0
+	VMOVUPS (R10), Y1
+	VMOVUPS (DI), Y2
+	VMOVUPS (R11), Y3
+	VFMADD231PS Y0, Y2, Y8
+	VFMADD231PS Y0, Y3, Y9
+	VFMADD231PS Y1, Y2, Y12
+	VFMADD231PS Y1, Y3, Y13
+	VMOVUPS (R12), Y2
+	VMOVUPS (R13), Y3
+	VFMADD231PS Y0, Y2, Y10
+	VFMADD231PS Y0, Y3, Y11
+	VFMADD231PS Y1, Y2, Y14
+	VFMADD231PS Y1, Y3, Y15
+	ADDQ $32, SI
+	ADDQ $32, R10
+	ADDQ $32, DI
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $32, R13
+	SUBQ $8, CX
+	JNZ dots
+
+	VMOVUPS Y8, (AX)
+	VMOVUPS Y9, 32(AX)
+	VMOVUPS Y10, 64(AX)
+	VMOVUPS Y11, 96(AX)
+	VMOVUPS Y12, 128(AX)
+	VMOVUPS Y13, 160(AX)
+	VMOVUPS Y14, 192(AX)
+	VMOVUPS Y15, 224(AX)
+	VZEROUPPER
+	RET
+
+// func reluGradAVX(dx, x, dy *float32, n int, top float32)
+TEXT ·reluGradAVX(SB), NOSPLIT, $0-36
+	MOVQ dx+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ dy+16(FP), DX
+	MOVQ n+24(FP), CX
+	VXORPS Y0, Y0, Y0
+	VBROADCASTSS top+32(FP), Y1
+
+rgloop:
+	VMOVUPS (SI), Y2
+	VCMPPS $0x1e, Y0, Y2, Y3
+	VCMPPS $0x11, Y1, Y2, Y4
+	VANDPS Y4, Y3, Y3
+	VANDPS (DX), Y3, Y3
+	VMOVUPS Y3, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ rgloop
 	VZEROUPPER
 	RET

@@ -11,6 +11,7 @@ var asmMicro = goMicro
 func scaleShiftAVX(dst, src *float32, n int, a, b float32) { panic("unreachable") }
 func clampAVX(dst, src *float32, n int, lo, hi float32)    { panic("unreachable") }
 func addAVX(dst, x, y *float32, n int)                     { panic("unreachable") }
+func reluGradAVX(dx, x, dy *float32, n int, top float32)   { panic("unreachable") }
 func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int) {
 	panic("unreachable")
 }

@@ -146,8 +146,14 @@ const (
 type micro struct {
 	mr, nr int
 	kern   func(kc int, a, b, c []float32, ldc int, load bool)
+	// kernStrided, when not nil, is kern reading an unpacked kc x nr block of B whose rows
+	// are ldb values apart.
+	kernStrided func(kc int, a, b []float32, ldb int, c []float32, ldc int, load bool)
 	// dot returns the dot product of two equally long vectors.
 	dot func(x, y []float32) float32
+	// dots, when not nil, sets out[4i+j] to the dot product of the first n values of rows
+	// i < 2 of a (row stride lda) and rows j < 4 of b (row stride ldb).
+	dots func(n int, a []float32, lda int, b []float32, ldb int, out *[8]float32)
 }
 
 // blocked is the packing SGEMM driver shared by the micro-kernels.
@@ -195,6 +201,14 @@ func (g *blocked) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 				cr[j] = v
 			}
 		}
+		return
+	}
+	if !transA && transB && m <= dotRows && k >= 64 && g.dots != nil {
+		g.runDots(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	if !transB && m <= stridedRows && g.kernStrided != nil {
+		g.runStrided(m, n, k, operandA{trans: transA, alpha: alpha, a: a, lda: lda}, b, ldb, beta, c, ldc)
 		return
 	}
 	g.mat = matrixB{b: b, ldb: ldb, trans: transB}
@@ -269,6 +283,93 @@ func (g *blocked) run(m, n, k int, a operandA, src PanelSource, beta float32, c 
 	}
 }
 
+// stridedRows is the most rows of A for which Sgemm reads an untransposed B in place: each
+// sliver of B then feeds at most two slivers of A, and packing it (one read and one write
+// of all of B) would cost more than the multiply-adds it serves. Few rows and long rows are
+// the convolutions of a small network in training (few output channels, a batch of pixels).
+const stridedRows = 36
+
+// runStrided is run for an untransposed B read in place by the strided micro-kernel; only
+// the last columns, short of a full sliver, are packed (with zeros past n). The sums run
+// in the same order as run's.
+func (g *blocked) runStrided(m, n, k int, a operandA, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if beta != 0 && beta != 1 {
+		scaleC(m, n, beta, c, ldc)
+		beta = 1
+	}
+	mr, nr := g.mr, g.nr
+	mp := roundUp(m, mr)
+	full := n / nr * nr
+	for pc := 0; pc < k; pc += blockK {
+		kc := min(blockK, k-pc)
+		load := pc > 0 || beta != 0
+		g.packA = grow(g.packA, kc*mp)
+		packA(g.packA, a.trans, a.a, a.lda, 0, m, pc, kc, mr, a.alpha)
+		rows := b[pc*ldb:]
+		for jr := 0; jr < full; jr += nr {
+			for ir := 0; ir < m; ir += mr {
+				as := g.packA[ir*kc : (ir+mr)*kc]
+				if mw := min(mr, m-ir); mw < mr {
+					g.kernStrided(kc, as, rows[jr:], ldb, g.tile, nr, false)
+					putTile(c[ir*ldc+jr:], ldc, g.tile, nr, mw, nr, load)
+					continue
+				}
+				g.kernStrided(kc, as, rows[jr:], ldb, c[ir*ldc+jr:], ldc, load)
+			}
+		}
+		if full < n {
+			g.packB = grow(g.packB, kc*nr)
+			packB(g.packB, false, b, ldb, pc, kc, full, n-full, nr)
+			g.macro(g.packA, m, n-full, kc, c[full:], ldc, load)
+		}
+	}
+}
+
+// dotRows is the most rows of A for which Sgemm computes A·Bᵀ as dot products of stored
+// rows: every operand is then read where it lies, while the packed path would transpose
+// all of B for at most a few slivers of A. This is the weight gradient of a convolution in
+// training (output channels x input patch, summed over every pixel of the batch).
+const dotRows = 24
+
+// dotBlock is how many values of k one pass of runDots covers, so that the block of B it
+// sweeps stays in L2.
+const dotBlock = 512
+
+// runDots computes C = alpha·A·Bᵀ + beta·C, blocks of two rows of A by four rows of B at a
+// time, dotBlock values of k per pass.
+func (g *blocked) runDots(m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	var out [8]float32
+	for pc := 0; pc < k; pc += dotBlock {
+		kc := min(dotBlock, k-pc)
+		put := func(i, j int, v float32) {
+			v *= alpha
+			switch {
+			case pc > 0:
+				v += c[i*ldc+j]
+			case beta != 0:
+				v += beta * c[i*ldc+j]
+			}
+			c[i*ldc+j] = v
+		}
+		for i := 0; i < m; i += 2 {
+			for j := 0; j < n; j += 4 {
+				if i+2 > m || j+4 > n {
+					for i2 := i; i2 < min(i+2, m); i2++ {
+						for j2 := j; j2 < min(j+4, n); j2++ {
+							put(i2, j2, g.dot(a[i2*lda+pc:i2*lda+pc+kc], b[j2*ldb+pc:j2*ldb+pc+kc]))
+						}
+					}
+					continue
+				}
+				g.dots(kc, a[i*lda+pc:], lda, b[j*ldb+pc:], ldb, &out)
+				for t, v := range out {
+					put(i+t/4, j+t%4, v)
+				}
+			}
+		}
+	}
+}
+
 // matrixB is a PanelSource over a stored matrix, transposed or not.
 type matrixB struct {
 	b     []float32
@@ -296,19 +397,24 @@ func (g *blocked) macro(ap []float32, mcb, nc, kc int, c []float32, ldc int, loa
 				continue
 			}
 			// Edge tile: compute into scratch, then copy the valid part out.
-			t := g.tile
-			g.kern(kc, as, bp, t, nr, false)
-			for i := 0; i < mw; i++ {
-				cr := c[off+i*ldc : off+i*ldc+nw]
-				tr := t[i*nr : i*nr+nw]
-				if load {
-					for j, v := range tr {
-						cr[j] += v
-					}
-				} else {
-					copy(cr, tr)
-				}
+			g.kern(kc, as, bp, g.tile, nr, false)
+			putTile(c[off:], ldc, g.tile, nr, mw, nw, load)
+		}
+	}
+}
+
+// putTile stores (or with load adds) the top-left mw x nw values of the tile t, whose rows
+// are nr values apart, into c.
+func putTile(c []float32, ldc int, t []float32, nr, mw, nw int, load bool) {
+	for i := 0; i < mw; i++ {
+		cr := c[i*ldc : i*ldc+nw]
+		tr := t[i*nr : i*nr+nw]
+		if load {
+			for j, v := range tr {
+				cr[j] += v
 			}
+		} else {
+			copy(cr, tr)
 		}
 	}
 }

@@ -52,7 +52,7 @@ func TestSgemm(t *testing.T) {
 	type dims struct{ m, n, k int }
 	sizes := []dims{{1, 1, 1}, {1, 7, 3}, {2, 5, 9}, {3, 17, 40}, {4, 4, 4}, {5, 33, 7},
 		{6, 16, 1}, {7, 19, 300}, {13, 31, 257}, {64, 49, 576}, {97, 130, 20}, {100, 2100, 3},
-		{32, 128, 3136}}
+		{32, 128, 3136}, {10, 23, 1100}, {24, 48, 600}, {36, 35, 520}, {37, 17, 9}}
 	for name, g := range impls() {
 		for _, d := range sizes {
 			for _, ta := range []bool{false, true} {
@@ -215,5 +215,42 @@ func BenchmarkSgemm(b *testing.B) {
 				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
+	}
+}
+
+// BenchmarkSgemmShapes times the products of a LeNet-5 training step at batch 64: few rows
+// (output channels) against long or transposed operands, where packing can cost more than
+// the multiply-adds.
+func BenchmarkSgemmShapes(b *testing.B) {
+	rng := rand.New(rand.NewSource(3))
+	for _, d := range []struct {
+		name           string
+		transA, transB bool
+		m, n, k        int
+	}{
+		{"conv1-forward", false, false, 6, 36864, 25},
+		{"conv2-forward", false, false, 16, 4096, 150},
+		{"conv1-gradW", false, true, 6, 25, 36864},
+		{"conv2-gradW", false, true, 16, 150, 4096},
+		{"conv2-gradX", true, false, 150, 4096, 16},
+	} {
+		a := randSlice(rng, d.m*d.k)
+		bb := randSlice(rng, d.k*d.n)
+		c := make([]float32, d.m*d.n)
+		lda, ldb := d.k, d.n
+		if d.transA {
+			lda = d.m
+		}
+		if d.transB {
+			ldb = d.k
+		}
+		g := New()
+		b.Run(d.name, func(b *testing.B) {
+			for b.Loop() {
+				g.Sgemm(d.transA, d.transB, d.m, d.n, d.k, 1, a, lda, bb, ldb, 0, c, d.n)
+			}
+			flops := 2 * float64(d.m*d.n*d.k) * float64(b.N)
+			b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }

@@ -29,6 +29,26 @@ func Clamp(dst, src []float32, lo, hi float32) {
 	}
 }
 
+// ReLUGrad sets dx[i] = dy[i] where 0 < x[i] < top and dx[i] = 0 elsewhere (NaN included):
+// the gradient of a ReLU (top = +Inf) or a ReLU6 (top = 6) at its inputs x. dx and dy must
+// be at least as long as x.
+func ReLUGrad(dx, x, dy []float32, top float32) {
+	dx = dx[:len(x)]
+	dy = dy[:len(x)]
+	n := 0
+	if hasAVX2FMA && len(x) >= 8 {
+		n = len(x) &^ 7
+		reluGradAVX(&dx[0], &x[0], &dy[0], n, top)
+	}
+	for i := n; i < len(x); i++ {
+		if v := x[i]; v > 0 && v < top {
+			dx[i] = dy[i]
+		} else {
+			dx[i] = 0
+		}
+	}
+}
+
 // Add sets dst[i] = x[i] + y[i]. dst and y must be at least as long as x.
 func Add(dst, x, y []float32) {
 	dst = dst[:len(x)]

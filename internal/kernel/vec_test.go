@@ -32,6 +32,25 @@ func TestVectorOps(t *testing.T) {
 				}
 			}
 		}
+		x := append([]float32(nil), src...)
+		for i := range x {
+			x[i] *= 8 // inputs on both sides of 0 and of 6
+		}
+		if n > 9 {
+			x[5], x[6], x[7], x[8], x[9] = 0, 6, float32(math.Inf(1)), float32(math.Inf(-1)), -0.0
+		}
+		for _, top := range []float32{Inf, 6} {
+			ReLUGrad(got, x, y, top)
+			for i, v := range x {
+				w := float32(0)
+				if v > 0 && v < top {
+					w = y[i]
+				}
+				if got[i] != w || math.Signbit(float64(got[i])) != math.Signbit(float64(w)) {
+					t.Fatalf("ReLUGrad(top=%v) n=%d [%d] at %v = %v, want %v", top, n, i, v, got[i], w)
+				}
+			}
+		}
 		Add(got, src, y)
 		for i, v := range src {
 			if w := v + y[i]; got[i] != w && !(w != w && got[i] != got[i]) {
