@@ -283,11 +283,14 @@ func (g *blocked) run(m, n, k int, a operandA, src PanelSource, beta float32, c 
 	}
 }
 
-// stridedRows is the most rows of A for which Sgemm reads an untransposed B in place: each
-// sliver of B then feeds at most two slivers of A, and packing it (one read and one write
-// of all of B) would cost more than the multiply-adds it serves. Few rows and long rows are
-// the convolutions of a small network in training (few output channels, a batch of pixels).
-const stridedRows = 36
+// stridedRows is the most rows of A for which Sgemm reads an untransposed B in place. The
+// strided micro-kernel then sweeps all the slivers of A (packed, kept in L2) over one kc x nr
+// block of B, which stays in L1 after its first sliver, so packing B (one more read and
+// write of all of it) buys nothing. Measured here (BenchmarkSgemm, BenchmarkSgemmShapes),
+// reading in place is as fast or faster up to 128 rows, and several times faster for a few
+// rows, the convolutions of a small network in training; past a few hundred rows the
+// packed A block would no longer fit in L2.
+const stridedRows = 256
 
 // runStrided is run for an untransposed B read in place by the strided micro-kernel; only
 // the last columns, short of a full sliver, are packed (with zeros past n). The sums run
@@ -454,13 +457,8 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, kc, jc, nc, nr int) 
 			for p := 0; p < kc; p++ {
 				row := (pc+p)*ldb + jc + jr
 				dp := d[p*nr : p*nr+nr]
-				sp := b[row : row+nw]
-				for j, v := range sp {
-					dp[j] = v
-				}
-				for j := nw; j < nr; j++ {
-					dp[j] = 0
-				}
+				copy(dp, b[row:row+nw])
+				clear(dp[nw:])
 			}
 			continue
 		}
@@ -469,8 +467,7 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, kc, jc, nc, nr int) 
 		}
 		for j := 0; j < nw; j++ {
 			col := (jc+jr+j)*ldb + pc
-			src := b[col : col+kc]
-			for p, v := range src {
+			for p, v := range b[col : col+kc] {
 				d[p*nr+j] = v
 			}
 		}

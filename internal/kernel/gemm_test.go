@@ -218,9 +218,9 @@ func BenchmarkSgemm(b *testing.B) {
 	}
 }
 
-// BenchmarkSgemmShapes times the products of a LeNet-5 training step at batch 64: few rows
-// (output channels) against long or transposed operands, where packing can cost more than
-// the multiply-adds.
+// BenchmarkSgemmShapes times products of LeNet-5's and vgg-small's training steps at batch
+// 64: few rows (output channels) against long or transposed operands, where packing can
+// cost more than the multiply-adds.
 func BenchmarkSgemmShapes(b *testing.B) {
 	rng := rand.New(rand.NewSource(3))
 	for _, d := range []struct {
@@ -233,6 +233,8 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		{"conv1-gradW", false, true, 6, 25, 36864},
 		{"conv2-gradW", false, true, 16, 150, 4096},
 		{"conv2-gradX", true, false, 150, 4096, 16},
+		{"vgg-conv3-forward", false, false, 64, 12544, 288},
+		{"vgg-conv3-gradW", false, true, 64, 288, 12544},
 	} {
 		a := randSlice(rng, d.m*d.k)
 		bb := randSlice(rng, d.k*d.n)
