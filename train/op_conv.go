@@ -4,6 +4,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/autoprune/autoprune/internal/kernel"
 )
 
 // convGeom is the geometry of a (grouped) 2-D convolution on a batch.
@@ -94,9 +96,7 @@ func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
 					sr := src[oy*q.ow:][:q.ow]
 					if q.s == 1 {
 						dd := dr[x0+kx-q.p:][:x1-x0]
-						for i, v := range sr[x0:x1] {
-							dd[i] += v
-						}
+						kernel.Add(dd, dd, sr[x0:x1])
 						continue
 					}
 					ix := x0*q.s - q.p + kx
