@@ -115,6 +115,12 @@ func clampAVX(dst, src *float32, n int, lo, hi float32)
 //go:noescape
 func reluGradAVX(dx, x, dy *float32, n int, top float32)
 
+// transpose8x8AVX writes, for b < blocks, the transpose of the 8 x 8 block at src+8b (rows
+// lds values apart) to dst+8b*ldd (rows ldd values apart).
+//
+//go:noescape
+func transpose8x8AVX(dst *float32, ldd int, src *float32, lds int, blocks int)
+
 // addAVX sets dst[i] = x[i] + y[i] for n values, n a multiple of 8.
 //
 //go:noescape

@@ -465,10 +465,23 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, kc, jc, nc, nr int) 
 		if nw < nr {
 			clear(d)
 		}
+		p0 := 0
+		if hasAVX2FMA && nw == 16 && nr == 16 && kc >= 8 {
+			// A full sliver of the AVX kernel: two stripes of 8 stored rows, transposed
+			// 8 x 8 at a time; the last kc%8 values below.
+			blocks := kc / 8
+			for h := 0; h < 16; h += 8 {
+				col := (jc+jr+h)*ldb + pc
+				_ = b[col+7*ldb+kc-1]
+				_ = d[(kc-1)*16+h+7]
+				transpose8x8AVX(&d[h], 16, &b[col], ldb, blocks)
+			}
+			p0 = 8 * blocks
+		}
 		for j := 0; j < nw; j++ {
 			col := (jc+jr+j)*ldb + pc
-			for p, v := range b[col : col+kc] {
-				d[p*nr+j] = v
+			for p := p0; p < kc; p++ {
+				d[p*nr+j] = b[col+p]
 			}
 		}
 	}
