@@ -94,6 +94,15 @@ func (b *outBuf) get() *tensor.Dense {
 
 // f32 returns the float32 data of a tensor value and checks its length.
 func f32(v G.Value, want int, what string) ([]float32, error) {
+	if t, ok := v.(*tensor.Dense); ok && t.Dtype() == tensor.Float32 && !t.IsScalar() {
+		// The typed view of the storage: Data would build the slice through reflection,
+		// an allocation per call, several hundred per training step.
+		d := t.Float32s()
+		if want >= 0 && len(d) != want {
+			return nil, fmt.Errorf("train: %s: %d values, want %d", what, len(d), want)
+		}
+		return d, nil
+	}
 	t, ok := v.(tensor.Tensor)
 	if !ok {
 		return nil, fmt.Errorf("train: %s: expected a tensor, got %T", what, v)
