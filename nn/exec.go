@@ -472,11 +472,8 @@ func (o *convOp) runGemm(w *worker, n, chunk int) {
 		}
 		if o.bias != nil {
 			for oc := 0; oc < o.ocg; oc++ {
-				bv := o.bias[g*o.ocg+oc]
 				row := c[oc*ohw : oc*ohw+nc]
-				for j := range row {
-					row[j] += bv
-				}
+				kernel.ScaleShift(row, row, 1, o.bias[g*o.ocg+oc])
 			}
 		}
 	}
@@ -853,10 +850,7 @@ func (o *poolOp) run2x2(lo, hi int) {
 			r1 := src[(2*y+1)*w : (2*y+1)*w+2*ow]
 			row := dst[y*ow : (y+1)*ow]
 			if o.isMax {
-				for x := range row {
-					a, b := r0[2*x:2*x+2], r1[2*x:2*x+2]
-					row[x] = max(max(a[0], a[1]), max(b[0], b[1]))
-				}
+				kernel.MaxPool2x2(row, r0, r1)
 			} else {
 				for x := range row {
 					a, b := r0[2*x:2*x+2], r1[2*x:2*x+2]

@@ -121,6 +121,12 @@ func reluGradAVX(dx, x, dy *float32, n int, top float32)
 //go:noescape
 func transpose8x8AVX(dst *float32, ldd int, src *float32, lds int, blocks int)
 
+// maxPool2x2AVX sets dst[x] to the largest of r0[2x], r0[2x+1], r1[2x] and r1[2x+1] (NaN
+// if any is) for x < n, n a multiple of 4 (at most one group of 4 past the last 8).
+//
+//go:noescape
+func maxPool2x2AVX(dst, r0, r1 *float32, n int)
+
 // addAVX sets dst[i] = x[i] + y[i] for n values, n a multiple of 8.
 //
 //go:noescape

@@ -529,3 +529,63 @@ tloop:
 	JNZ tloop
 	VZEROUPPER
 	RET
+
+// func maxPool2x2AVX(dst, r0, r1 *float32, n int)
+//
+// dst[x] = max(r0[2x], r0[2x+1], r1[2x], r1[2x+1]) for x < n, n a multiple of 4; NaN
+// wins (VMAXPS alone would drop a NaN in its first operand, so unordered lanes are set).
+TEXT ·maxPool2x2AVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ r0+8(FP), SI
+	MOVQ r1+16(FP), DX
+	MOVQ n+24(FP), CX
+
+mp8:
+	CMPQ CX, $8
+	JL mp4
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS (DX), Y2
+	VMOVUPS 32(DX), Y3
+	VMAXPS Y2, Y0, Y4
+	VCMPPS $3, Y2, Y0, Y6
+	VORPS Y6, Y4, Y4
+	VMAXPS Y3, Y1, Y5
+	VCMPPS $3, Y3, Y1, Y7
+	VORPS Y7, Y5, Y5
+	VSHUFPS $0x88, Y5, Y4, Y0
+	VSHUFPS $0xDD, Y5, Y4, Y1
+	VMAXPS Y1, Y0, Y2
+	VCMPPS $3, Y1, Y0, Y3
+	VORPS Y3, Y2, Y2
+	VPERMPD $0xD8, Y2, Y2
+	VMOVUPS Y2, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP mp8
+
+mp4:
+	TESTQ CX, CX
+	JZ mpdone
+	VMOVUPS (SI), X0
+	VMOVUPS 16(SI), X1
+	VMOVUPS (DX), X2
+	VMOVUPS 16(DX), X3
+	VMAXPS X2, X0, X4
+	VCMPPS $3, X2, X0, X6
+	VORPS X6, X4, X4
+	VMAXPS X3, X1, X5
+	VCMPPS $3, X3, X1, X7
+	VORPS X7, X5, X5
+	VSHUFPS $0x88, X5, X4, X0
+	VSHUFPS $0xDD, X5, X4, X1
+	VMAXPS X1, X0, X2
+	VCMPPS $3, X1, X0, X3
+	VORPS X3, X2, X2
+	VMOVUPS X2, (DI)
+
+mpdone:
+	VZEROUPPER
+	RET

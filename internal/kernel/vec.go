@@ -49,6 +49,22 @@ func ReLUGrad(dx, x, dy []float32, top float32) {
 	}
 }
 
+// MaxPool2x2 sets dst[x] to the largest of r0[2x], r0[2x+1], r1[2x] and r1[2x+1], NaN if
+// any of them is, for x < len(dst): one output row of a 2 x 2 max pool with stride 2, from
+// its two input rows. r0 and r1 must hold at least 2*len(dst) values.
+func MaxPool2x2(dst, r0, r1 []float32) {
+	n := len(dst)
+	r0, r1 = r0[:2*n], r1[:2*n]
+	done := 0
+	if hasAVX2FMA && n >= 4 {
+		done = n &^ 3
+		maxPool2x2AVX(&dst[0], &r0[0], &r1[0], done)
+	}
+	for x := done; x < n; x++ {
+		dst[x] = max(max(r0[2*x], r0[2*x+1]), max(r1[2*x], r1[2*x+1]))
+	}
+}
+
 // Add sets dst[i] = x[i] + y[i]. dst and y must be at least as long as x.
 func Add(dst, x, y []float32) {
 	dst = dst[:len(x)]

@@ -138,3 +138,32 @@ func TestDepthwise3x3(t *testing.T) {
 	}()
 	Depthwise3x3(make([]float32, 4), make([]float32, 16), &w, 0, 2, 2, 4)
 }
+
+func TestMaxPool2x2(t *testing.T) {
+	rng := rand.New(rand.NewSource(6))
+	nan := float32(math.NaN())
+	for n := 0; n < 30; n++ {
+		for _, at := range []int{-1, 0, 1, 2 * n / 3, 4*n - 1} {
+			r := randSlice(rng, 4*n+2)
+			if n > 0 && at >= 0 {
+				r[at] = nan // in either row, either column, first or second operand
+			}
+			if n > 2 {
+				r[4], r[5], r[2*n+4], r[2*n+5] = float32(math.Inf(-1)), float32(math.Inf(-1)), float32(math.Inf(-1)), float32(math.Inf(-1))
+			}
+			r0, r1 := r[:2*n], r[2*n:4*n]
+			got := make([]float32, n+1)
+			got[n] = 42
+			MaxPool2x2(got[:n], r0, r1)
+			for x := 0; x < n; x++ {
+				w := max(max(r0[2*x], r0[2*x+1]), max(r1[2*x], r1[2*x+1]))
+				if got[x] != w && !(w != w && got[x] != got[x]) {
+					t.Fatalf("n=%d nan at %d: [%d] = %v, want %v", n, at, x, got[x], w)
+				}
+			}
+			if got[n] != 42 {
+				t.Fatalf("n=%d: wrote past the end", n)
+			}
+		}
+	}
+}
