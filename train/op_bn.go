@@ -7,6 +7,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/autoprune/autoprune/internal/kernel"
 )
 
 // bnOp is batch normalisation over (N, H, W) per channel, with inputs x (N, C, H, W),
@@ -75,28 +77,23 @@ func (op *bnOp) Do(vals ...G.Value) (G.Value, error) {
 				s, t := float32(scale), float32(float64(beta[ch])-float64(op.mean[ch])*scale)
 				for i := 0; i < n; i++ {
 					off := (i*c + ch) * hw
-					for j, v := range x[off : off+hw] {
-						y[off+j] = v*s + t
-					}
+					kernel.ScaleShift(y[off:off+hw], x[off:off+hw], s, t)
 				}
 				continue
 			}
 			var sum float64
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
-				for _, v := range x[off : off+hw] {
-					sum += float64(v)
-				}
+				s, _ := kernel.SumDev64(x[off:off+hw], 0)
+				sum += s
 			}
 			m := float64(n * hw)
 			mean := sum / m
 			var ss float64
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
-				for _, v := range x[off : off+hw] {
-					d := float64(v) - mean
-					ss += d * d
-				}
+				_, s := kernel.SumDev64(x[off:off+hw], mean)
+				ss += s
 			}
 			variance := ss / m
 			inv := 1 / math.Sqrt(variance+op.eps)
@@ -106,11 +103,8 @@ func (op *bnOp) Do(vals ...G.Value) (G.Value, error) {
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
 				xh := op.xhat[off : off+hw]
-				for j, v := range x[off : off+hw] {
-					h := (v - mf) * invf
-					xh[j] = h
-					y[off+j] = g*h + b
-				}
+				kernel.ScaleShift(xh, x[off:off+hw], invf, -mf*invf)
+				kernel.ScaleShift(y[off:off+hw], xh, g, b)
 			}
 			unbiased := variance
 			if m > 1 {
@@ -180,11 +174,8 @@ func (op *bnSumsOp) Do(vals ...G.Value) (G.Value, error) {
 			var sg, sgx float64
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
-				xh := b.xhat[off : off+hw]
-				for j, g := range dy[off : off+hw] {
-					sg += float64(g)
-					sgx += float64(g) * float64(xh[j])
-				}
+				s, sx := kernel.SumDot64(dy[off:off+hw], b.xhat[off:off+hw])
+				sg, sgx = sg+s, sgx+sx
 			}
 			dst[ch], dst[c+ch] = float32(sgx), float32(sg)
 		}
@@ -259,10 +250,8 @@ func (op *bnGradXOp) Do(vals ...G.Value) (G.Value, error) {
 			mgx, mg := float32(float64(sums[ch])/m), float32(float64(sums[c+ch])/m)
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
-				xh := b.xhat[off : off+hw]
-				for j, g := range dy[off : off+hw] {
-					dst[off+j] = k * (g - mg - xh[j]*mgx)
-				}
+				// k·(dy - mg - xhat·mgx)
+				kernel.Axpby(dst[off:off+hw], dy[off:off+hw], b.xhat[off:off+hw], k, -k*mgx, -k*mg)
 			}
 		}
 	})

@@ -6,10 +6,31 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/autoprune/autoprune/internal/kernel"
 )
 
 // Depthwise convolutions (one input channel per group, e.g. groups == in == out) do k*k
 // multiply-adds per output: direct loops beat an im2col GEMM of width 1 per group.
+
+// taps calls fn for every kernel tap (ky, kx) and output row oy whose input row iy lies
+// inside the input, with the output columns [x0, x1) that read inside it and the input
+// column ix of output column x0.
+func (q *convGeom) taps(fn func(ky, kx, oy, iy, x0, x1, ix int)) {
+	for ky := 0; ky < q.k; ky++ {
+		for kx := 0; kx < q.k; kx++ {
+			x0, x1 := q.span(kx)
+			if x0 >= x1 {
+				continue
+			}
+			for oy := 0; oy < q.oh; oy++ {
+				if iy := oy*q.s - q.p + ky; iy >= 0 && iy < q.h {
+					fn(ky, kx, oy, iy, x0, x1, x0*q.s-q.p+kx)
+				}
+			}
+		}
+	}
+}
 
 // depthwise computes y = conv(x, w) + b for a geometry with one input channel per group.
 func (q *convGeom) depthwise(x, w, bias, y []float32) {
@@ -24,25 +45,20 @@ func (q *convGeom) depthwise(x, w, bias, y []float32) {
 			if bias != nil {
 				b = bias[o]
 			}
-			for oy := 0; oy < q.oh; oy++ {
-				for ox := 0; ox < q.ow; ox++ {
-					sum := b
-					iy0, ix0 := oy*q.s-q.p, ox*q.s-q.p
-					for ky := 0; ky < k; ky++ {
-						iy := iy0 + ky
-						if iy < 0 || iy >= q.h {
-							continue
-						}
-						xr, wr := xp[iy*q.w:][:q.w], wk[ky*k:][:k]
-						for kx, wv := range wr {
-							if ix := ix0 + kx; ix >= 0 && ix < q.w {
-								sum += wv * xr[ix]
-							}
-						}
-					}
-					yp[oy*q.ow+ox] = sum
-				}
+			for i := range yp {
+				yp[i] = b
 			}
+			q.taps(func(ky, kx, oy, iy, x0, x1, ix int) {
+				wv, yr, xr := wk[ky*k+kx], yp[oy*q.ow+x0:oy*q.ow+x1], xp[iy*q.w:][:q.w]
+				if q.s == 1 {
+					kernel.Axpby(yr, xr[ix:ix+len(yr)], yr, wv, 1, 0)
+					return
+				}
+				for i := range yr {
+					yr[i] += wv * xr[ix]
+					ix += q.s
+				}
+			})
 		}
 	})
 }
@@ -132,24 +148,18 @@ func (op *dwGradOp) Do(vals ...G.Value) (G.Value, error) {
 				for o := ci * ocg; o < (ci+1)*ocg; o++ {
 					dyp := dy[(n*q.oc+o)*P:][:P]
 					wk := w[o*k*k:][:k*k]
-					for oy := 0; oy < q.oh; oy++ {
-						for ox := 0; ox < q.ow; ox++ {
-							g := dyp[oy*q.ow+ox]
-							iy0, ix0 := oy*q.s-q.p, ox*q.s-q.p
-							for ky := 0; ky < k; ky++ {
-								iy := iy0 + ky
-								if iy < 0 || iy >= q.h {
-									continue
-								}
-								dr, wr := dxp[iy*q.w:][:q.w], wk[ky*k:][:k]
-								for kx, wv := range wr {
-									if ix := ix0 + kx; ix >= 0 && ix < q.w {
-										dr[ix] += wv * g
-									}
-								}
-							}
+					q.taps(func(ky, kx, oy, iy, x0, x1, ix int) {
+						wv, g, dr := wk[ky*k+kx], dyp[oy*q.ow+x0:oy*q.ow+x1], dxp[iy*q.w:][:q.w]
+						if q.s == 1 {
+							d := dr[ix : ix+len(g)]
+							kernel.Axpby(d, g, d, wv, 1, 0)
+							return
 						}
-					}
+						for _, gv := range g {
+							dr[ix] += wv * gv
+							ix += q.s
+						}
+					})
 				}
 			}
 		})
@@ -160,30 +170,30 @@ func (op *dwGradOp) Do(vals ...G.Value) (G.Value, error) {
 		}
 		// Each output channel's kernel sums over the batch and the output pixels.
 		parallel(q.oc, q.n*P*k*k, func(lo, hi int) {
+			acc := make([]float64, k*k)
 			for o := lo; o < hi; o++ {
 				dw := dst[o*k*k:][:k*k]
-				clear(dw)
+				clear(acc)
 				for n := 0; n < q.n; n++ {
 					xp := x[(n*q.c+o/ocg)*hw:][:hw]
 					dyp := dy[(n*q.oc+o)*P:][:P]
-					for oy := 0; oy < q.oh; oy++ {
-						for ox := 0; ox < q.ow; ox++ {
-							g := dyp[oy*q.ow+ox]
-							iy0, ix0 := oy*q.s-q.p, ox*q.s-q.p
-							for ky := 0; ky < k; ky++ {
-								iy := iy0 + ky
-								if iy < 0 || iy >= q.h {
-									continue
-								}
-								xr, dr := xp[iy*q.w:][:q.w], dw[ky*k:][:k]
-								for kx := range dr {
-									if ix := ix0 + kx; ix >= 0 && ix < q.w {
-										dr[kx] += g * xr[ix]
-									}
-								}
-							}
+					q.taps(func(ky, kx, oy, iy, x0, x1, ix int) {
+						g, xr := dyp[oy*q.ow+x0:oy*q.ow+x1], xp[iy*q.w:][:q.w]
+						if q.s == 1 {
+							_, sxy := kernel.SumDot64(g, xr[ix:ix+len(g)])
+							acc[ky*k+kx] += sxy
+							return
 						}
-					}
+						var sum float64
+						for _, gv := range g {
+							sum += float64(gv) * float64(xr[ix])
+							ix += q.s
+						}
+						acc[ky*k+kx] += sum
+					})
+				}
+				for i, v := range acc {
+					dw[i] = float32(v)
 				}
 				if c.mask != nil {
 					for i := range dw {

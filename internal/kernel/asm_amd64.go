@@ -127,6 +127,23 @@ func transpose8x8AVX(dst *float32, ldd int, src *float32, lds int, blocks int)
 //go:noescape
 func maxPool2x2AVX(dst, r0, r1 *float32, n int)
 
+// sumDev64AVX sets out to the sums of x[i]-c and of (x[i]-c)² in float64, for n values,
+// n a positive multiple of 8.
+//
+//go:noescape
+func sumDev64AVX(x *float32, n int, c float64, out *[2]float64)
+
+// sumDot64AVX sets out to the sums of x[i] and of x[i]*y[i] in float64, for n values, n a
+// positive multiple of 8.
+//
+//go:noescape
+func sumDot64AVX(x, y *float32, n int, out *[2]float64)
+
+// axpbyAVX sets dst[i] = a*x[i] + (b*y[i] + c) for n values, n a multiple of 8.
+//
+//go:noescape
+func axpbyAVX(dst, x, y *float32, n int, a, b, c float32)
+
 // addAVX sets dst[i] = x[i] + y[i] for n values, n a multiple of 8.
 //
 //go:noescape

@@ -589,3 +589,111 @@ mp4:
 mpdone:
 	VZEROUPPER
 	RET
+
+// func sumDev64AVX(x *float32, n int, c float64, out *[2]float64)
+//
+// out[0] = sum of (x[i]-c), out[1] = sum of (x[i]-c)^2, in float64, for n a positive
+// multiple of 8; four float64 lanes in each of two accumulators per sum, added at the end.
+TEXT ·sumDev64AVX(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSD c+16(FP), Y15
+	MOVQ out+24(FP), DI
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+
+sdloop:
+	VCVTPS2PD (SI), Y4
+	VCVTPS2PD 16(SI), Y5
+	VSUBPD Y15, Y4, Y4
+	VSUBPD Y15, Y5, Y5
+	VADDPD Y4, Y0, Y0
+	VADDPD Y5, Y1, Y1
+	VFMADD231PD Y4, Y4, Y2
+	VFMADD231PD Y5, Y5, Y3
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JNZ sdloop
+
+	VADDPD Y1, Y0, Y0
+	VADDPD Y3, Y2, Y2
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VHADDPD X0, X0, X0
+	VMOVSD X0, (DI)
+	VEXTRACTF128 $1, Y2, X3
+	VADDPD X3, X2, X2
+	VHADDPD X2, X2, X2
+	VMOVSD X2, 8(DI)
+	VZEROUPPER
+	RET
+
+// func sumDot64AVX(x, y *float32, n int, out *[2]float64)
+//
+// out[0] = sum of x[i], out[1] = sum of x[i]*y[i], in float64, for n a positive multiple
+// of 8.
+TEXT ·sumDot64AVX(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DX
+	MOVQ n+16(FP), CX
+	MOVQ out+24(FP), DI
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	VXORPD Y2, Y2, Y2
+	VXORPD Y3, Y3, Y3
+
+sxloop:
+	VCVTPS2PD (SI), Y4
+	VCVTPS2PD 16(SI), Y5
+	VCVTPS2PD (DX), Y6
+	VCVTPS2PD 16(DX), Y7
+	VADDPD Y4, Y0, Y0
+	VADDPD Y5, Y1, Y1
+	VFMADD231PD Y4, Y6, Y2
+	VFMADD231PD Y5, Y7, Y3
+	ADDQ $32, SI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JNZ sxloop
+
+	VADDPD Y1, Y0, Y0
+	VADDPD Y3, Y2, Y2
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VHADDPD X0, X0, X0
+	VMOVSD X0, (DI)
+	VEXTRACTF128 $1, Y2, X3
+	VADDPD X3, X2, X2
+	VHADDPD X2, X2, X2
+	VMOVSD X2, 8(DI)
+	VZEROUPPER
+	RET
+
+// func axpbyAVX(dst, x, y *float32, n int, a, b, c float32)
+//
+// dst[i] = a*x[i] + (b*y[i] + c) for n a multiple of 8.
+TEXT ·axpbyAVX(SB), NOSPLIT, $0-44
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ y+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS a+32(FP), Y0
+	VBROADCASTSS b+36(FP), Y1
+	VBROADCASTSS c+40(FP), Y2
+
+abloop:
+	VMOVUPS (DX), Y3
+	VMOVAPS Y2, Y4
+	VFMADD231PS Y3, Y1, Y4
+	VMOVUPS (SI), Y5
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS Y4, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ abloop
+	VZEROUPPER
+	RET

@@ -65,6 +65,56 @@ func MaxPool2x2(dst, r0, r1 []float32) {
 	}
 }
 
+// SumDev64 returns the sums of x[i]-c and of (x[i]-c)², accumulated in float64: the mean
+// (c = 0) and the variance (c = the mean) of a batch-norm channel.
+func SumDev64(x []float32, c float64) (s1, s2 float64) {
+	n := 0
+	if hasAVX2FMA && len(x) >= 8 {
+		n = len(x) &^ 7
+		var out [2]float64
+		sumDev64AVX(&x[0], n, c, &out)
+		s1, s2 = out[0], out[1]
+	}
+	for _, v := range x[n:] {
+		d := float64(v) - c
+		s1 += d
+		s2 += d * d
+	}
+	return s1, s2
+}
+
+// SumDot64 returns the sums of x[i] and of x[i]*y[i], accumulated in float64. y must be at
+// least as long as x.
+func SumDot64(x, y []float32) (sx, sxy float64) {
+	y = y[:len(x)]
+	n := 0
+	if hasAVX2FMA && len(x) >= 8 {
+		n = len(x) &^ 7
+		var out [2]float64
+		sumDot64AVX(&x[0], &y[0], n, &out)
+		sx, sxy = out[0], out[1]
+	}
+	for i, v := range x[n:] {
+		sx += float64(v)
+		sxy += float64(v) * float64(y[n+i])
+	}
+	return sx, sxy
+}
+
+// Axpby sets dst[i] = a*x[i] + (b*y[i] + c). dst and y must be at least as long as x.
+func Axpby(dst, x, y []float32, a, b, c float32) {
+	dst = dst[:len(x)]
+	y = y[:len(x)]
+	n := 0
+	if hasAVX2FMA && len(x) >= 8 {
+		n = len(x) &^ 7
+		axpbyAVX(&dst[0], &x[0], &y[0], n, a, b, c)
+	}
+	for i := n; i < len(x); i++ {
+		dst[i] = a*x[i] + (b*y[i] + c)
+	}
+}
+
 // Add sets dst[i] = x[i] + y[i]. dst and y must be at least as long as x.
 func Add(dst, x, y []float32) {
 	dst = dst[:len(x)]

@@ -167,3 +167,35 @@ func TestMaxPool2x2(t *testing.T) {
 		}
 	}
 }
+
+func TestSumsAndAxpby(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for n := 0; n < 70; n++ {
+		x, y := randSlice(rng, n), randSlice(rng, n)
+		c := 0.25
+		var w1, w2, wx, wxy float64
+		for i, v := range x {
+			d := float64(v) - c
+			w1, w2 = w1+d, w2+d*d
+			wx, wxy = wx+float64(v), wxy+float64(v)*float64(y[i])
+		}
+		s1, s2 := SumDev64(x, c)
+		sx, sxy := SumDot64(x, y)
+		for _, p := range [][3]any{{"SumDev64 s1", s1, w1}, {"SumDev64 s2", s2, w2}, {"SumDot64 sx", sx, wx}, {"SumDot64 sxy", sxy, wxy}} {
+			if got, want := p[1].(float64), p[2].(float64); math.Abs(got-want) > 1e-12*(1+math.Abs(want)) {
+				t.Fatalf("n=%d %s = %v, want %v", n, p[0], got, want)
+			}
+		}
+		got := make([]float32, n+1)
+		got[n] = 42
+		Axpby(got, x, y, 1.5, -0.5, 0.125)
+		for i := range x {
+			if w := 1.5*float64(x[i]) - 0.5*float64(y[i]) + 0.125; math.Abs(float64(got[i])-w) > 1e-6 {
+				t.Fatalf("n=%d Axpby [%d] = %v, want %v", n, i, got[i], w)
+			}
+		}
+		if got[n] != 42 {
+			t.Fatalf("n=%d: Axpby wrote past the end", n)
+		}
+	}
+}
