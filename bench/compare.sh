@@ -7,14 +7,14 @@
 # Each measurement alternates the two sides ROUNDS times (default 3) and takes the median
 # of each side; a ratio over 1.0 means autoprune is slower (forward) or faster (training).
 #
-#   bash bench/compare.sh                 # about 5 minutes on 2 cores
+#   bash bench/compare.sh                 # about 8 minutes on 2 cores
 #   ROUNDS=5 MODELS="lenet5 vgg-small" bash bench/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 export DEBIAN_FRONTEND=noninteractive
 rounds="${ROUNDS:-3}"
-models="${MODELS:-mlp lenet5 vgg-small}"
+models="${MODELS:-mlp lenet5 vgg-small resnet-small mobilenet-small}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -57,9 +57,9 @@ done
 echo "(ratio: autoprune's time over ONNX Runtime's; at most 1.0 is the goal)"
 echo
 printf '%-10s %16s %16s %8s\n' "training" "autoprune img/s" "PyTorch img/s" "ratio"
-for m in lenet5 vgg-small; do
+for m in $models; do
   steps=300
-  [ "$m" = vgg-small ] && steps=40
+  case "$m" in vgg-small|resnet-small) steps=40 ;; mobilenet-small) steps=100 ;; esac
   : >"$work/go" ; : >"$work/pt"
   for _ in $(seq "$rounds"); do
     "$ap" train --model "$m" --steps "$steps" --batch 64 --threads 2 --out "$work/m.safetensors" 2>/dev/null |

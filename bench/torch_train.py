@@ -17,6 +17,27 @@ def conv_bn(cin, cout):
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
+class Residual(nn.Module):
+    """nn/zoo's basic block: conv-BN-ReLU, conv-BN, plus the shortcut (a strided 1x1 conv-BN
+    when the shape changes), then ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.main = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                                  nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return torch.relu(self.main(x) + (x if self.down is None else self.down(x)))
+
+
+def separable(cin, cout, stride):
+    return [nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(),
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()]
+
+
 def build(name):
     if name == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
@@ -30,7 +51,15 @@ def build(name):
         return nn.Sequential(*conv_bn(1, 32), *conv_bn(32, 32), nn.MaxPool2d(2),
                              *conv_bn(32, 64), *conv_bn(64, 64), nn.MaxPool2d(2), nn.Flatten(),
                              nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10, bias=False))
-    raise SystemExit(f"unknown model {name!r} (mlp, lenet5, vgg-small)")
+    if name == "resnet-small":
+        return nn.Sequential(*conv_bn(1, 16), Residual(16, 16, 1), Residual(16, 32, 2), Residual(32, 64, 2),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10, bias=False))
+    if name == "mobilenet-small":
+        return nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+                             *separable(16, 32, 1), *separable(32, 64, 2), *separable(64, 64, 1),
+                             *separable(64, 128, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(128, 10, bias=False))
+    raise SystemExit(f"unknown model {name!r} (mlp, lenet5, vgg-small, resnet-small, mobilenet-small)")
 
 
 def main():
