@@ -535,8 +535,16 @@ func (cs *convSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 			n := min(nw-c0, ow-x)
 			base := y*s*pw + x*s
 			switch {
-			case s == 1 && n >= 4 && n <= 16:
-				kernel.CopyRows(d[c0:], nr, cs.x, base, rowOff, n)
+			case s == 1 && n >= 4:
+				// CopyRows moves up to 16 values a row: wider slivers (the AVX-512
+				// kernel's 32) go in pieces, a last piece under 4 as one more of 4.
+				for c := 0; c < n; c += 16 {
+					m := min(16, n-c)
+					if m < 4 {
+						c, m = n-4, 4
+					}
+					kernel.CopyRows(d[c0+c:], nr, cs.x, base+c, rowOff, m)
+				}
 			case s == 1:
 				for p, ro := range rowOff {
 					copy(d[p*nr+c0:p*nr+c0+n], cs.x[ro+base:ro+base+n])

@@ -5,8 +5,11 @@ package kernel
 // hasAVX2FMA is false where no assembly micro-kernel is built.
 const hasAVX2FMA = false
 
-// asmMicro falls back to the portable micro-kernel.
-var asmMicro = goMicro
+// hasAVX512 is false where no assembly micro-kernel is built.
+const hasAVX512 = false
+
+// asmMicro and avx512Micro fall back to the portable micro-kernel.
+var asmMicro, avx512Micro = goMicro, goMicro
 
 func scaleShiftAVX(dst, src *float32, n int, a, b float32) { panic("unreachable") }
 func clampAVX(dst, src *float32, n int, lo, hi float32)    { panic("unreachable") }

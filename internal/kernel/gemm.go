@@ -10,6 +10,8 @@
 // Gemm value.
 package kernel
 
+import "os"
+
 // Gemm computes C = alpha*op(A)*op(B) + beta*C on row-major matrices, where op(X) is X or,
 // when the matching trans flag is set, its transpose. op(A) is m x k, op(B) is k x n and C
 // is m x n; lda, ldb and ldc are the row strides of A, B and C as stored. When beta is 0, C
@@ -115,9 +117,12 @@ func plainCopy(m, k int, a []float32, lda int) []float32 {
 }
 
 // New returns the fastest SGEMM available on this machine: a cache-blocked kernel whose
-// inner micro-kernel uses AVX2 and FMA instructions when the CPU has them, and portable Go
-// code otherwise. It runs on the calling goroutine only.
+// inner micro-kernel uses AVX-512 (a 6 x 32 tile) or AVX2 and FMA (6 x 16) instructions when
+// the CPU has them, and portable Go code otherwise. It runs on the calling goroutine only.
 func New() SourceGemm {
+	if hasAVX512 && !avoidAVX512 {
+		return newBlocked(avx512Micro)
+	}
 	if hasAVX2FMA {
 		return newBlocked(asmMicro)
 	}
@@ -128,8 +133,13 @@ func New() SourceGemm {
 // the CPU. It is the fallback of New and a reference point for benchmarks.
 func NewPortable() SourceGemm { return newBlocked(goMicro) }
 
-// Accelerated reports whether New uses the AVX2/FMA micro-kernel.
+// Accelerated reports whether New uses an assembly micro-kernel (AVX2/FMA, or AVX-512).
 func Accelerated() bool { return hasAVX2FMA }
+
+// avoidAVX512 is set by the environment variable AUTOPRUNE_NOAVX512=1: New then takes the
+// AVX2 kernel on a CPU that has AVX-512 (to compare the two, or where 512-bit instructions
+// lower the clock more than they gain).
+var avoidAVX512 = os.Getenv("AUTOPRUNE_NOAVX512") == "1"
 
 // Blocking sizes: a kc x nc panel of B and an mc x kc block of A are packed so that the
 // micro-kernel streams through contiguous memory; a kc x nr sliver of B stays in L1 and
@@ -466,15 +476,15 @@ func packB(dst []float32, trans bool, b []float32, ldb, pc, kc, jc, nc, nr int) 
 			clear(d)
 		}
 		p0 := 0
-		if hasAVX2FMA && nw == 16 && nr == 16 && kc >= 8 {
-			// A full sliver of the AVX kernel: two stripes of 8 stored rows, transposed
-			// 8 x 8 at a time; the last kc%8 values below.
+		if hasAVX2FMA && nw == nr && nr%8 == 0 && kc >= 8 {
+			// A full sliver of an AVX kernel: stripes of 8 stored rows, transposed 8 x 8
+			// at a time; the last kc%8 values below.
 			blocks := kc / 8
-			for h := 0; h < 16; h += 8 {
+			for h := 0; h < nr; h += 8 {
 				col := (jc+jr+h)*ldb + pc
 				_ = b[col+7*ldb+kc-1]
-				_ = d[(kc-1)*16+h+7]
-				transpose8x8AVX(&d[h], 16, &b[col], ldb, blocks)
+				_ = d[(kc-1)*nr+h+7]
+				transpose8x8AVX(&d[h], nr, &b[col], ldb, blocks)
 			}
 			p0 = 8 * blocks
 		}

@@ -44,7 +44,11 @@ func randSlice(rng *rand.Rand, n int) []float32 {
 }
 
 func impls() map[string]Gemm {
-	return map[string]Gemm{"default": New(), "portable": NewPortable(), "gonum": Gonum{}}
+	m := map[string]Gemm{"default": New(), "portable": NewPortable(), "gonum": Gonum{}}
+	if hasAVX512 {
+		m["avx2"] = newBlocked(asmMicro) // New takes the AVX-512 kernel here
+	}
+	return m
 }
 
 func TestSgemm(t *testing.T) {
@@ -185,7 +189,7 @@ func TestPackedForOtherKernel(t *testing.T) {
 
 func TestDot(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
-	for _, u := range []micro{goMicro, asmMicro} {
+	for _, u := range []micro{goMicro, asmMicro, avx512Micro} {
 		for n := 0; n < 80; n++ {
 			x, y := randSlice(rng, n), randSlice(rng, n)
 			var want float64
@@ -205,8 +209,11 @@ func BenchmarkSgemm(b *testing.B) {
 		a := randSlice(rng, d.m*d.k)
 		bb := randSlice(rng, d.k*d.n)
 		c := make([]float32, d.m*d.n)
-		for _, name := range []string{"default", "portable", "gonum"} {
-			g := impls()[name]
+		for _, name := range []string{"default", "avx2", "portable", "gonum"} {
+			g, ok := impls()[name]
+			if !ok {
+				continue
+			}
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", d.m, d.n, d.k, name), func(b *testing.B) {
 				for b.Loop() {
 					g.Sgemm(false, false, d.m, d.n, d.k, 1, a, d.k, bb, d.n, 0, c, d.n)
