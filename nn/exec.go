@@ -34,8 +34,8 @@ const parallelWork = 1 << 17
 // Executor runs a model's forward pass for a fixed batch size. All buffers are planned once
 // in NewExecutor: Forward allocates nothing in steady state.
 //
-// NewExecutor copies every weight it needs (with batch norms folded into a per-channel scale
-// and shift, and masks applied), so the executor does not see later changes to the model: a
+// NewExecutor copies every weight it needs (with batch norms folded into the convolution
+// before them, or else into a per-channel scale and shift, and masks applied), so the executor does not see later changes to the model: a
 // model whose weights, masks or architecture changed afterwards needs a new Executor.
 //
 // An Executor is not safe for concurrent use; its helper goroutines (Threads-1 of them)
@@ -145,8 +145,12 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 	shapeOf := map[string]Shape{InputName: m.Input}
 	var need scratch
 	packer := kernel.New() // packs weights for the workers' kernels, which are of the same kind
+	folded := foldable(m)
 	for i, l := range m.Layers {
 		outS := shapes[i]
+		if bn := folded[l.Name]; bn != nil {
+			l = foldBatchNorm(l, bn)
+		}
 		if int64(batch)*int64(outS.Size()) > math.MaxInt32 {
 			return nil, fmt.Errorf("nn: layer %q: %d samples of %v do not fit in memory", l.Name, batch, outS)
 		}
@@ -157,17 +161,27 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 			ins[j], inShapes[j] = known[name], shapeOf[name]
 		}
 		var out *tensor
-		if l.Kind == Flatten && ins[0] != e.input {
+		isFolded := l.Kind == BatchNorm && folded[l.Inputs[0]] == l
+		switch {
+		case isFolded:
+			// Folded into the convolution before it, which already wrote its output.
+			out = ins[0]
+			delete(e.acts, l.Inputs[0])
+		case l.Kind == Flatten && ins[0] != e.input:
 			// Flattening NCHW data changes nothing but the shape: share the buffer.
 			out = ins[0]
-		} else {
+		default:
 			out = &tensor{data: make([]float32, n)}
 		}
 		lt := threads
 		if bySample && l.Kind != Linear {
 			lt = 1
 		}
-		st, sc := plan(l, batch, lt, packer, ins, inShapes, out, outS)
+		var st step
+		var sc scratch
+		if !isFolded {
+			st, sc = plan(l, batch, lt, packer, ins, inShapes, out, outS)
+		}
 		need.pad = max(need.pad, sc.pad)
 		if st.op != nil {
 			if l.Kind != Linear {
@@ -192,6 +206,60 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 		runtime.AddCleanup(e, (*pool).stop, e.pool)
 	}
 	return e, nil
+}
+
+// foldable returns, by convolution name, the batch norms that can be folded into the
+// convolution they follow: its output feeds that batch norm alone and is not the model's
+// output.
+func foldable(m *Model) map[string]*Layer {
+	uses := map[string]int{}
+	for _, l := range m.Layers {
+		for _, in := range l.Inputs {
+			uses[in]++
+		}
+	}
+	last := m.Layers[len(m.Layers)-1].Name
+	out := map[string]*Layer{}
+	for _, l := range m.Layers {
+		if l.Kind != BatchNorm || len(l.Inputs) != 1 {
+			continue
+		}
+		if c := m.Layer(l.Inputs[0]); c != nil && c.Kind == Conv2D && uses[c.Name] == 1 && c.Name != last {
+			out[c.Name] = l
+		}
+	}
+	return out
+}
+
+// foldBatchNorm returns a copy of the convolution c that also applies the inference batch
+// norm bn after it: each filter (its mask applied) scaled by gamma/sqrt(var+eps), and a bias
+// shifted to beta - mean*scale (plus the scaled bias of c). One pass over the output less,
+// and the same result up to rounding.
+func foldBatchNorm(c, bn *Layer) *Layer {
+	f := *c
+	f.Weight = append([]float32(nil), c.Weight...)
+	if c.Mask != nil {
+		for i, m := range c.Mask {
+			f.Weight[i] *= m
+		}
+	}
+	f.Mask = nil
+	f.Bias = make([]float32, c.Out)
+	f.HasBias = true
+	per := len(f.Weight) / c.Out
+	eps := float64(bn.EpsOrDefault())
+	for oc := 0; oc < c.Out; oc++ {
+		scale := float64(bn.Gamma[oc]) / math.Sqrt(float64(bn.Var[oc])+eps)
+		for i := oc * per; i < (oc+1)*per; i++ {
+			f.Weight[i] = float32(float64(f.Weight[i]) * scale)
+		}
+		b := 0.0
+		if c.HasBias {
+			b = float64(c.Bias[oc])
+		}
+		f.Bias[oc] = float32(float64(bn.Beta[oc]) + (b-float64(bn.Mean[oc]))*scale)
+	}
+	return &f
 }
 
 // segments replaces each run of per-sample steps by one segment step over the samples.
@@ -260,7 +328,8 @@ func (e *Executor) ForwardContext(ctx context.Context, x []float32) ([]float32, 
 }
 
 // Activation returns the output buffer of the named layer after the last Forward (batch
-// samples in NCHW order), or nil for an unknown name or the model input. The slice belongs
+// samples in NCHW order), or nil for an unknown name, the model input, or a convolution
+// whose batch norm was folded into it (its output is then the batch norm's). The slice belongs
 // to the executor: it is overwritten by the next Forward and must not be modified.
 func (e *Executor) Activation(name string) []float32 {
 	if t, ok := e.acts[name]; ok {
@@ -501,11 +570,17 @@ func (o *convOp) padPlane(buf, src []float32) []float32 {
 	xp := buf[:(h+2*pad)*pw]
 	clear(xp[:pad*pw])
 	clear(xp[(h+pad)*pw:])
+	// Planes are small (7 to 28 values a row): the borders are zeroed in line, not by a
+	// call per row.
 	for y := 0; y < h; y++ {
 		r := xp[(y+pad)*pw : (y+pad+1)*pw]
-		clear(r[:pad])
+		for i := range r[:pad] {
+			r[i] = 0
+		}
 		copy(r[pad:pad+w], src[y*w:(y+1)*w])
-		clear(r[pad+w:])
+		for i := range r[pad+w:] {
+			r[pad+w+i] = 0
+		}
 	}
 	return buf
 }
