@@ -90,49 +90,37 @@ func asmDots2x4(n int, a []float32, lda int, b []float32, ldb int, out *[8]float
 //go:noescape
 func dotAVX(n int, x, y *float32) float32
 
-func asmKern6x16(kc int, a, b, c []float32, ldc int, load bool) {
-	if kc <= 0 {
-		return
-	}
-	_ = a[6*kc-1]
-	_ = b[16*kc-1]
-	_ = c[5*ldc+15]
-	kern6x16(kc, &a[0], &b[0], 16, &c[0], ldc, load)
-}
-
 // kern6x32 is kern6x16 for a 6 x 32 tile with AVX-512 (packed rows of b are 32 apart).
 //
 //go:noescape
 func kern6x32(kc int, a, b *float32, ldb int, c *float32, ldc int, load bool)
 
-func asmKern6x32(kc int, a, b, c []float32, ldc int, load bool) {
+// tile calls the assembly micro-kernel k for a 6 x nr tile after checking that a, b (rows
+// ldb apart) and c (rows ldc apart) hold what it reads and writes.
+func tile(k func(kc int, a, b *float32, ldb int, c *float32, ldc int, load bool), nr, kc int, a, b []float32, ldb int, c []float32, ldc int, load bool) {
 	if kc <= 0 {
 		return
 	}
 	_ = a[6*kc-1]
-	_ = b[32*kc-1]
-	_ = c[5*ldc+31]
-	kern6x32(kc, &a[0], &b[0], 32, &c[0], ldc, load)
+	_ = b[(kc-1)*ldb+nr-1]
+	_ = c[5*ldc+nr-1]
+	k(kc, &a[0], &b[0], ldb, &c[0], ldc, load)
 }
 
-func asmKern6x32Strided(kc int, a, b []float32, ldb int, c []float32, ldc int, load bool) {
-	if kc <= 0 {
-		return
-	}
-	_ = a[6*kc-1]
-	_ = b[(kc-1)*ldb+31]
-	_ = c[5*ldc+31]
-	kern6x32(kc, &a[0], &b[0], ldb, &c[0], ldc, load)
+func asmKern6x16(kc int, a, b, c []float32, ldc int, load bool) {
+	tile(kern6x16, 16, kc, a, b, 16, c, ldc, load)
 }
 
 func asmKern6x16Strided(kc int, a, b []float32, ldb int, c []float32, ldc int, load bool) {
-	if kc <= 0 {
-		return
-	}
-	_ = a[6*kc-1]
-	_ = b[(kc-1)*ldb+15]
-	_ = c[5*ldc+15]
-	kern6x16(kc, &a[0], &b[0], ldb, &c[0], ldc, load)
+	tile(kern6x16, 16, kc, a, b, ldb, c, ldc, load)
+}
+
+func asmKern6x32(kc int, a, b, c []float32, ldc int, load bool) {
+	tile(kern6x32, 32, kc, a, b, 32, c, ldc, load)
+}
+
+func asmKern6x32Strided(kc int, a, b []float32, ldb int, c []float32, ldc int, load bool) {
+	tile(kern6x32, 32, kc, a, b, ldb, c, ldc, load)
 }
 
 func asmDot(x, y []float32) float32 {
