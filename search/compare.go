@@ -53,7 +53,7 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 	if _, err := TrainBase(ctx, base, Options{Logger: log}); err != nil {
 		return nil, err
 	}
-	cmp := Comparison{Target: target, Steps: base.Final.Steps}
+	cmp := Comparison{Target: target, Steps: base.Final.Steps, DenseTest: OptFloat(math.NaN())}
 	study := func(method string, seed int64) *config.Config {
 		cfg := *base
 		cfg.Study.Seed = seed
@@ -91,6 +91,7 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 				return nil, fmt.Errorf("compare: uniform %.2f: %w", r, err)
 			}
 			log.Info(fmt.Sprintf("uniform %.2f: test acc %.2f %%, %.3fx the dense latency", r, 100*res.TestAcc, res.Metrics.RelLatency))
+			cmp.DenseTest = OptFloat(res.DenseTest)
 			pts = append(pts, UniformPoint{Seed: seed, Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
 		}
 		// The uniform plan fitted to the target, as every study's first trial is.
@@ -205,10 +206,14 @@ func (f OptFloat) MarshalJSON() ([]byte, error) {
 
 // Comparison is the outcome of a Comparison: the uniform baseline and one row per study.
 type Comparison struct {
-	Target  float64        `json:"target"`
-	Steps   int            `json:"final_steps"`
-	Uniform []UniformPoint `json:"uniform"`
-	Rows    []CompareRow   `json:"rows"`
+	Target float64 `json:"target"`
+	Steps  int     `json:"final_steps"`
+	// DenseTest is the dense model's test accuracy (when a uniform curve was delivered):
+	// what no plan is expected to exceed, so DenseTest minus the fitted uniform point is
+	// the most a search can gain over uniform pruning at the target.
+	DenseTest OptFloat       `json:"dense_test_acc"`
+	Uniform   []UniformPoint `json:"uniform"`
+	Rows      []CompareRow   `json:"rows"`
 }
 
 // compareStudy runs (or resumes) one study, delivers its winner, and measures what the
@@ -376,6 +381,21 @@ func (c *Comparison) Write(w io.Writer) {
 			fmt.Fprintf(tw, "%d\t%s\t%.3fx\t%.2f\t\n", u.Seed, ratio, u.Rel, 100*u.TestAcc)
 		}
 		tw.Flush()
+		if dense := float64(c.DenseTest); !math.IsNaN(dense) {
+			fitted, n := 0.0, 0
+			for _, u := range c.Uniform {
+				if u.Fitted {
+					fitted, n = fitted+u.TestAcc, n+1
+				}
+			}
+			if n > 0 {
+				fitted /= float64(n)
+				fmt.Fprintf(w, "dense model: test acc %.2f %%; uniform pruning fitted to the target keeps %.2f %%: a searched plan can gain at most %.2f points over it unless it beats the dense model\n",
+					100*dense, 100*fitted, 100*(dense-fitted))
+			} else {
+				fmt.Fprintf(w, "dense model: test acc %.2f %%\n", 100*dense)
+			}
+		}
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)

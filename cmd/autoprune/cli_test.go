@@ -255,8 +255,12 @@ steps = 20
 	if _, err := os.Stat(filepath.Join(plots, "compare.svg")); err != nil {
 		t.Errorf("compare --plots: %v", err)
 	}
+	if !strings.Contains(out, "dense model: test acc") || !strings.Contains(out, "can gain at most") {
+		t.Errorf("compare: no line on the dense model and the headroom over uniform pruning\n%s", out)
+	}
 	var cmp struct {
-		Rows []struct {
+		DenseTest *float64 `json:"dense_test_acc"`
+		Rows      []struct {
 			Method  string   `json:"method"`
 			Winner  int      `json:"winner_trial"`
 			TestAcc *float64 `json:"test_acc"`
@@ -274,7 +278,8 @@ steps = 20
 		t.Errorf("compare --json: %v\n%s", err, b)
 	} else if len(cmp.Rows) != 2 || cmp.Rows[0].Method != "random" || len(cmp.Uniform) != 6 ||
 		(cmp.Rows[0].Winner >= 0) != (cmp.Rows[0].TestAcc != nil) || cmp.Uniform[1].Rel >= cmp.Uniform[0].Rel ||
-		cmp.Uniform[1].Fitted || !cmp.Uniform[2].Fitted || cmp.Uniform[0].Seed != 1 || cmp.Uniform[3].Seed != 2 {
+		cmp.Uniform[1].Fitted || !cmp.Uniform[2].Fitted || cmp.Uniform[0].Seed != 1 || cmp.Uniform[3].Seed != 2 ||
+		cmp.DenseTest == nil || *cmp.DenseTest <= 0.5 {
 		t.Errorf("compare --json: %d rows, %d uniform points (want three per seed)\n%s", len(cmp.Rows), len(cmp.Uniform), b)
 	}
 }
