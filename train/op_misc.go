@@ -124,8 +124,10 @@ func (op *poolOp) window(oy, ox int) (y0, y1, x0, x1 int) {
 }
 
 // maxPool2x2 is max pooling with 2 x 2 windows, stride 2 and no padding over one plane of
-// width w: the common case, with the general loop's results (the first maximum of a
-// window in scan order, NaN winning) and none of its per-window bookkeeping.
+// width w: the common case, with the general loop's results (the first maximum of a window
+// in scan order; with a NaN, the last NaN). The window's maximum comes first, then its
+// position as the first value equal to it, without branches (random data would mispredict
+// half of them); a window holding a NaN takes the general comparisons.
 func maxPool2x2(xp, yp []float32, ap []int32, w, oh, ow int) {
 	for oy := 0; oy < oh; oy++ {
 		i0 := 2 * oy * w
@@ -135,19 +137,37 @@ func maxPool2x2(xp, yp []float32, ap []int32, w, oh, ow int) {
 		ar := ap[oy*ow : oy*ow+ow]
 		for ox := range yr {
 			j := 2 * ox
-			best, bi := r0[j], i0+j
-			if v := r0[j+1]; v > best || v != v {
-				best, bi = v, i0+j+1
+			a, b, c, d := r0[j], r0[j+1], r1[j], r1[j+1]
+			m := max(max(a, b), max(c, d))
+			if m != m {
+				best, bi := a, i0+j
+				if b > best || b != b {
+					best, bi = b, i0+j+1
+				}
+				if c > best || c != c {
+					best, bi = c, i0+w+j
+				}
+				if d > best || d != d {
+					best, bi = d, i0+w+j+1
+				}
+				yr[ox], ar[ox] = best, int32(bi)
+				continue
 			}
-			if v := r1[j]; v > best || v != v {
-				best, bi = v, i0+w+j
-			}
-			if v := r1[j+1]; v > best || v != v {
-				best, bi = v, i0+w+j+1
-			}
-			yr[ox], ar[ox] = best, int32(bi)
+			// Offsets of a, b, c and d: 0, 1, w and w+1; the first equal to m wins.
+			na, nb, nc := 1-b2i(a == m), 1-b2i(b == m), 1-b2i(c == m)
+			at := int32(i0+j) + na*(1+nb*(int32(w)-1+nc))
+			yr[ox], ar[ox] = xp[at], at // xp[at], not m: -0 and +0 tie, and a keeps its sign
 		}
 	}
+}
+
+// b2i is 1 for true and 0 for false (compiled to a flag move, not a branch).
+func b2i(c bool) int32 {
+	var x int32
+	if c {
+		x = 1
+	}
+	return x
 }
 
 func (op *poolOp) Do(vals ...G.Value) (G.Value, error) {
