@@ -51,6 +51,10 @@ func (q *convGeom) im2col(x, col []float32, lo, hi int) {
 		xp := x[(n*q.c+ci)*hw:][:hw]
 		dst := col[r*NP+n*P:][:P]
 		x0, x1 := q.span(kx)
+		if q.same() {
+			q.im2colSame(xp, dst, ky, kx, x0, x1)
+			continue
+		}
 		for oy := 0; oy < q.oh; oy++ {
 			d := dst[oy*q.ow:][:q.ow]
 			iy := oy*q.s - q.p + ky
@@ -74,6 +78,67 @@ func (q *convGeom) im2col(x, col []float32, lo, hi int) {
 	}
 }
 
+// same tells whether the convolution keeps the plane's size at stride 1 (2p = k-1): a row
+// of the column matrix and a row of the input then have the same length, and a kernel tap
+// maps a run of whole rows of one onto a run of whole rows of the other, shifted.
+func (q *convGeom) same() bool { return q.s == 1 && q.oh == q.h && q.ow == q.w }
+
+// rowsOf returns the output rows [lo, hi) whose input row oy-p+ky lies inside the input.
+func (q *convGeom) rowsOf(ky int) (lo, hi int) {
+	return max(0, q.p-ky), max(max(0, q.p-ky), min(q.oh, q.h+q.p-ky))
+}
+
+// im2colSame is one row of im2col for a same-size convolution (ky, kx; columns [x0, x1)
+// read inside the input): the rows that read inside the input are one copy, shifted by
+// kx-p, then the columns that fall in the padding are zeroed; the other rows are zero.
+func (q *convGeom) im2colSame(xp, dst []float32, ky, kx, x0, x1 int) {
+	ow := q.ow
+	lo, hi := q.rowsOf(ky)
+	clear(dst[:lo*ow])
+	clear(dst[hi*ow:])
+	if lo >= hi || x0 >= x1 {
+		clear(dst[lo*ow : hi*ow])
+		return
+	}
+	// Output index oy*ow+ox reads input index (oy-p+ky)*w + ox-p+kx: one shift for the run.
+	shift := (ky-q.p)*q.w + kx - q.p
+	a, b := lo*ow+x0, (hi-1)*ow+x1
+	copy(dst[a:b], xp[a+shift:b+shift])
+	for oy := lo; oy < hi; oy++ {
+		row := dst[oy*ow : (oy+1)*ow]
+		for c := 0; c < x0; c++ {
+			row[c] = 0
+		}
+		for c := x1; c < ow; c++ {
+			row[c] = 0
+		}
+	}
+}
+
+// col2imSame adds one row of the column matrix into the input gradient dp for a same-size
+// convolution: the entries that fall in the padding are zeroed in src (they belong to no
+// input), then the run of rows is one vector addition, shifted by kx-p.
+func (q *convGeom) col2imSame(src, dp []float32, ky, kx, x0, x1 int) {
+	ow := q.ow
+	lo, hi := q.rowsOf(ky)
+	if lo >= hi || x0 >= x1 {
+		return
+	}
+	for oy := lo; oy < hi; oy++ {
+		row := src[oy*ow : (oy+1)*ow]
+		for c := 0; c < x0; c++ {
+			row[c] = 0
+		}
+		for c := x1; c < ow; c++ {
+			row[c] = 0
+		}
+	}
+	shift := (ky-q.p)*q.w + kx - q.p
+	a, b := lo*ow+x0, (hi-1)*ow+x1
+	d := dp[a+shift : b+shift]
+	kernel.Add(d, d, src[a:b])
+}
+
 // col2im is the adjoint of im2col: it sets dx to the sum of the column-matrix entries
 // copied from each input position. Tasks [lo, hi) index input planes (n, ci).
 func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
@@ -87,6 +152,10 @@ func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
 				r := (ci*k+ky)*k + kx
 				src := col[r*NP+n*P:][:P]
 				x0, x1 := q.span(kx)
+				if q.same() {
+					q.col2imSame(src, dp, ky, kx, x0, x1)
+					continue
+				}
 				for oy := 0; oy < q.oh; oy++ {
 					iy := oy*q.s - q.p + ky
 					if iy < 0 || iy >= q.h {
