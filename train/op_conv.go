@@ -104,12 +104,18 @@ func (q *convGeom) im2colSame(xp, dst []float32, ky, kx, x0, x1 int) {
 	shift := (ky-q.p)*q.w + kx - q.p
 	a, b := lo*ow+x0, (hi-1)*ow+x1
 	copy(dst[a:b], xp[a+shift:b+shift])
+	q.zeroBorders(dst, lo, hi, x0, x1)
+}
+
+// zeroBorders zeroes, in rows [lo, hi) of the column-matrix row m, the columns outside
+// [x0, x1): those that read the padding.
+func (q *convGeom) zeroBorders(m []float32, lo, hi, x0, x1 int) {
 	for oy := lo; oy < hi; oy++ {
-		row := dst[oy*ow : (oy+1)*ow]
+		row := m[oy*q.ow : (oy+1)*q.ow]
 		for c := 0; c < x0; c++ {
 			row[c] = 0
 		}
-		for c := x1; c < ow; c++ {
+		for c := x1; c < len(row); c++ {
 			row[c] = 0
 		}
 	}
@@ -124,15 +130,7 @@ func (q *convGeom) col2imSame(src, dp []float32, ky, kx, x0, x1 int) {
 	if lo >= hi || x0 >= x1 {
 		return
 	}
-	for oy := lo; oy < hi; oy++ {
-		row := src[oy*ow : (oy+1)*ow]
-		for c := 0; c < x0; c++ {
-			row[c] = 0
-		}
-		for c := x1; c < ow; c++ {
-			row[c] = 0
-		}
-	}
+	q.zeroBorders(src, lo, hi, x0, x1)
 	shift := (ky-q.p)*q.w + kx - q.p
 	a, b := lo*ow+x0, (hi-1)*ow+x1
 	d := dp[a+shift : b+shift]
