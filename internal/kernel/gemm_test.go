@@ -263,3 +263,30 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		})
 	}
 }
+
+// TestAVX512SameBits checks that the AVX-512 and AVX2 kernels give the same bits (each sums
+// every element of C over k in the same order), so a study repeats on either kind of CPU.
+func TestAVX512SameBits(t *testing.T) {
+	if !hasAVX512 {
+		t.Skip("no AVX-512 here")
+	}
+	rng := rand.New(rand.NewSource(9))
+	wide, narrow := newBlocked(avx512Micro), newBlocked(asmMicro)
+	for _, d := range []struct{ m, n, k int }{{6, 32, 1}, {13, 70, 300}, {64, 784, 288}, {300, 45, 700}, {20, 1000, 9}} {
+		for _, tb := range []bool{false, true} {
+			ldb := d.n
+			if tb {
+				ldb = d.k
+			}
+			a, b := randSlice(rng, d.m*d.k), randSlice(rng, d.k*d.n)
+			c1, c2 := make([]float32, d.m*d.n), make([]float32, d.m*d.n)
+			wide.Sgemm(false, tb, d.m, d.n, d.k, 1, a, d.k, b, ldb, 0, c1, d.n)
+			narrow.Sgemm(false, tb, d.m, d.n, d.k, 1, a, d.k, b, ldb, 0, c2, d.n)
+			for i := range c1 {
+				if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
+					t.Fatalf("%v transB=%v: C[%d] = %v with AVX-512, %v with AVX2", d, tb, i, c1[i], c2[i])
+				}
+			}
+		}
+	}
+}
