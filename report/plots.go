@@ -61,17 +61,21 @@ func TargetRatio(s *search.Summary) float64 {
 	return 0
 }
 
+// newPlot returns a plot with its title, axis labels and grid, and its legend.
+func newPlot(title, xLabel, yLabel string) (*plot.Plot, *legend) {
+	p := plot.New()
+	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, xLabel, yLabel
+	p.Add(plotter.NewGrid())
+	return p, &legend{p: p}
+}
+
 // TradeOff plots validation accuracy against latency relative to the dense model, one
 // mark per trial with measurements: complete trials that meet the constraint, complete
 // trials over it, trials stopped early and failed trials each drawn their own way; the
 // Pareto front as a line; the dense model and the target marked; the best trial ringed.
 func TradeOff(s *search.Summary) (*plot.Plot, error) {
-	p := plot.New()
-	legend := &legend{p: p}
-	p.Title.Text = fmt.Sprintf("study %s: accuracy against measured latency", s.Study)
-	p.X.Label.Text = "latency relative to the dense model"
-	p.Y.Label.Text = "validation accuracy %"
-	p.Add(plotter.NewGrid())
+	p, legend := newPlot(fmt.Sprintf("study %s: accuracy against measured latency", s.Study),
+		"latency relative to the dense model", "validation accuracy %")
 
 	var feasible, over, stopped, failed plotter.XYs
 	for _, t := range s.Trials {
@@ -193,12 +197,7 @@ func (l *legend) below() {
 // History plots the score of every complete trial in trial order and the best score so far
 // among the trials that meet the constraint.
 func History(s *search.Summary) (*plot.Plot, error) {
-	p := plot.New()
-	legend := &legend{p: p}
-	p.Title.Text = fmt.Sprintf("study %s: optimisation history", s.Study)
-	p.X.Label.Text = "trial"
-	p.Y.Label.Text = "score"
-	p.Add(plotter.NewGrid())
+	p, legend := newPlot(fmt.Sprintf("study %s: optimisation history", s.Study), "trial", "score")
 	var scores, over, best plotter.XYs
 	bestSoFar := math.Inf(-1)
 	for _, t := range s.Trials {
@@ -296,10 +295,7 @@ type Series struct {
 
 // Curves plots named curves, each sorted by x, with a mark per point.
 func Curves(title, xLabel, yLabel string, series []Series) (*plot.Plot, error) {
-	p := plot.New()
-	legend := &legend{p: p}
-	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, xLabel, yLabel
-	p.Add(plotter.NewGrid())
+	p, legend := newPlot(title, xLabel, yLabel)
 	for i, s := range series {
 		if len(s.Points) == 0 {
 			continue
