@@ -570,17 +570,11 @@ func (o *convOp) padPlane(buf, src []float32) []float32 {
 	xp := buf[:(h+2*pad)*pw]
 	clear(xp[:pad*pw])
 	clear(xp[(h+pad)*pw:])
-	// Planes are small (7 to 28 values a row): the borders are zeroed in line, not by a
-	// call per row.
 	for y := 0; y < h; y++ {
 		r := xp[(y+pad)*pw : (y+pad+1)*pw]
-		for i := range r[:pad] {
-			r[i] = 0
-		}
+		clear(r[:pad])
 		copy(r[pad:pad+w], src[y*w:(y+1)*w])
-		for i := range r[pad+w:] {
-			r[pad+w+i] = 0
-		}
+		clear(r[pad+w:])
 	}
 	return buf
 }
