@@ -81,21 +81,18 @@ func (op *bnOp) Do(vals ...G.Value) (G.Value, error) {
 				}
 				continue
 			}
-			var sum float64
+			// One pass, in float64, about a value of the channel (shifted sums keep the
+			// variance exact enough where the mean is far from zero).
+			shift := float64(x[ch*hw])
+			var s1, s2 float64
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
-				s, _ := kernel.SumDev64(x[off:off+hw], 0)
-				sum += s
+				d1, d2 := kernel.SumDev64(x[off:off+hw], shift)
+				s1, s2 = s1+d1, s2+d2
 			}
 			m := float64(n * hw)
-			mean := sum / m
-			var ss float64
-			for i := 0; i < n; i++ {
-				off := (i*c + ch) * hw
-				_, s := kernel.SumDev64(x[off:off+hw], mean)
-				ss += s
-			}
-			variance := ss / m
+			mean := shift + s1/m
+			variance := max(0, s2/m-(s1/m)*(s1/m))
 			inv := 1 / math.Sqrt(variance+op.eps)
 			op.invstd[ch] = inv
 			g, b := gamma[ch], beta[ch]
