@@ -39,11 +39,38 @@ func (g Group) String() string {
 	return fmt.Sprintf("%s (%d channels: %s)", g.Name, g.Size, strings.Join(g.Producers, ", "))
 }
 
-// flow is what a layer's output carries: a channel set and the number of consecutive
-// features per channel (1 for feature maps, H*W after a flatten).
+// seg is a run of channels that belong to one channel set: n channels of set.
+type seg struct {
+	set, n int
+}
+
+// flow is what a layer's output carries: its channels as runs of channel sets (one run,
+// except after a concatenation, which lays its inputs' runs one after another) and the
+// number of consecutive features per channel (1 for feature maps, H*W after a flatten).
 type flow struct {
-	set    int
+	segs   []seg
 	factor int
+}
+
+// lock marks every set of f as not prunable.
+func (a *analysis) lock(f flow) {
+	for _, s := range f.segs {
+		a.locked[a.find(s.set)] = true
+	}
+}
+
+// sameLayout tells whether two flows have runs of the same sizes and the same factor, so
+// that an addition can tie them run by run.
+func sameLayout(x, y flow) bool {
+	if x.factor != y.factor || len(x.segs) != len(y.segs) {
+		return false
+	}
+	for i := range x.segs {
+		if x.segs[i].n != y.segs[i].n {
+			return false
+		}
+	}
+	return true
 }
 
 // analysis is the channel-set structure of a model.
@@ -87,17 +114,22 @@ func (a *analysis) newSet(size int, locked bool) int {
 	return len(a.parent) - 1
 }
 
+// fresh returns the flow of a new channel set of size channels.
+func (a *analysis) fresh(size int, locked bool) flow {
+	return flow{segs: []seg{{a.newSet(size, locked), size}}, factor: 1}
+}
+
 func analyze(m *nn.Model) (*analysis, error) {
 	shapes, err := m.Shapes()
 	if err != nil {
 		return nil, err
 	}
 	a := &analysis{m: m, shapes: shapes, out: make([]flow, len(m.Layers)), inFlows: make([]flow, len(m.Layers))}
-	input := a.newSet(m.Input.C, true) // the input channels are fixed
+	input := a.fresh(m.Input.C, true) // the input channels are fixed
 	index := map[string]int{}
 	flowOf := func(name string) flow {
 		if name == nn.InputName {
-			return flow{set: input, factor: 1}
+			return input
 		}
 		return a.out[index[name]]
 	}
@@ -110,48 +142,69 @@ func analyze(m *nn.Model) (*analysis, error) {
 			g := l.GroupsOrOne()
 			switch {
 			case g == 1:
-				a.out[i] = flow{set: a.newSet(l.Out, false), factor: 1}
+				a.out[i] = a.fresh(l.Out, false)
 			case g == l.In && g == l.Out:
 				a.out[i] = in // depthwise: output channel c is input channel c
 			default:
 				// Grouped convolutions tie channels within groups; keep them whole.
-				a.locked[a.find(in.set)] = true
-				a.out[i] = flow{set: a.newSet(l.Out, true), factor: 1}
+				a.lock(in)
+				a.out[i] = a.fresh(l.Out, true)
 			}
 		case nn.Linear:
-			a.out[i] = flow{set: a.newSet(l.Out, false), factor: 1}
+			a.out[i] = a.fresh(l.Out, false)
 		case nn.Flatten:
 			s := a.shapeIn(i)
-			a.out[i] = flow{set: in.set, factor: in.factor * s.H * s.W}
+			a.out[i] = flow{segs: in.segs, factor: in.factor * s.H * s.W}
 		case nn.Add:
 			for _, name := range l.Inputs[1:] {
 				f := flowOf(name)
-				if f.factor != in.factor {
-					return nil, fmt.Errorf("prune: layer %q adds inputs with different layouts", l.Name)
+				if !sameLayout(in, f) {
+					if f.factor != in.factor {
+						return nil, fmt.Errorf("prune: layer %q adds inputs with different layouts", l.Name)
+					}
+					// Channels joined differently on each side (a concatenation added to
+					// a plain tensor): keep both sides whole.
+					a.lock(in)
+					a.lock(f)
+					a.whole = append(a.whole, fmt.Sprintf("add %s: the channels of %s are kept whole (its inputs join their channels in different ways)",
+						l.Name, strings.Join(l.Inputs, ", ")))
+					continue
 				}
-				a.union(in.set, f.set)
+				for j, s := range f.segs {
+					a.union(in.segs[j].set, s.set)
+				}
 			}
 			a.out[i] = in
 		case nn.Concat:
-			// The pruner does not follow channels through a concatenation yet: what feeds
-			// it and what it makes are kept whole.
+			// The output's channels are the inputs' runs one after another; every run
+			// keeps its own group.
+			out := flow{factor: in.factor}
 			for _, name := range l.Inputs {
-				a.locked[a.find(flowOf(name).set)] = true
+				out.segs = append(out.segs, flowOf(name).segs...)
 			}
-			a.out[i] = flow{set: a.newSet(a.shapes[i].C, true), factor: 1}
-			a.whole = append(a.whole, fmt.Sprintf("concat %s: the channels of %s that it joins are kept whole (pruning through a concatenation is not supported yet)",
-				l.Name, strings.Join(l.Inputs, ", ")))
+			for _, name := range l.Inputs[1:] {
+				if flowOf(name).factor != in.factor {
+					for _, name := range l.Inputs {
+						a.lock(flowOf(name))
+					}
+					a.whole = append(a.whole, fmt.Sprintf("concat %s: the channels of %s that it joins are kept whole (they are flattened differently)",
+						l.Name, strings.Join(l.Inputs, ", ")))
+					break
+				}
+			}
+			a.out[i] = out
 		default: // batch norm, activations, pools keep channels
 			a.out[i] = in
 		}
 	}
 	// The network's output layer is never pruned.
-	a.locked[a.find(a.out[len(m.Layers)-1].set)] = true
+	a.lock(a.out[len(m.Layers)-1])
 	return a, nil
 }
 
-// KeptWhole says which channels of m no group holds because the pruner cannot yet follow
-// them (through a concatenation), one sentence each; nil when there are none.
+// KeptWhole says which channels of m no group holds because the pruner cannot follow them
+// (an addition of channels joined in different ways, a concatenation of differently
+// flattened inputs), one sentence each; nil when there are none.
 func KeptWhole(m *nn.Model) ([]string, error) {
 	a, err := analyze(m)
 	if err != nil {
@@ -196,33 +249,45 @@ func (a *analysis) groups() []Group {
 		}
 		return g
 	}
+	// consume lists a layer among the consumers of every group its input carries;
+	// carry lists it among the carriers of the group of a one-run flow (a batch norm or
+	// depthwise convolution after a concatenation spans several groups: it is sliced with
+	// them but not scored with any).
+	consume := func(f flow, name string) {
+		for _, s := range f.segs {
+			if g := get(s.set); g != nil && (len(g.Consumers) == 0 || g.Consumers[len(g.Consumers)-1] != name) {
+				g.Consumers = append(g.Consumers, name)
+			}
+		}
+	}
+	carry := func(f flow, name string) {
+		if len(f.segs) != 1 {
+			return
+		}
+		if g := get(f.segs[0].set); g != nil {
+			g.Carriers = append(g.Carriers, name)
+		}
+	}
+	produce := func(f flow, name string) {
+		if g := get(f.segs[0].set); g != nil {
+			g.Producers = append(g.Producers, name)
+		}
+	}
 	for i, l := range a.m.Layers {
 		in, out := a.inFlows[i], a.out[i]
 		switch l.Kind {
 		case nn.Conv2D:
 			if l.GroupsOrOne() == 1 {
-				if g := get(in.set); g != nil {
-					g.Consumers = append(g.Consumers, l.Name)
-				}
-				if g := get(out.set); g != nil {
-					g.Producers = append(g.Producers, l.Name)
-				}
+				consume(in, l.Name)
+				produce(out, l.Name)
 			} else if l.GroupsOrOne() == l.In && l.In == l.Out {
-				if g := get(out.set); g != nil {
-					g.Carriers = append(g.Carriers, l.Name)
-				}
+				carry(out, l.Name)
 			}
 		case nn.Linear:
-			if g := get(in.set); g != nil {
-				g.Consumers = append(g.Consumers, l.Name)
-			}
-			if g := get(out.set); g != nil {
-				g.Producers = append(g.Producers, l.Name)
-			}
+			consume(in, l.Name)
+			produce(out, l.Name)
 		case nn.BatchNorm:
-			if g := get(out.set); g != nil {
-				g.Carriers = append(g.Carriers, l.Name)
-			}
+			carry(out, l.Name)
 		}
 	}
 	var gs []Group

@@ -174,7 +174,7 @@ func Slice(m *nn.Model, keep map[string][]int) (*nn.Model, error) {
 		if err := checkKeep(g, k); err != nil {
 			return nil, err
 		}
-		set := a.find(a.out[m.Index(g.Producers[0])].set)
+		set := a.find(a.out[m.Index(g.Producers[0])].segs[0].set)
 		bySet[set] = k
 	}
 	if len(bySet) != len(keep) {
@@ -188,7 +188,31 @@ func Slice(m *nn.Model, keep map[string][]int) (*nn.Model, error) {
 			}
 		}
 	}
-	kept := func(f flow) []int { return bySet[a.find(f.set)] }
+	// kept lists the channels of a flow that stay, run after run (nil: all of them).
+	kept := func(f flow) []int {
+		pruned := false
+		for _, s := range f.segs {
+			pruned = pruned || bySet[a.find(s.set)] != nil
+		}
+		if !pruned {
+			return nil
+		}
+		var out []int
+		off := 0
+		for _, s := range f.segs {
+			if k := bySet[a.find(s.set)]; k != nil {
+				for _, c := range k {
+					out = append(out, off+c)
+				}
+			} else {
+				for c := 0; c < s.n; c++ {
+					out = append(out, off+c)
+				}
+			}
+			off += s.n
+		}
+		return out
+	}
 
 	out := m.Clone()
 	for i, l := range out.Layers {

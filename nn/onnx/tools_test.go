@@ -142,11 +142,15 @@ func TestImportPyTorch(t *testing.T) {
 			if d := maxDiff(got, c.Logits); d > 1e-4 {
 				t.Errorf("logits differ from PyTorch's by %g", d)
 			}
-			// It prunes like a zoo model: its channel groups are found, and half of every
-			// group removed leaves a smaller model that runs.
+			// It prunes like a zoo model: its channel groups are found (through its
+			// residual additions and concatenations too), and half of every group removed
+			// leaves a smaller model that runs.
 			gs, err := prune.Groups(m)
 			if err != nil || len(gs) == 0 {
 				t.Fatalf("groups: %v (%d)", err, len(gs))
+			}
+			if whole, err := prune.KeptWhole(m); err != nil || len(whole) > 0 {
+				t.Errorf("channels kept whole: %q, %v", whole, err)
 			}
 			p, err := prune.Structured(m, prune.Uniform(gs, 0.5), prune.L1{})
 			if err != nil {
