@@ -57,6 +57,25 @@ type Config struct {
 	// Path is the file the config was read from; relative paths in it are relative to its
 	// folder.
 	Path string `toml:"-"`
+	// lines gives, for every key and section the file sets, the line that sets it.
+	lines map[string]int
+}
+
+// KeyError returns an input error (wrapping ErrConfig and err) about a key of the config,
+// such as "latency.lut", for mistakes found after parsing: "config PATH:LINE: invalid
+// config: KEY: ERR", with the line that sets the key, or its section's line when the key
+// is left to its default, or no line for a config built in Go.
+func (c *Config) KeyError(key string, err error) error {
+	line := c.lines[key]
+	if line == 0 {
+		if i := strings.IndexByte(key, '.'); i > 0 {
+			line = c.lines[key[:i]]
+		}
+	}
+	if line == 0 {
+		return fmt.Errorf("config %s: %w: %s: %w", c.Path, ErrConfig, key, err)
+	}
+	return fmt.Errorf("config %s:%d: %w: %s: %w", c.Path, line, ErrConfig, key, err)
 }
 
 // Study names the study and says where it is stored and how the search runs.
@@ -269,6 +288,15 @@ func Parse(src, path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config %s:%d: %w: unknown key %s%s", path, lineOf(src, k), ErrConfig, k, suggest(k))
 	}
+	c.lines = map[string]int{}
+	for _, k := range md.Keys() {
+		switch {
+		case len(k) == 1 && md.Type(k...) == "Hash":
+			c.lines[k[0]] = sectionLine(src, k[0])
+		case len(k) <= 2:
+			c.lines[strings.Join(k, ".")] = lineOf(src, k)
+		}
+	}
 	zeros := c.explicitZeros(md)
 	c.defaults()
 	for _, z := range zeros {
@@ -311,7 +339,7 @@ func (c *Config) explicitZeros(md toml.MetaData) []func() {
 		"finetune.temperature": &c.Finetune.Temperature, "latency.max_spread": &c.Latency.MaxSpread,
 	}
 	int64s := map[string]*int64{"study.seed": &c.Study.Seed, "data.split_seed": &c.Data.SplitSeed,
-		"study.stale_after": (*int64)(&c.Study.StaleAfter.Duration)}
+		"study.stale_after": (*int64)(&c.Study.StaleAfter.Duration), "latency.timeout": (*int64)(&c.Latency.Timeout.Duration)}
 	var out []func()
 	defined := func(key string) bool { return md.IsDefined(strings.Split(key, ".")...) }
 	for k, p := range ints {
@@ -374,6 +402,17 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// sectionLine finds the line of a "[section]" header, 0 when there is none.
+func sectionLine(src, section string) int {
+	hdr := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(section) + `\s*\]`)
+	for i, l := range strings.Split(src, "\n") {
+		if hdr.MatchString(l) {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // lineOf finds the line where a key is set: the "[section]" header, then "key =" below it.
@@ -724,6 +763,9 @@ func (c *Config) validate() error {
 		return bad("prune.round_to", "%d: want 1..256 (such as 4 or 8; 1 for no rounding)", c.Prune.RoundTo)
 	}
 	l := c.Latency
+	if l.Timeout.Duration < time.Second {
+		return bad("latency.timeout", "%s: want at least 1s per request to the agent", l.Timeout)
+	}
 	if err := oneOf("latency.meter", l.Meter, Meters...); err != nil {
 		return err
 	}

@@ -260,11 +260,38 @@ func TestExplicitZeros(t *testing.T) {
 		"[final]\ncandidates = 0\n":       "final.candidates: 0",
 		"[prune]\nmax_ratio = 0\n":        "prune.max_ratio: 0",
 		"[study]\nstale_after = \"0s\"\n": "study.stale_after: 0s",
+		"[latency]\ntimeout = \"0s\"\n":   "s.toml:2: invalid config: latency.timeout: 0s",
+		"[latency]\ntimeout = \"-5s\"\n":  "latency.timeout: -5s",
 	}
 	for src, want := range refused {
 		_, err := Parse(src, "/tmp/x/s.toml")
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want %q", src, err, want)
+		}
+	}
+}
+
+// KeyError names the line that sets a key, its section's line when the key is left to its
+// default, and no line for a config built in Go.
+func TestKeyError(t *testing.T) {
+	c, err := Parse("[study]\ntrials = 3\n\n[latency]\nmeter = \"lut\"\nlut = \"t.json\"\n", "/tmp/x/s.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("no such file")
+	for _, tc := range []struct {
+		c    *Config
+		key  string
+		want string
+	}{
+		{c, "latency.lut", "config /tmp/x/s.toml:6: invalid config: latency.lut: no such file"},
+		{c, "latency.batch", "config /tmp/x/s.toml:4: invalid config: latency.batch: no such file"},
+		{c, "objective.kind", "config /tmp/x/s.toml: invalid config: objective.kind: no such file"},
+		{Default(), "latency.lut", "config : invalid config: latency.lut: no such file"},
+	} {
+		err := tc.c.KeyError(tc.key, cause)
+		if err.Error() != tc.want || !errors.Is(err, ErrConfig) || !errors.Is(err, cause) {
+			t.Errorf("KeyError(%s) = %q, want %q wrapping both", tc.key, err, tc.want)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 	}
 	t, err := objectives.ParseTarget(base.Objective.Target)
 	if err != nil || t.Rel <= 0 {
-		return nil, fmt.Errorf("config %s: %w: objective.target %q: a comparison needs a target relative to the dense model, such as 0.5x", base.Path, config.ErrConfig, base.Objective.Target)
+		return nil, base.KeyError("objective.target", fmt.Errorf("%q: a comparison needs a target relative to the dense model, such as 0.5x", base.Objective.Target))
 	}
 	target := t.Rel
 	// Every study shares the base model: trained once, before the first.

@@ -182,7 +182,10 @@ func TrainBase(ctx context.Context, cfg *config.Config, opts Options) (bool, err
 	if err != nil {
 		return false, err
 	}
-	return true, s.trainBase(ctx)
+	if err := s.trainBase(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Close releases the storage.

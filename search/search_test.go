@@ -1029,12 +1029,14 @@ func TestOutputsCheckedFirst(t *testing.T) {
 // error, found at once.
 func TestConfigMistakesFoundFirst(t *testing.T) {
 	dir := t.TempDir()
-	for _, tc := range []struct{ name, extra, storage, want string }{
-		{"objective kind", "[objective]\nkind = \"fastest\"\n", "", "objective: "},
-		{"storage scheme", "", "foo://x/y", "study.storage foo://x/y: unsupported scheme"},
-		{"lut file", "", "", "latency.lut: "},
-		{"sensitivity file", "", "", "prune.sensitivity: "},
-		{"include group", "", "", `prune.include/exclude: unknown group "conv9"`},
+	// want is the error's text after "config PATH:LINE: invalid config: ", and at the line
+	// that sets the key named in it.
+	for _, tc := range []struct{ name, extra, storage, want, at string }{
+		{"objective kind", "[objective]\nkind = \"fastest\"\n", "", "objective.kind: ", `kind = "fastest"`},
+		{"storage scheme", "", "foo://x/y", "study.storage: storage foo://x/y: unsupported scheme", `storage = "foo://x/y"`},
+		{"lut file", "", "", "latency.lut: ", `lut = "missing-lut.json"`},
+		{"sensitivity file", "", "", "prune.sensitivity: ", `sensitivity = "missing.json"`},
+		{"include group", "", "", `prune.include: unknown group "conv9"`, `include = ["conv9"]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, dir, "m", "m.db", 2, tc.extra)
@@ -1048,6 +1050,7 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 			case "include group":
 				editConfig(t, path, "[prune]\n", "[prune]\ninclude = [\"conv9\"]\n")
 			}
+			want := fmt.Sprintf("config %s:%d: invalid config: %s", path, lineWith(t, path, tc.at), tc.want)
 			cfg, err := config.Load(path)
 			if err != nil {
 				if tc.name == "objective kind" && strings.Contains(err.Error(), "objective.kind") {
@@ -1057,8 +1060,8 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 			}
 			start := time.Now()
 			_, err = Open(context.Background(), cfg, Options{Logger: testLogger(t)})
-			if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("error %v, want a config error containing %q", err, tc.want)
+			if !errors.Is(err, config.ErrConfig) || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("error\n %v\nwant a config error starting\n %s", err, want)
 			}
 			// The groups need the model (and so the data); everything else is read first.
 			if d := time.Since(start); d > 2*time.Second && tc.name != "include group" {
@@ -1066,6 +1069,45 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 			}
 		})
 	}
+	// A misspelt group is refused before the base model is trained, not after.
+	t.Run("include group, base model to train", func(t *testing.T) {
+		path := writeConfig(t, dir, "b", "b.db", 2, "")
+		editConfig(t, path, "[model]\n", "[model]\nzoo = \"lenet5\"\n")
+		editConfig(t, path, fmt.Sprintf("file = %q", baseModel(t)), `file = "untrained.safetensors"`)
+		editConfig(t, path, "[prune]\n", "[prune]\nexclude = [\"conv1\", \"conv9\"]\n")
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		trained, err := TrainBase(context.Background(), cfg, Options{Logger: testLogger(t)})
+		want := fmt.Sprintf("config %s:%d: invalid config: prune.exclude: unknown group \"conv9\"", path, lineWith(t, path, "exclude = "))
+		if trained || !errors.Is(err, config.ErrConfig) || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("TrainBase: %v, %v; want a config error starting %s", trained, err, want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "untrained.safetensors")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the base model was written: %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("found after %s", d)
+		}
+	})
+}
+
+// lineWith returns the number of the first line of the file that contains s.
+func lineWith(t *testing.T, path, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s has no line with %q", path, s)
+	return 0
 }
 
 // A study resumed with another objective is refused: its stored scores would not compare.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/c-bata/goptuna"
 
-	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/internal/fileio"
@@ -38,7 +37,7 @@ func (s *Search) loadData() error {
 		var err error
 		full, test, err = data.LoadWith(d.Dataset, s.cfg.Resolve(d.Dir), data.FolderOptions{Size: d.ImageSize, Channels: d.Channels})
 		if err != nil {
-			return fmt.Errorf("config %s: %w: [data]: %w", s.cfg.Path, config.ErrConfig, err)
+			return s.cfg.KeyError("data", err)
 		}
 	}
 	if len(d.Mean) > 0 && s.opts.Train == nil {
@@ -51,15 +50,15 @@ func (s *Search) loadData() error {
 		}
 		for _, set := range []*data.Dataset{full, test} {
 			if err := set.Normalize(mean, std); err != nil {
-				return fmt.Errorf("config %s: %w: data.mean, data.std: %w", s.cfg.Path, config.ErrConfig, err)
+				return s.cfg.KeyError("data.mean", err)
 			}
 		}
 	}
 	if full.HeldOut > 0 {
 		s.logf("validation: the %d held-out samples of %s (its val/ folder); data.val_samples does not apply", full.HeldOut, full.Name)
 	} else if d.ValSamples*2 > full.N {
-		return fmt.Errorf("config %s: %w: data.val_samples: %d is more than half of the %d training samples of %s",
-			s.cfg.Path, config.ErrConfig, d.ValSamples, full.N, full.Name)
+		return s.cfg.KeyError("data.val_samples", fmt.Errorf("%d is more than half of the %d training samples of %s",
+			d.ValSamples, full.N, full.Name))
 	}
 	frac := float64(d.ValSamples) / float64(full.N)
 	// The split does not follow the study seed: the base model is trained once, on the
@@ -88,16 +87,16 @@ func (s *Search) checkInputs() error {
 		return err
 	}
 	if st := s.cfg.Study.Storage; strings.Contains(st, "://") && !isServer(st) {
-		return fmt.Errorf("config %s: %w: study.%w", s.cfg.Path, config.ErrConfig, unsupportedScheme(st))
+		return s.cfg.KeyError("study.storage", unsupportedScheme(st))
 	}
 	if l := s.cfg.Latency; l.Meter == "lut" && s.opts.Meter == nil {
 		if _, err := eval.LoadLUT(s.cfg.Resolve(l.LUT)); err != nil {
-			return fmt.Errorf("config %s: %w: latency.lut: %w", s.cfg.Path, config.ErrConfig, err)
+			return s.cfg.KeyError("latency.lut", err)
 		}
 	}
 	if p := s.cfg.Prune.Sensitivity; p != "" {
 		if _, err := loadSensitivity(s.cfg.Resolve(p)); err != nil {
-			return fmt.Errorf("config %s: %w: prune.sensitivity: %w", s.cfg.Path, config.ErrConfig, err)
+			return s.cfg.KeyError("prune.sensitivity", err)
 		}
 	}
 	return nil
@@ -122,7 +121,7 @@ func (s *Search) checkOutputs() error {
 		dir := filepath.Dir(s.cfg.Resolve(o[1]))
 		f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
 		if err != nil {
-			return fmt.Errorf("config %s: %w: %s: cannot write in folder %s: %v", s.cfg.Path, config.ErrConfig, o[0], dir, fileio.StripPath(err))
+			return s.cfg.KeyError(o[0], fmt.Errorf("cannot write in folder %s: %v", dir, fileio.StripPath(err)))
 		}
 		f.Close()
 		os.Remove(f.Name())
@@ -135,16 +134,16 @@ func (s *Search) checkOutputs() error {
 func (s *Search) checkShapes() error {
 	in, d := s.base.Input, s.trainSet
 	if in.C != d.C || in.H != d.H || in.W != d.W {
-		return fmt.Errorf("config %s: %w: model.file %s (%s) expects %v inputs, but the data (%s) has %dx%dx%d images",
-			s.cfg.Path, config.ErrConfig, s.cfg.Model.File, s.base.Name, in, d.Name, d.C, d.H, d.W)
+		return s.cfg.KeyError("model.file", fmt.Errorf("%s (%s) expects %v inputs, but the data (%s) has %dx%dx%d images",
+			s.cfg.Model.File, s.base.Name, in, d.Name, d.C, d.H, d.W))
 	}
 	shapes, err := s.base.Shapes()
 	if err != nil {
 		return fmt.Errorf("config %s: model.file %s: %w", s.cfg.Path, s.cfg.Model.File, err)
 	}
 	if out := shapes[len(shapes)-1].Size(); out < d.Classes {
-		return fmt.Errorf("config %s: %w: model.file %s (%s) has %d outputs, but the data (%s) has %d classes",
-			s.cfg.Path, config.ErrConfig, s.cfg.Model.File, s.base.Name, out, d.Name, d.Classes)
+		return s.cfg.KeyError("model.file", fmt.Errorf("%s (%s) has %d outputs, but the data (%s) has %d classes",
+			s.cfg.Model.File, s.base.Name, out, d.Name, d.Classes))
 	}
 	return nil
 }
@@ -163,7 +162,7 @@ func (s *Search) loadBase(ctx context.Context) error {
 	if _, err := os.Stat(path); err == nil {
 		m, err := onnx.LoadFile(path)
 		if errors.Is(err, nn.ErrFormat) || errors.Is(err, nn.ErrInvalid) {
-			return fmt.Errorf("config %s: %w: model.file: %w", s.cfg.Path, config.ErrConfig, err)
+			return s.cfg.KeyError("model.file", err)
 		}
 		if err != nil {
 			return err
@@ -173,7 +172,7 @@ func (s *Search) loadBase(ctx context.Context) error {
 		return nil
 	}
 	if s.cfg.Model.Zoo == "" {
-		return fmt.Errorf("config %s: model.file %s does not exist and model.zoo is not set", s.cfg.Path, path)
+		return s.cfg.KeyError("model.file", fmt.Errorf("%s does not exist and model.zoo is not set to train it", path))
 	}
 	return fmt.Errorf("config %s: model.file %s does not exist yet: search.TrainBase trains model.zoo %s into it (\"autoprune search\" does)", s.cfg.Path, path, s.cfg.Model.Zoo)
 }
@@ -182,12 +181,20 @@ func (s *Search) loadBase(ctx context.Context) error {
 func (s *Search) trainBase(ctx context.Context) error {
 	path := s.cfg.Resolve(s.cfg.Model.File)
 	if s.cfg.Model.Zoo == "" {
-		return fmt.Errorf("config %s: model.file %s does not exist and model.zoo is not set", s.cfg.Path, path)
+		return s.cfg.KeyError("model.file", fmt.Errorf("%s does not exist and model.zoo is not set to train it", path))
 	}
 	shape := nn.Shape{C: s.trainSet.C, H: s.trainSet.H, W: s.trainSet.W}
 	m, err := zoo.Build(s.cfg.Model.Zoo, shape, s.trainSet.Classes, s.cfg.Data.SplitSeed)
 	if err != nil {
-		return fmt.Errorf("config %s: %w: model.zoo: %w", s.cfg.Path, config.ErrConfig, err)
+		return s.cfg.KeyError("model.zoo", err)
+	}
+	// The groups do not depend on the weights: a misspelt group is refused before training.
+	gs, err := prune.Groups(m)
+	if err != nil {
+		return err
+	}
+	if err := s.checkGroupNames(gs); err != nil {
+		return err
 	}
 	s.logf("training base model %s on %d samples for %d epoch(s) (cached in %s)", m.Name, s.baseTrain.N, s.cfg.Model.TrainEpochs, path)
 	start := time.Now()
@@ -205,6 +212,25 @@ func (s *Search) trainBase(ctx context.Context) error {
 		return err
 	}
 	s.logf("base model trained in %s, saved to %s", time.Since(start).Round(time.Second), path)
+	return nil
+}
+
+// checkGroupNames refuses a prune.include or prune.exclude entry that names no group of gs.
+func (s *Search) checkGroupNames(gs []prune.Group) error {
+	known := map[string]bool{}
+	for _, g := range gs {
+		known[g.Name] = true
+	}
+	for _, list := range []struct {
+		key   string
+		names []string
+	}{{"prune.include", s.cfg.Prune.Include}, {"prune.exclude", s.cfg.Prune.Exclude}} {
+		for _, n := range list.names {
+			if !known[n] {
+				return s.cfg.KeyError(list.key, fmt.Errorf("unknown group %q (groups: %s)", n, groupNames(gs)))
+			}
+		}
+	}
 	return nil
 }
 
@@ -229,20 +255,14 @@ func (s *Search) buildSpace() error {
 	for _, n := range p.Exclude {
 		exclude[n] = true
 	}
-	known := map[string]bool{}
-	for _, g := range gs {
-		known[g.Name] = true
-	}
-	for _, n := range append(append([]string(nil), p.Include...), p.Exclude...) {
-		if !known[n] {
-			return fmt.Errorf("config %s: %w: prune.include/exclude: unknown group %q (groups: %s)", s.cfg.Path, config.ErrConfig, n, groupNames(gs))
-		}
+	if err := s.checkGroupNames(gs); err != nil {
+		return err
 	}
 	bounds := map[string]float64{}
 	if p.Sensitivity != "" {
 		rep, err := loadSensitivity(s.cfg.Resolve(p.Sensitivity))
 		if err != nil {
-			return fmt.Errorf("config %s: %w: prune.sensitivity: %w", s.cfg.Path, config.ErrConfig, err)
+			return s.cfg.KeyError("prune.sensitivity", err)
 		}
 		bounds = rep.MaxRatios(p.MaxDrop)
 	}
@@ -341,7 +361,7 @@ func (s *Search) buildObjective() error {
 	if o.Target != "" {
 		t, err := objectives.ParseTarget(o.Target)
 		if err != nil {
-			return fmt.Errorf("config %s: %w: objective.target: %w", s.cfg.Path, config.ErrConfig, err)
+			return s.cfg.KeyError("objective.target", err)
 		}
 		p.Target = t
 	}
@@ -351,7 +371,7 @@ func (s *Search) buildObjective() error {
 	p.Bytes, p.SizeWeight, p.HasSizeWeight = o.MaxBytes, o.SizeWeight, o.SizeWeight != 0
 	obj, err := objectives.New(o.Kind, p)
 	if err != nil {
-		return fmt.Errorf("config %s: %w: objective: %w", s.cfg.Path, config.ErrConfig, err)
+		return s.cfg.KeyError("objective.kind", err)
 	}
 	s.obj = obj
 	return nil
@@ -401,11 +421,11 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 	case "lut":
 		t, err := eval.LoadLUT(s.cfg.Resolve(l.LUT))
 		if err != nil {
-			return nil, fmt.Errorf("config %s: %w: latency.lut: %w", s.cfg.Path, config.ErrConfig, err)
+			return nil, s.cfg.KeyError("latency.lut", err)
 		}
 		if t.Batch != l.Batch || t.Threads != l.Threads {
-			return nil, fmt.Errorf("config %s: latency.lut: the table was profiled at batch %d with %d thread(s), [latency] asks for batch %d with %d",
-				s.cfg.Path, t.Batch, t.Threads, l.Batch, l.Threads)
+			return nil, s.cfg.KeyError("latency.lut", fmt.Errorf("the table was profiled at batch %d with %d thread(s), [latency] asks for batch %d with %d",
+				t.Batch, t.Threads, l.Batch, l.Threads))
 		}
 		return &eval.LUTMeter{Table: t}, nil
 	case "command":

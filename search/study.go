@@ -21,7 +21,6 @@ import (
 	"github.com/c-bata/goptuna/successivehalving"
 	"github.com/c-bata/goptuna/tpe"
 
-	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/prune"
 )
 
@@ -276,8 +275,8 @@ func (s *Search) checkStudy(ctx context.Context) error {
 			s.cfg.Study.Name, groupNames(stored), groupNames(s.groups))
 	}
 	if was, now := attrs[studyAttrObjective], s.objectiveKey(); was != "" && now != "" && was != now {
-		return fmt.Errorf("config %s: %w: [objective]: study %s was scored with %s, this config gives %s: its scores would not compare (use another study name, or the objective it was made with)",
-			s.cfg.Path, config.ErrConfig, s.cfg.Study.Name, was, now)
+		return s.cfg.KeyError("objective", fmt.Errorf("study %s was scored with %s, this config gives %s: its scores would not compare (use another study name, or the objective it was made with)",
+			s.cfg.Study.Name, was, now))
 	}
 	return nil
 }

@@ -78,6 +78,14 @@ Examples:
 	if _, err := relTarget(base.Objective.Target); err != nil {
 		return asUsage(fmt.Errorf("compare: %s: objective.target: %w", pos[0], err))
 	}
+	if *trials < 0 || (*trials == 0 && flagSet(fs, "trials")) {
+		return usagef("compare: --trials %d: want at least 1 (leave it out for study.trials)", *trials)
+	}
+	if *jsonOut != "" {
+		if err := writableFile("compare: --json", *jsonOut); err != nil {
+			return err
+		}
+	}
 	if *tauN < 0 || *tauN == 1 {
 		return usagef("compare: --tau %d: want 0 (none) or at least 2 trials", *tauN)
 	}

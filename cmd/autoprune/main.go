@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -160,6 +161,26 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // writableDir makes dir if it is missing and checks that files can be written in it, so
 // that an output folder is refused before the long work, not after it.
+// writableFile refuses, before any long work, an output file whose folder cannot be
+// written (a missing folder included), naming the flag.
+func writableFile(what, path string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
+	if err != nil {
+		return usagef("%s %s: cannot write in folder %s: %v", what, path, dir, fileio.StripPath(err))
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// flagSet tells whether the command line set the named flag, so that an explicit zero is
+// told from a flag left out.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func writableDir(what, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return usagef("%s %s: %v", what, dir, fileio.StripPath(err))

@@ -75,12 +75,12 @@ Examples:
 		fs.Usage()
 		return usagef("search: want exactly one config file, got %d arguments", len(pos))
 	}
+	if *trials < 0 || (*trials == 0 && flagSet(fs, "trials")) {
+		return usagef("search: --trials %d: want at least 1 (leave it out for study.trials)", *trials)
+	}
 	cfg, err := config.Load(pos[0])
 	if err != nil {
 		return asUsage(err)
-	}
-	if *trials < 0 {
-		return usagef("search: --trials %d must be positive", *trials)
 	}
 	if *trials > 0 {
 		cfg.Study.Trials = *trials

@@ -77,6 +77,13 @@ Examples:
 			return err
 		}
 	}
+	for _, o := range []struct{ flag, path string }{{"--csv", *csvOut}, {"--json", *jsonOut}} {
+		if o.path != "" {
+			if err := writableFile("sensitivity: "+o.flag, o.path); err != nil {
+				return err
+			}
+		}
+	}
 	m, err := loadModelArg(pos[0])
 	if err != nil {
 		return asUsage(err)

@@ -126,6 +126,9 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 	if *out == "" {
 		*out = fmt.Sprintf("%s-%s.safetensors", m.Name, *dataset)
 	}
+	if err := writableFile("train: --out", *out); err != nil {
+		return err
+	}
 	params, macs, err := m.Totals()
 	if err != nil {
 		return asUsage(err)
