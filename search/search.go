@@ -2,11 +2,17 @@
 // prunable group; each candidate is pruned for real, its batch norms recalibrated, briefly
 // fine-tuned with knowledge distillation from the dense model, scored for validation
 // accuracy and measured latency, and ranked by an objective. Studies live in a SQLite file
-// or a PostgreSQL database, resume after a crash and can be shared by many workers.
+// or a PostgreSQL or MySQL database, resume after a crash and can be shared by many workers.
+//
+// A program that runs TPE studies needs the line "godebug randseednop=0" in its go.mod for
+// a study to repeat exactly from its seed: goptuna's TPE sampler also draws from math/rand's
+// global source and seeds it with rand.Seed, which does nothing since Go 1.24 unless that
+// setting is given (the search warns when it is missing).
 package search
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -110,6 +116,9 @@ type Search struct {
 // Options.Model), computes the teacher logits, measures the dense model, and creates or
 // resumes the study in its storage. It trains nothing: TrainBase makes a missing base model.
 func Open(ctx context.Context, cfg *config.Config, opts Options) (*Search, error) {
+	if ctx == nil {
+		return nil, errNilContext
+	}
 	s, err := prepare(cfg, opts)
 	if err != nil {
 		return nil, err
@@ -164,12 +173,17 @@ func prepare(cfg *config.Config, opts Options) (*Search, error) {
 	return s, nil
 }
 
+var errNilContext = errors.New("search: nil context (use context.Background())")
+
 // TrainBase makes the base model of a search when model.file does not exist yet: it trains
 // model.zoo for model.train_epochs on the training part of the data (the validation
 // samples stay unseen, so every study that shares the file validates fairly) and saves it
 // there. It reports whether it trained; with Options.Model or an existing file it does
 // nothing. "autoprune search" calls it before Open.
 func TrainBase(ctx context.Context, cfg *config.Config, opts Options) (bool, error) {
+	if ctx == nil {
+		return false, errNilContext
+	}
 	if opts.Model != nil {
 		return false, nil
 	}

@@ -28,9 +28,11 @@ import (
 
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/data"
+	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
 	"github.com/autoprune/autoprune/nn/onnx"
 	"github.com/autoprune/autoprune/nn/zoo"
+	"github.com/autoprune/autoprune/objectives"
 	"github.com/autoprune/autoprune/prune"
 	"github.com/autoprune/autoprune/train"
 )
@@ -1130,5 +1132,29 @@ func TestResumeWithAnotherObjective(t *testing.T) {
 	_, err = Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Logger: testLogger(t)})
 	if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), `study obj was scored with objective mnas-hard, target "0.6x", this config gives objective mnas-hard, target "0.9x"`) {
 		t.Errorf("resumed with another target: %v", err)
+	}
+	// An objective given in Go is stored by its name too, and told from the config's.
+	editConfig(t, path, `target = "0.9x"`, `target = "0.6x"`)
+	if cfg, err = config.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	custom := objectives.Func(func(m eval.Metrics) (float64, error) { return m.Accuracy, nil })
+	_, err = Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Objective: custom, Logger: testLogger(t)})
+	if !errors.Is(err, config.ErrConfig) || !strings.Contains(err.Error(), `this config gives objective custom (given in Go)`) {
+		t.Errorf("resumed with an objective given in Go: %v", err)
+	}
+}
+
+// Nil arguments are errors, not panics.
+func TestNilArguments(t *testing.T) {
+	cfg := config.Default()
+	if _, err := Open(nil, cfg, Options{}); err == nil || !strings.Contains(err.Error(), "nil context") {
+		t.Errorf("Open(nil ctx): %v", err)
+	}
+	if _, err := TrainBase(nil, cfg, Options{}); err == nil || !strings.Contains(err.Error(), "nil context") {
+		t.Errorf("TrainBase(nil ctx): %v", err)
+	}
+	if _, err := Open(context.Background(), nil, Options{}); !errors.Is(err, config.ErrConfig) {
+		t.Errorf("Open(nil config): %v", err)
 	}
 }

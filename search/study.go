@@ -284,7 +284,7 @@ func (s *Search) checkStudy(ctx context.Context) error {
 // objectiveKey describes the config's objective, "" for one given in Options.
 func (s *Search) objectiveKey() string {
 	if s.opts.Objective != nil {
-		return ""
+		return fmt.Sprintf("objective %s (given in Go)", s.opts.Objective.Name())
 	}
 	o := s.cfg.Objective
 	key := fmt.Sprintf("objective %s, target %q", o.Kind, o.Target)

@@ -26,6 +26,9 @@ import (
 // (counting every worker's), the time limit passes, or ctx is cancelled. A failing trial is
 // recorded with its reason and the study goes on; storage errors and cancellation stop it.
 func (s *Search) Run(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
 	start := time.Now()
 	limit := s.cfg.Study.TimeLimit.Duration
 	for {
@@ -361,7 +364,7 @@ func (s *Search) evaluate(ctx context.Context, trial goptuna.Trial) (float64, *e
 func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eval.Metrics, bool, error) {
 	ts, err := s.study.GetTrials()
 	if err != nil {
-		return 0, nil, false, nil
+		return 0, nil, false, &storageError{err}
 	}
 	for _, t := range ts {
 		if t.ID == trial.ID || t.UserAttrs[attrArch] != arch {
@@ -379,7 +382,7 @@ func (s *Search) scoreDuplicate(trial goptuna.Trial, arch string) (float64, *eva
 				continue
 			}
 			if err := s.store.st.SetTrialIntermediateValue(trial.ID, step, t.IntermediateValues[step]); err != nil {
-				return 0, nil, false, nil
+				return 0, nil, true, &storageError{err}
 			}
 		default:
 			continue
