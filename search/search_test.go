@@ -1158,3 +1158,33 @@ func TestNilArguments(t *testing.T) {
 		t.Errorf("Open(nil config): %v", err)
 	}
 }
+
+// Every name the config accepts for study.sampler and stopper.kind makes a study (one list
+// per concept, in config; the search builds each), and a name outside them is refused
+// rather than run as some default.
+func TestEveryConfiguredNameBuilds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens studies")
+	}
+	dir := t.TempDir()
+	for i, sampler := range config.Samplers {
+		stopper := config.Stoppers[i%len(config.Stoppers)]
+		name := fmt.Sprintf("n%d", i)
+		path := writeConfig(t, dir, name, name+".db", 2, "")
+		editConfig(t, path, `sampler = "tpe"`, fmt.Sprintf("sampler = %q", sampler))
+		editConfig(t, path, `kind = "none"`, fmt.Sprintf("kind = %q", stopper))
+		s := openWith(t, path, Options{Meter: &fakeDevice{}})
+		if s.study == nil {
+			t.Errorf("sampler %s, stopper %s: no study", sampler, stopper)
+		}
+	}
+	path := writeConfig(t, dir, "bogus", "bogus.db", 2, "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Study.Sampler = "bayes" // changed in Go, past the file's validation
+	if _, err := Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Logger: testLogger(t)}); err == nil || !strings.Contains(err.Error(), `study.sampler: "bayes" is not one of`) {
+		t.Errorf("sampler bayes: %v", err)
+	}
+}

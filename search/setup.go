@@ -16,6 +16,7 @@ import (
 
 	"github.com/c-bata/goptuna"
 
+	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/internal/fileio"
@@ -440,7 +441,7 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 		}
 		return &mm, nil
 	}
-	return nil, fmt.Errorf("config %s: latency.meter %q is not supported", s.cfg.Path, l.Meter)
+	return nil, s.cfg.KeyError("latency.meter", fmt.Errorf("%q is not supported (config.Meters lists %s)", l.Meter, strings.Join(config.Meters, ", ")))
 }
 
 func (s *Search) sizeMetrics(m *nn.Model) (eval.Metrics, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/c-bata/goptuna/successivehalving"
 	"github.com/c-bata/goptuna/tpe"
 
+	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/prune"
 )
 
@@ -151,8 +152,11 @@ func (s *Search) studyOptions(ctx context.Context, existing int, creator bool) (
 			goptuna.StudyOptionRelativeSampler(cmaes.NewSampler(copts...)),
 			goptuna.StudyOptionSampler(goptuna.NewRandomSampler(goptuna.RandomSamplerOptionSeed(s.seed))),
 			goptuna.StudyOptionDefineSearchSpace(s.space))
+	default:
+		return nil, s.cfg.KeyError("study.sampler", fmt.Errorf("%q is not supported (config.Samplers lists %s)", s.cfg.Study.Sampler, strings.Join(config.Samplers, ", ")))
 	}
 	switch s.cfg.Stopper.Kind {
+	case "none":
 	case "median":
 		p := medianstopping.NewMedianPruner()
 		p.NStartUpTrials = s.cfg.Stopper.Startup
@@ -164,6 +168,8 @@ func (s *Search) studyOptions(ctx context.Context, existing int, creator bool) (
 			return nil, err
 		}
 		opts = append(opts, goptuna.StudyOptionPruner(p))
+	default:
+		return nil, s.cfg.KeyError("stopper.kind", fmt.Errorf("%q is not supported (config.Stoppers lists %s)", s.cfg.Stopper.Kind, strings.Join(config.Stoppers, ", ")))
 	}
 	return opts, nil
 }
