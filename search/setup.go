@@ -301,9 +301,6 @@ func (s *Search) buildSpace() error {
 	return nil
 }
 
-// taylorSamples is how many training samples the Taylor criterion's gradients average over.
-const taylorSamples = 256
-
 // criterion is Options.Criterion, or the config's: "taylor" ranks channels by the loss
 // gradients on a seeded sample of the training data.
 func (s *Search) criterion() (prune.Criterion, error) {
@@ -314,19 +311,15 @@ func (s *Search) criterion() (prune.Criterion, error) {
 	if name != "taylor" {
 		crit, err := prune.NewCriterion(name, s.cfg.Study.Seed)
 		if err != nil {
-			return nil, fmt.Errorf("config %s: prune.criterion: %w", s.cfg.Path, err)
+			return nil, s.cfg.KeyError("prune.criterion", err)
 		}
 		return crit, nil
 	}
-	_, sample, err := s.trainSet.Split(min(float64(taylorSamples)/float64(s.trainSet.N), 0.5), s.cfg.Study.Seed+1)
+	crit, err := train.TaylorCriterion(s.base, s.trainSet, s.cfg.Study.Seed)
 	if err != nil {
-		return nil, fmt.Errorf("prune.criterion taylor: %w", err)
+		return nil, s.cfg.KeyError("prune.criterion", err)
 	}
-	_, grads, err := train.Gradients(s.base, sample.Images, sample.Labels, sample.N)
-	if err != nil {
-		return nil, fmt.Errorf("prune.criterion taylor: %w", err)
-	}
-	return prune.Taylor{Grads: grads}, nil
+	return crit, nil
 }
 
 func loadSensitivity(path string) (*prune.SensitivityReport, error) {
