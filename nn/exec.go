@@ -300,31 +300,57 @@ func (e *Executor) Forward(x []float32) ([]float32, error) {
 	return e.ForwardContext(context.Background(), x)
 }
 
-// ForwardContext is Forward that stops between layers once ctx is done, with ctx's error:
-// a deadline bounds a pass by one layer's time, not the whole network's.
+// ForwardContext is Forward that stops once ctx is done, with ctx's error: it looks at ctx
+// between layers and, inside a layer, between runs of tasks, so a deadline bounds a pass by
+// a fraction of one layer's time, not the whole network's.
 func (e *Executor) ForwardContext(ctx context.Context, x []float32) ([]float32, error) {
 	if want := e.batch * e.in.Size(); len(x) != want {
 		return nil, fmt.Errorf("%w: got %d values, want %d (batch %d x %v)", ErrInputSize, len(x), want, e.batch, e.in)
 	}
 	done := ctx.Done()
 	e.input.data = x
+	defer func() { e.input.data = nil }()
 	for _, s := range e.steps {
-		if done != nil {
-			select {
-			case <-done:
-				e.input.data = nil
-				return nil, ctx.Err()
-			default:
+		if isDone(done) {
+			return nil, ctx.Err()
+		}
+		switch {
+		case s.parallel:
+			e.pool.do(s.job, done)
+		case done == nil:
+			s.op.run(e.pool.workers[0], 0, s.tasks)
+		default:
+			// Tasks in runs of about interruptWork, so that a deadline also stops a
+			// long layer (a huge pooling window, one sample of a big segment).
+			run := max(1, s.tasks*interruptWork/max(1, s.work))
+			for lo := 0; lo < s.tasks; lo += run {
+				if lo > 0 && isDone(done) {
+					return nil, ctx.Err()
+				}
+				s.op.run(e.pool.workers[0], lo, min(lo+run, s.tasks))
 			}
 		}
-		if s.parallel {
-			e.pool.do(s.job)
-		} else {
-			s.op.run(e.pool.workers[0], 0, s.tasks)
-		}
 	}
-	e.input.data = nil
+	if isDone(done) {
+		return nil, ctx.Err() // a parallel step may have stopped part-way
+	}
 	return e.result.data, nil
+}
+
+// interruptWork is about how much work (multiply-adds or element operations) a pass does
+// between two looks at its context.
+const interruptWork = 1 << 18
+
+func isDone(done <-chan struct{}) bool {
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Activation returns the output buffer of the named layer after the last Forward (batch
@@ -991,6 +1017,7 @@ type job struct {
 	grain int // tasks taken at a time
 	next  atomic.Int64
 	done  atomic.Int64
+	quit  atomic.Pointer[<-chan struct{}] // the current run's context: once done, no task is started
 }
 
 func newJob(o op, n, threads int) *job {
@@ -1033,6 +1060,13 @@ func (p *pool) loop(i int) {
 func (p *pool) work(j *job, w *worker) bool {
 	last := false
 	for {
+		if q := j.quit.Load(); q != nil && isDone(*q) {
+			// Take every task not yet started and count it as finished.
+			if lo := int(j.next.Swap(int64(j.n))); lo < j.n && int(j.done.Add(int64(j.n-lo))) == j.n {
+				last = true
+			}
+			return last
+		}
 		lo := int(j.next.Add(int64(j.grain))) - j.grain
 		if lo >= j.n {
 			return last
@@ -1045,12 +1079,14 @@ func (p *pool) work(j *job, w *worker) bool {
 	}
 }
 
-// do runs all tasks of j and returns when they are finished. A helper that takes a task
-// after the run is over finds none left: the counters only restart in the next do of the
-// same job, after every task of this run has finished.
-func (p *pool) do(j *job) {
+// do runs all tasks of j and returns when they are finished, or, once quit is closed,
+// when the tasks already started are. A helper that takes a task after the run is over
+// finds none left: the counters only restart in the next do of the same job, after every
+// task of this run has finished.
+func (p *pool) do(j *job, quit <-chan struct{}) {
 	j.done.Store(0)
 	j.next.Store(0)
+	j.quit.Store(&quit)
 	p.cur.Store(j)
 	for i := 1; i < min(len(p.workers), j.n); i++ {
 		select {

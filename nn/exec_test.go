@@ -745,3 +745,40 @@ func foldedConv(m *nn.Model, l *nn.Layer) bool {
 	}
 	return len(users) == 1 && users[0].Kind == nn.BatchNorm
 }
+
+// A deadline stops a pass inside a long layer, not only between layers: a pooling layer
+// with a huge window over eight planes returns long before the whole layer would finish.
+func TestExecForwardContextStopsInsideALayer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a long pooling layer")
+	}
+	m := &nn.Model{Name: "slow", Input: nn.Shape{C: 8, H: 256, W: 256}, Layers: []*nn.Layer{
+		{Name: "pool", Kind: nn.MaxPool, Inputs: []string{nn.InputName}, Kernel: 32, Stride: 1},
+	}}
+	for _, threads := range []int{1, 2} {
+		e, err := nn.NewExecutor(m, 1, nn.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := make([]float32, m.Input.Size())
+		start := time.Now()
+		if _, err := e.Forward(x); err != nil {
+			t.Fatal(err)
+		}
+		full := time.Since(start)
+		ctx, cancel := context.WithTimeout(context.Background(), full/10)
+		start = time.Now()
+		_, err = e.ForwardContext(ctx, x)
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("threads %d: %v, want the deadline's error", threads, err)
+		}
+		if took > full/2 {
+			t.Errorf("threads %d: stopped after %s; the whole pass takes %s", threads, took, full)
+		}
+		if _, err := e.Forward(x); err != nil {
+			t.Errorf("threads %d: the pass after a stopped one: %v", threads, err)
+		}
+	}
+}
