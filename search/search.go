@@ -44,6 +44,10 @@ const (
 
 	studyAttrDense  = "dense"  // JSON eval.Metrics of the base model
 	studyAttrGroups = "groups" // JSON []prune.Group searched
+	// studyAttrMaking is the heartbeat (unix ms) of the worker making a new study, refreshed
+	// until the groups are recorded: a waiting worker can tell a creator at work from one
+	// that died.
+	studyAttrMaking = "making"
 	studyAttrConfig = "config" // config file path
 	// studyAttrConfigTOML is the effective config, every default filled in, as TOML: a
 	// report shows what the study ran with, without the file.

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -1186,5 +1187,40 @@ func TestEveryConfiguredNameBuilds(t *testing.T) {
 	cfg.Study.Sampler = "bayes" // changed in Go, past the file's validation
 	if _, err := Open(context.Background(), cfg, Options{Meter: &fakeDevice{}, Logger: testLogger(t)}); err == nil || !strings.Contains(err.Error(), `study.sampler: "bayes" is not one of`) {
 		t.Errorf("sampler bayes: %v", err)
+	}
+}
+
+// A study its maker left half made (no groups, no trials) is made again by the next
+// worker: at once when the maker's heartbeat is stale, not after a long wait.
+func TestHalfMadeStudyMadeAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens a study")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "half", "half.db", 2, "")
+	store, err := OpenStorage(filepath.Join(dir, "half.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	study, err := goptuna.CreateStudy("half", goptuna.StudyOptionStorage(store.st),
+		goptuna.StudyOptionDirection(goptuna.StudyDirectionMaximize), goptuna.StudyOptionLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := study.SetUserAttr(studyAttrMaking, strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	start := time.Now()
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("made again after %s", d)
+	}
+	attrs, err := s.study.GetUserAttrs()
+	if err != nil || attrs[studyAttrGroups] == "" {
+		t.Errorf("the study has no groups after Open: %v", err)
+	}
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

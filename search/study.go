@@ -25,6 +25,10 @@ import (
 	"github.com/autoprune/autoprune/prune"
 )
 
+// makingGrace is how long a worker waits for a study without groups whose maker has not
+// yet written a heartbeat (it is written right after the study is created).
+const makingGrace = 15 * time.Second
+
 // processSeed derives this process's sampler seed: the configured seed for the process
 // that creates the study (so one worker reproduces a study), mixed with the number of
 // trials already stored and the worker label otherwise (so a resumed or second worker does
@@ -62,7 +66,9 @@ func (s *Search) openStudy(ctx context.Context) error {
 	// its direction, and the creator then measures the dense model and the uniform plans
 	// before it records the groups. Wait for a study in the making to be complete.
 	var study *goptuna.Study
-	for wait := time.Duration(0); ; wait += 500 * time.Millisecond {
+	wait := time.Duration(0)
+wait:
+	for ; ; wait += 500 * time.Millisecond {
 		study, err = goptuna.CreateStudy(name, opts...)
 		if err != nil {
 			if _, lookErr := store.st.GetStudyIDFromName(name); !creator || lookErr != nil {
@@ -92,8 +98,21 @@ func (s *Search) openStudy(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("study %s in %s: %w", name, redact(store.URL), err)
 		}
-		if attrs[studyAttrGroups] != "" || len(trials) > 0 || wait >= 10*time.Minute {
+		if attrs[studyAttrGroups] != "" || len(trials) > 0 {
 			break
+		}
+		// No groups yet: a creator at work refreshes its heartbeat; one that died (or a
+		// study made by goptuna alone) leaves none, and the study is made again now.
+		beat, _ := strconv.ParseInt(attrs[studyAttrMaking], 10, 64)
+		switch {
+		case beat == 0 && wait >= makingGrace:
+			s.logf("study %s has no groups and no maker's heartbeat: making it again", name)
+			break wait
+		case beat != 0 && time.Since(time.UnixMilli(beat)) > s.opts.Lease:
+			s.logf("study %s: its maker's last heartbeat is %s old: making it again", name, time.Since(time.UnixMilli(beat)).Round(time.Second))
+			break wait
+		case wait == 0:
+			s.logf("study %s is being made by another worker (it measures the dense model and the uniform plans first): waiting", name)
 		}
 		select {
 		case <-ctx.Done():
@@ -179,7 +198,30 @@ func (s *Search) studyOptions(ctx context.Context, existing int, creator bool) (
 // the best plans of the screening.
 func (s *Search) initStudy(ctx context.Context) error {
 	// Measured before the study is marked as made: a creator killed while screening leaves
-	// a study without groups and trials, which the next run makes again.
+	// a study without groups and trials, which the next run makes again. Meanwhile a
+	// heartbeat tells waiting workers that the maker is alive.
+	beat := func() error {
+		return s.study.SetUserAttr(studyAttrMaking, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	}
+	if err := beat(); err != nil {
+		return &storageError{fmt.Errorf("study %s: recording the maker's heartbeat: %w", s.cfg.Study.Name, err)}
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(s.opts.Lease / 8)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := beat(); err != nil {
+					s.warnf("study %s: refreshing the maker's heartbeat: %v", s.cfg.Study.Name, err)
+				}
+			}
+		}
+	}()
 	near, _, err := s.nearTarget(ctx)
 	if err != nil {
 		return fmt.Errorf("measuring uniform plans: %w", err)
