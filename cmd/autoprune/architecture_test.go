@@ -91,3 +91,36 @@ func containsWord(list, pkg string) bool {
 	}
 	return false
 }
+
+// The README's library snippets are the compiled Examples, word for word: the body of
+// each Example function, one tab less indented.
+func TestReadmeShowsTheExamples(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ex := range []struct{ file, fn string }{
+		{"../../search/example_test.go", "ExampleOpen"},
+		{"../../prune/example_test.go", "ExampleStructured"},
+	} {
+		src, err := os.ReadFile(ex.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(src)
+		head := "func " + ex.fn + "() {\n"
+		i := strings.Index(s, head)
+		if i < 0 {
+			t.Fatalf("%s has no %s", ex.file, ex.fn)
+		}
+		body := s[i+len(head):]
+		body = body[:strings.Index(body, "\n}\n")]
+		var lines []string
+		for _, l := range strings.Split(body, "\n") {
+			lines = append(lines, strings.TrimPrefix(l, "\t"))
+		}
+		if want := strings.Join(lines, "\n"); !strings.Contains(string(readme), want) {
+			t.Errorf("README.md does not show %s (%s) as it is:\n%s", ex.fn, ex.file, want)
+		}
+	}
+}
