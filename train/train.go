@@ -18,11 +18,19 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/autoprune/autoprune/data"
 	"github.com/autoprune/autoprune/nn"
 )
+
+// Optimizers are the values of Config.Optimizer.
+var Optimizers = []string{"adam", "sgd"}
+
+// Schedules are the values of Config.Schedule.
+var Schedules = []string{"constant", "cosine"}
 
 // Config configures training. Zero fields take their defaults.
 type Config struct {
@@ -34,11 +42,11 @@ type Config struct {
 	// BatchSize is the number of samples per step (default 64). The last partial batch of
 	// each epoch is dropped: graph shapes are static.
 	BatchSize int
-	// Optimizer is "adam" (default) or "sgd" (SGD with momentum).
+	// Optimizer is one of Optimizers: "adam" (default) or "sgd" (SGD with momentum).
 	Optimizer string
 	// LR is the peak learning rate (default 1e-3 for adam, 0.05 for sgd).
 	LR float64
-	// Schedule is "constant" (default) or "cosine": the learning rate decays from LR to 0
+	// Schedule is one of Schedules: "constant" (default) or "cosine": the learning rate decays from LR to 0
 	// along a half cosine over the run.
 	Schedule string
 	// Momentum is the SGD momentum (default 0.9).
@@ -132,10 +140,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.DistillWeight = 0.7
 	}
 	switch {
-	case c.Optimizer != "adam" && c.Optimizer != "sgd":
-		return c, fmt.Errorf("train: optimizer %q: want adam or sgd", c.Optimizer)
-	case c.Schedule != "constant" && c.Schedule != "cosine":
-		return c, fmt.Errorf("train: schedule %q: want constant or cosine", c.Schedule)
+	case !slices.Contains(Optimizers, c.Optimizer):
+		return c, fmt.Errorf("train: optimizer %q: want %s", c.Optimizer, strings.Join(Optimizers, " or "))
+	case !slices.Contains(Schedules, c.Schedule):
+		return c, fmt.Errorf("train: schedule %q: want %s", c.Schedule, strings.Join(Schedules, " or "))
 	case c.Epochs < 0 || c.Steps < 0 || c.BatchSize < 0 || c.LogEvery < 0:
 		return c, fmt.Errorf("train: epochs (%d), steps (%d), batch size (%d) and log interval (%d) must not be negative",
 			c.Epochs, c.Steps, c.BatchSize, c.LogEvery)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,10 +90,10 @@ no speed-up on dense hardware); structured pruning removes channels (smaller and
 		return usagef("train: --batch must be positive (got %d)", *batch)
 	case *lr < 0:
 		return usagef("train: --lr must not be negative (got %g)", *lr)
-	case *optimizer != "adam" && *optimizer != "sgd":
-		return usagef("train: --optimizer %q: want adam or sgd", *optimizer)
-	case *schedule != "constant" && *schedule != "cosine":
-		return usagef("train: --lr-schedule %q: want constant or cosine", *schedule)
+	case !slices.Contains(train.Optimizers, *optimizer):
+		return usagef("train: --optimizer %q: want %s", *optimizer, strings.Join(train.Optimizers, " or "))
+	case !slices.Contains(train.Schedules, *schedule):
+		return usagef("train: --lr-schedule %q: want %s", *schedule, strings.Join(train.Schedules, " or "))
 	case *pruneMode != "none" && *pruneMode != "unstructured" && *pruneMode != "structured":
 		return usagef("train: --prune %q: want none, unstructured or structured", *pruneMode)
 	case !(*pruneStart >= 0 && *pruneStart <= *pruneEnd && *pruneEnd <= 1):
