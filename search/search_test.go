@@ -1224,3 +1224,33 @@ func TestHalfMadeStudyMadeAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A storage that fails in the middle of a study stops the search with the storage's
+// error: no trial is scored, or delivered, without its record.
+func TestStorageFailureStopsTheSearch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "fail", "fail.db", 6, "")
+	var s *Search
+	finished := 0
+	s = openWith(t, path, Options{Meter: &fakeDevice{}, OnTrial: func(TrialResult) {
+		finished++
+		if finished == 1 {
+			db, err := s.store.db.DB()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			db.Close() // every later read and write fails
+		}
+	}})
+	err := s.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "database is closed") {
+		t.Fatalf("Run on a failing storage: %v, want the storage's error", err)
+	}
+	if finished != 1 {
+		t.Errorf("%d trials finished after the storage failed", finished-1)
+	}
+}
