@@ -1038,6 +1038,7 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 		{"objective kind", "[objective]\nkind = \"fastest\"\n", "", "objective.kind: ", `kind = "fastest"`},
 		{"storage scheme", "", "foo://x/y", "study.storage: storage foo://x/y: unsupported scheme", `storage = "foo://x/y"`},
 		{"lut file", "", "", "latency.lut: ", `lut = "missing-lut.json"`},
+		{"lut batch", "", "", "latency.lut: the table was profiled at batch 4 with 1 thread(s)", `lut = "batch4-lut.json"`},
 		{"sensitivity file", "", "", "prune.sensitivity: ", `sensitivity = "missing.json"`},
 		{"include group", "", "", `prune.include: unknown group "conv9"`, `include = ["conv9"]`},
 	} {
@@ -1048,6 +1049,11 @@ func TestConfigMistakesFoundFirst(t *testing.T) {
 				editConfig(t, path, `storage = "m.db"`, `storage = "foo://x/y"`)
 			case "lut file":
 				editConfig(t, path, "[latency]\n", "[latency]\nmeter = \"lut\"\nlut = \"missing-lut.json\"\n")
+			case "lut batch":
+				if err := eval.NewLUT(eval.Device{OS: "linux"}, 4, 1).Save(filepath.Join(dir, "batch4-lut.json")); err != nil {
+					t.Fatal(err)
+				}
+				editConfig(t, path, "[latency]\n", "[latency]\nmeter = \"lut\"\nlut = \"batch4-lut.json\"\n")
 			case "sensitivity file":
 				editConfig(t, path, "[prune]\n", "[prune]\nsensitivity = \"missing.json\"\n")
 			case "include group":

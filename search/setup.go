@@ -91,7 +91,11 @@ func (s *Search) checkInputs() error {
 		return s.cfg.KeyError("study.storage", unsupportedScheme(st))
 	}
 	if l := s.cfg.Latency; l.Meter == "lut" && s.opts.Meter == nil {
-		if _, err := eval.LoadLUT(s.cfg.Resolve(l.LUT)); err != nil {
+		t, err := eval.LoadLUT(s.cfg.Resolve(l.LUT))
+		if err != nil {
+			return s.cfg.KeyError("latency.lut", err)
+		}
+		if err := lutFits(t, l.Batch, l.Threads); err != nil {
 			return s.cfg.KeyError("latency.lut", err)
 		}
 	}
@@ -99,6 +103,16 @@ func (s *Search) checkInputs() error {
 		if _, err := loadSensitivity(s.cfg.Resolve(p)); err != nil {
 			return s.cfg.KeyError("prune.sensitivity", err)
 		}
+	}
+	return nil
+}
+
+// lutFits refuses a latency table profiled at another batch size or thread count than
+// [latency] asks for.
+func lutFits(t *eval.LUT, batch, threads int) error {
+	if t.Batch != batch || t.Threads != threads {
+		return fmt.Errorf("the table was profiled at batch %d with %d thread(s), [latency] asks for batch %d with %d",
+			t.Batch, t.Threads, batch, threads)
 	}
 	return nil
 }
@@ -417,9 +431,8 @@ func (s *Search) configuredMeter() (eval.Meter, error) {
 		if err != nil {
 			return nil, s.cfg.KeyError("latency.lut", err)
 		}
-		if t.Batch != l.Batch || t.Threads != l.Threads {
-			return nil, s.cfg.KeyError("latency.lut", fmt.Errorf("the table was profiled at batch %d with %d thread(s), [latency] asks for batch %d with %d",
-				t.Batch, t.Threads, l.Batch, l.Threads))
+		if err := lutFits(t, l.Batch, l.Threads); err != nil {
+			return nil, s.cfg.KeyError("latency.lut", err)
 		}
 		return &eval.LUTMeter{Table: t}, nil
 	case "command":
