@@ -83,27 +83,49 @@ func newStep(o op, tasks, work, threads int) step {
 // worthThreads tells whether work is large enough to share among threads.
 func worthThreads(work, threads int) bool { return threads > 1 && work >= parallelWork }
 
-// segment runs a sequence of per-sample operators depth first: all of them on one sample
-// before the next, so that a sample's activations are still in cache when the next layer
-// reads them, and threads working on different samples need no barrier between layers.
+// segment runs a sequence of per-sample operators depth first: all of them on one group of
+// samples before the next, so that the group's activations are still in cache when the
+// next layer reads them, and threads working on different groups need no barrier between
+// layers. Task g is the samples g*group .. g*group+group-1. An operator that can take the
+// whole group at once (a groupOp: a convolution over small planes) does; the others run
+// sample by sample.
 type segment struct {
-	ops []op
-	per []int
+	ops   []op
+	per   []int
+	group int
+	batch int
+}
+
+// groupOp is an operator that can compute n samples from sample n0 in one go, when
+// grouped says so.
+type groupOp interface {
+	grouped() bool
+	runGroup(w *worker, n0, n int)
 }
 
 func (s *segment) run(w *worker, lo, hi int) {
-	for n := lo; n < hi; n++ {
+	for g := lo; g < hi; g++ {
+		n0 := g * s.group
+		n1 := min(n0+s.group, s.batch)
 		for i, o := range s.ops {
-			o.run(w, n*s.per[i], (n+1)*s.per[i])
+			if gop, ok := o.(groupOp); ok && gop.grouped() {
+				gop.runGroup(w, n0, n1-n0)
+				continue
+			}
+			o.run(w, n0*s.per[i], n1*s.per[i])
 		}
 	}
 }
+
+// maxGroup is the most samples a segment's task holds.
+const maxGroup = 8
 
 // worker is the private state of one thread: its SGEMM (with packing buffers) and its
 // convolution scratch.
 type worker struct {
 	gemm   kernel.SourceGemm
 	pad    []float32 // zero-padded input planes of a convolution
+	cbuf   []float32 // a convolution's output for a group of samples, before it is scattered
 	src    convSource
 	dense  kernel.Dense
 	denseT kernel.DenseT
@@ -141,6 +163,12 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 	// samples through the layers before the fully connected ones (see segment); otherwise
 	// threads split the work inside each layer.
 	bySample := batch > 1 && (threads == 1 || batch%threads == 0 || batch >= 4*threads)
+	// Samples go through a segment in groups, so that a convolution over small planes
+	// multiplies its weights by the columns of several samples at once.
+	group := 1
+	if bySample {
+		group = max(1, min(maxGroup, batch/threads))
+	}
 	known := map[string]*tensor{InputName: e.input}
 	shapeOf := map[string]Shape{InputName: m.Input}
 	var need scratch
@@ -182,7 +210,11 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 		if !isFolded {
 			st, sc = plan(l, batch, lt, packer, ins, inShapes, out, outS)
 		}
+		if co, ok := st.op.(*convOp); ok && bySample && group > 1 && co.batchable() {
+			sc = co.batch(group)
+		}
 		need.pad = max(need.pad, sc.pad)
+		need.c = max(need.c, sc.c)
 		if st.op != nil {
 			if l.Kind != Linear {
 				st.perSample = st.tasks / batch
@@ -194,12 +226,12 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 	}
 	e.result = known[m.Layers[len(m.Layers)-1].Name]
 	if bySample {
-		e.steps = segments(e.steps, batch, threads)
+		e.steps = segments(e.steps, batch, threads, group)
 	}
 
 	workers := make([]*worker, threads)
 	for i := range workers {
-		workers[i] = &worker{gemm: kernel.New(), pad: make([]float32, need.pad)}
+		workers[i] = &worker{gemm: kernel.New(), pad: make([]float32, need.pad), cbuf: make([]float32, need.c)}
 	}
 	e.pool = newPool(workers)
 	if threads > 1 {
@@ -263,9 +295,10 @@ func foldBatchNorm(c, bn *Layer) *Layer {
 }
 
 // segments replaces each run of per-sample steps by one segment step over the samples.
-func segments(steps []step, batch, threads int) []step {
+func segments(steps []step, batch, threads, group int) []step {
 	var out []step
 	var seg *segment
+	tasks := (batch + group - 1) / group
 	for _, st := range steps {
 		if st.perSample == 0 {
 			out = append(out, st)
@@ -273,14 +306,14 @@ func segments(steps []step, batch, threads int) []step {
 			continue
 		}
 		if seg == nil {
-			seg = &segment{}
-			out = append(out, step{op: seg, tasks: batch})
+			seg = &segment{group: group, batch: batch}
+			out = append(out, step{op: seg, tasks: tasks})
 		}
 		seg.ops = append(seg.ops, st.op)
 		seg.per = append(seg.per, st.perSample)
 		last := &out[len(out)-1]
 		last.work += st.work
-		last.parallel = batch > 1 && worthThreads(last.work, threads)
+		last.parallel = tasks > 1 && worthThreads(last.work, threads)
 	}
 	for i := range out {
 		if out[i].parallel && out[i].job == nil {
@@ -370,8 +403,9 @@ func (e *Executor) Batch() int { return e.batch }
 // OutputShape returns the per-sample shape of the model output.
 func (e *Executor) OutputShape() Shape { return e.out }
 
-// scratch gives the size, in values, of the per-worker padding buffer an operator needs.
-type scratch struct{ pad int }
+// scratch gives the sizes, in values, of the per-worker buffers an operator needs: the
+// padded input planes and a group's output.
+type scratch struct{ pad, c int }
 
 // plan builds the operator of one layer, packing weights with packer. It returns the step
 // (with a nil op for layers that need no work) and the scratch each worker needs for it.
@@ -468,6 +502,63 @@ type convOp struct {
 	chunkCols int               // output pixels per chunk
 	rowOff    []int             // GEMM path: offset of each im2col row in the padded input planes
 	packed    []*kernel.PackedA // GEMM path: each group's weights, packed for the kernel
+	group     int               // samples computed in one product (see runGroup); 0: one at a time
+}
+
+// smallPlane is the most output pixels per sample for which a convolution inside a
+// segment multiplies its weights by a whole group of samples at once: a product with so
+// few columns would leave much of the micro-kernel's width idle.
+const smallPlane = 64
+
+// batchable tells whether the convolution can run a group of samples as one product.
+func (o *convOp) batchable() bool {
+	return !o.direct && o.groups == 1 && o.outS.H*o.outS.W <= smallPlane
+}
+
+// batch makes the convolution compute group samples per product and returns the scratch
+// that needs: the group's padded input planes and its output before the scatter.
+func (o *convOp) batch(group int) scratch {
+	o.group = group
+	sc := scratch{c: group * o.outS.C * o.outS.H * o.outS.W}
+	if o.pad > 0 {
+		sc.pad = group * o.icg * (o.inS.H + 2*o.pad) * (o.inS.W + 2*o.pad)
+	}
+	return sc
+}
+
+func (o *convOp) grouped() bool { return o.group > 1 }
+
+// runGroup computes samples n0..n0+n-1 as one product: the weights times the im2col
+// columns of every sample side by side, written to the worker's scratch and scattered
+// into the samples' planes with the bias.
+func (o *convOp) runGroup(w *worker, n0, n int) {
+	ohw := o.outS.H * o.outS.W
+	cols := n * ohw
+	inSize := o.inS.Size()
+	x, ss := o.in.data[n0*inSize:(n0+n)*inSize], inSize
+	if o.pad > 0 {
+		ss = o.icg * (o.inS.H + 2*o.pad) * (o.inS.W + 2*o.pad)
+		for i := 0; i < n; i++ {
+			o.padInput(w.pad[i*ss:], o.in.data[(n0+i)*inSize:(n0+i+1)*inSize])
+		}
+		x = w.pad[:n*ss]
+	}
+	c := w.cbuf[:o.outS.C*cols]
+	w.src = convSource{o: o, x: x, ss: ss}
+	w.gemm.SgemmSource(o.packed[0], cols, &w.src, 0, c, cols)
+	w.src = convSource{}
+	for i := 0; i < n; i++ {
+		outN := o.out.data[(n0+i)*o.outS.Size():]
+		for oc := 0; oc < o.outS.C; oc++ {
+			row := outN[oc*ohw : (oc+1)*ohw]
+			src := c[oc*cols+i*ohw : oc*cols+(i+1)*ohw]
+			if o.bias != nil {
+				kernel.ScaleShift(row, src, 1, o.bias[oc])
+			} else {
+				copy(row, src)
+			}
+		}
+	}
 }
 
 func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor, inS Shape, out *tensor, outS Shape) (step, scratch) {
@@ -509,19 +600,18 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	o.chunkCols = roundUp((ohw+chunks-1)/chunks, 16)
 	o.chunks = (ohw + o.chunkCols - 1) / o.chunkCols
 	var sc scratch
-	if !o.pointwise {
-		// Offset of each im2col row (input channel, kernel row, kernel column) in the
-		// padded planes of a group.
-		pw := inS.W + 2*o.pad
-		ps := (inS.H + 2*o.pad) * pw
-		o.rowOff = make([]int, o.rows)
-		for r := range o.rowOff {
-			c, kh, kw := r/(o.k*o.k), r/o.k%o.k, r%o.k
-			o.rowOff[r] = c*ps + kh*pw + kw
-		}
-		if o.pad > 0 {
-			sc.pad = o.icg * ps
-		}
+	// Offset of each im2col row (input channel, kernel row, kernel column) in the padded
+	// planes of a group (a pointwise convolution reads its input in place one sample at
+	// a time, through these offsets only for a group of samples).
+	pw := inS.W + 2*o.pad
+	ps := (inS.H + 2*o.pad) * pw
+	o.rowOff = make([]int, o.rows)
+	for r := range o.rowOff {
+		c, kh, kw := r/(o.k*o.k), r/o.k%o.k, r%o.k
+		o.rowOff[r] = c*ps + kh*pw + kw
+	}
+	if o.pad > 0 {
+		sc.pad = o.icg * ps
 	}
 	return newStep(o, batch*o.chunks, work, threads), sc
 }
@@ -612,6 +702,9 @@ type convSource struct {
 	o  *convOp
 	x  []float32 // padded input planes of the group
 	j0 int       // output pixel of column 0
+	// ss, when not 0, is the distance in x between two samples' planes: the columns are
+	// then the output pixels of one sample after another (see runGroup).
+	ss int
 }
 
 // PackB implements kernel.PanelSource. Each sliver of nr output pixels is cut into runs
@@ -619,16 +712,20 @@ type convSource struct {
 // each row of the im2col matrix.
 func (cs *convSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 	o := cs.o
-	s, ow, pw := o.s, o.outS.W, o.inS.W+2*o.pad
+	s, ow, oh, pw := o.s, o.outS.W, o.outS.H, o.inS.W+2*o.pad
 	rowOff := o.rowOff[p0 : p0+kc]
 	for jr := 0; jr < nc; jr += nr {
 		nw := min(nr, nc-jr)
 		d := dst[jr*kc : jr*kc+nr*kc]
 		q := cs.j0 + j0 + jr
+		smp := 0
+		if cs.ss > 0 {
+			smp, q = q/(oh*ow), q%(oh*ow)
+		}
 		y, x := q/ow, q%ow
 		for c0 := 0; c0 < nw; {
 			n := min(nw-c0, ow-x)
-			base := y*s*pw + x*s
+			base := smp*cs.ss + y*s*pw + x*s
 			switch {
 			case s == 1 && n >= 4:
 				// CopyRows moves up to 16 values a row: wider slivers (the AVX-512
@@ -656,6 +753,9 @@ func (cs *convSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 			c0 += n
 			if x += n; x == ow {
 				x, y = 0, y+1
+				if y == oh {
+					y, smp = 0, smp+1
+				}
 			}
 		}
 		if nw < nr {
@@ -1017,7 +1117,7 @@ type job struct {
 	grain int // tasks taken at a time
 	next  atomic.Int64
 	done  atomic.Int64
-	quit  atomic.Pointer[<-chan struct{}] // the current run's context: once done, no task is started
+	quit  atomic.Value // the current run's <-chan struct{} (a context's Done): once closed, no task is started
 }
 
 func newJob(o op, n, threads int) *job {
@@ -1060,7 +1160,7 @@ func (p *pool) loop(i int) {
 func (p *pool) work(j *job, w *worker) bool {
 	last := false
 	for {
-		if q := j.quit.Load(); q != nil && isDone(*q) {
+		if q, _ := j.quit.Load().(<-chan struct{}); isDone(q) {
 			// Take every task not yet started and count it as finished.
 			if lo := int(j.next.Swap(int64(j.n))); lo < j.n && int(j.done.Add(int64(j.n-lo))) == j.n {
 				last = true
@@ -1086,7 +1186,7 @@ func (p *pool) work(j *job, w *worker) bool {
 func (p *pool) do(j *job, quit <-chan struct{}) {
 	j.done.Store(0)
 	j.next.Store(0)
-	j.quit.Store(&quit)
+	j.quit.Store(quit)
 	p.cur.Store(j)
 	for i := 1; i < min(len(p.workers), j.n); i++ {
 		select {

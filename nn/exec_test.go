@@ -308,6 +308,7 @@ func TestExecConv(t *testing.T) {
 		{"k5-larger-than-input", nn.Shape{C: 2, H: 3, W: 4}, 3, 5, 1, 2, 1, true, false},
 		{"k3s2p0-edge-tiles", nn.Shape{C: 16, H: 15, W: 13}, 40, 3, 2, 0, 1, false, false},
 		{"k3s1p1-two-k-blocks-masked", nn.Shape{C: 32, H: 20, W: 18}, 33, 3, 1, 1, 1, true, true},
+		{"k3s2p1-small-plane-two-k-blocks-masked", nn.Shape{C: 64, H: 13, W: 13}, 40, 3, 2, 1, 1, true, true},
 		{"groups2-k3s1p1", nn.Shape{C: 4, H: 8, W: 6}, 6, 3, 1, 1, 2, false, false},
 		{"groups2-k1-pointwise", nn.Shape{C: 4, H: 5, W: 5}, 6, 1, 1, 0, 2, true, false},
 		{"groups2-one-input-channel-each", nn.Shape{C: 2, H: 7, W: 9}, 8, 3, 1, 1, 2, true, false},
@@ -330,7 +331,9 @@ func TestExecConv(t *testing.T) {
 				masked = []string{"conv"}
 			}
 			execRandomize(t, m, 11, masked...)
-			execCheckAll(t, m, []int{1, 5}, []int{1, 3}, execLayerTol)
+			// Batch 10 on one thread runs planes of up to 64 pixels in groups of 8 and 2
+			// samples (one product per group).
+			execCheckAll(t, m, []int{1, 5, 10}, []int{1, 3}, execLayerTol)
 		})
 	}
 }
