@@ -294,11 +294,12 @@ func foldBatchNorm(c, bn *Layer) *Layer {
 	return &f
 }
 
-// segments replaces each run of per-sample steps by one segment step over the samples.
+// segments replaces each run of per-sample steps by one segment step over the samples:
+// over groups of group samples when one of its operators computes a group at once, over
+// single samples otherwise (so the activations of one sample stay in cache).
 func segments(steps []step, batch, threads, group int) []step {
 	var out []step
 	var seg *segment
-	tasks := (batch + group - 1) / group
 	for _, st := range steps {
 		if st.perSample == 0 {
 			out = append(out, st)
@@ -306,18 +307,26 @@ func segments(steps []step, batch, threads, group int) []step {
 			continue
 		}
 		if seg == nil {
-			seg = &segment{group: group, batch: batch}
-			out = append(out, step{op: seg, tasks: tasks})
+			seg = &segment{group: 1, batch: batch}
+			out = append(out, step{op: seg})
 		}
 		seg.ops = append(seg.ops, st.op)
 		seg.per = append(seg.per, st.perSample)
-		last := &out[len(out)-1]
-		last.work += st.work
-		last.parallel = tasks > 1 && worthThreads(last.work, threads)
+		if gop, ok := st.op.(groupOp); ok && gop.grouped() {
+			seg.group = group
+		}
+		out[len(out)-1].work += st.work
 	}
 	for i := range out {
-		if out[i].parallel && out[i].job == nil {
-			out[i].job = newJob(out[i].op, out[i].tasks, threads)
+		seg, ok := out[i].op.(*segment)
+		if !ok {
+			continue
+		}
+		st := &out[i]
+		st.tasks = (batch + seg.group - 1) / seg.group
+		st.parallel = st.tasks > 1 && worthThreads(st.work, threads)
+		if st.parallel {
+			st.job = newJob(seg, st.tasks, threads)
 		}
 	}
 	return out
