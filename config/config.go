@@ -420,13 +420,7 @@ func lineOf(src string, key []string) int {
 	lines := strings.Split(src, "\n")
 	start := 0
 	if len(key) > 1 {
-		hdr := regexp.MustCompile(`^\s*\[\s*` + regexp.QuoteMeta(key[0]) + `\s*\]`)
-		for i, l := range lines {
-			if hdr.MatchString(l) {
-				start = i
-				break
-			}
-		}
+		start = max(0, sectionLine(src, key[0])-1)
 	}
 	last := key[len(key)-1]
 	kre := regexp.MustCompile(`^\s*"?` + regexp.QuoteMeta(last) + `"?\s*=`)

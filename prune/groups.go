@@ -178,19 +178,16 @@ func analyze(m *nn.Model) (*analysis, error) {
 		case nn.Concat:
 			// The output's channels are the inputs' runs one after another; every run
 			// keeps its own group.
-			out := flow{factor: in.factor}
+			out, same := flow{factor: in.factor}, true
 			for _, name := range l.Inputs {
-				out.segs = append(out.segs, flowOf(name).segs...)
+				f := flowOf(name)
+				out.segs = append(out.segs, f.segs...)
+				same = same && f.factor == in.factor
 			}
-			for _, name := range l.Inputs[1:] {
-				if flowOf(name).factor != in.factor {
-					for _, name := range l.Inputs {
-						a.lock(flowOf(name))
-					}
-					a.whole = append(a.whole, fmt.Sprintf("concat %s: the channels of %s that it joins are kept whole (they are flattened differently)",
-						l.Name, strings.Join(l.Inputs, ", ")))
-					break
-				}
+			if !same {
+				a.lock(out)
+				a.whole = append(a.whole, fmt.Sprintf("concat %s: the channels of %s that it joins are kept whole (they are flattened differently)",
+					l.Name, strings.Join(l.Inputs, ", ")))
 			}
 			a.out[i] = out
 		default: // batch norm, activations, pools keep channels

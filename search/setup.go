@@ -134,12 +134,9 @@ func (s *Search) checkOutputs() error {
 	}
 	for _, o := range outs {
 		dir := filepath.Dir(s.cfg.Resolve(o[1]))
-		f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
-		if err != nil {
-			return s.cfg.KeyError(o[0], fmt.Errorf("cannot write in folder %s: %v", dir, fileio.StripPath(err)))
+		if err := fileio.CheckWritable(dir); err != nil {
+			return s.cfg.KeyError(o[0], fmt.Errorf("cannot write in folder %s: %v", dir, err))
 		}
-		f.Close()
-		os.Remove(f.Name())
 	}
 	return nil
 }

@@ -206,22 +206,11 @@ func (s *Search) initStudy(ctx context.Context) error {
 	if err := beat(); err != nil {
 		return &storageError{fmt.Errorf("study %s: recording the maker's heartbeat: %w", s.cfg.Study.Name, err)}
 	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(s.opts.Lease / 8)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if err := beat(); err != nil {
-					s.warnf("study %s: refreshing the maker's heartbeat: %v", s.cfg.Study.Name, err)
-				}
-			}
+	defer s.keepBeating(func() {
+		if err := beat(); err != nil {
+			s.warnf("study %s: refreshing the maker's heartbeat: %v", s.cfg.Study.Name, err)
 		}
-	}()
+	})()
 	near, _, err := s.nearTarget(ctx)
 	if err != nil {
 		return fmt.Errorf("measuring uniform plans: %w", err)

@@ -243,11 +243,16 @@ func (s *Search) heartbeat(id int) func() {
 		}
 	}
 	beat()
+	return s.keepBeating(beat)
+}
+
+// keepBeating calls beat every eighth of the lease, from another goroutine, until the
+// returned function is called.
+func (s *Search) keepBeating(beat func()) func() {
 	done := make(chan struct{})
 	var once sync.Once
-	every := s.opts.Lease / 8
 	go func() {
-		t := time.NewTicker(every)
+		t := time.NewTicker(s.opts.Lease / 8)
 		defer t.Stop()
 		for {
 			select {

@@ -159,18 +159,14 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// writableDir makes dir if it is missing and checks that files can be written in it, so
-// that an output folder is refused before the long work, not after it.
 // writableFile refuses, before any long work, an output file whose folder cannot be
 // written (a missing folder included), naming the flag.
 func writableFile(what, path string) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
-	if err != nil {
-		return usagef("%s %s: cannot write in folder %s: %v", what, path, dir, fileio.StripPath(err))
+	if err := fileio.CheckWritable(dir); err != nil {
+		return usagef("%s %s: cannot write in folder %s: %v", what, path, dir, err)
 	}
-	f.Close()
-	return os.Remove(f.Name())
+	return nil
 }
 
 // flagSet tells whether the command line set the named flag, so that an explicit zero is
@@ -181,14 +177,14 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
+// writableDir makes dir if it is missing and checks that files can be written in it, so
+// that an output folder is refused before the long work, not after it.
 func writableDir(what, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return usagef("%s %s: %v", what, dir, fileio.StripPath(err))
 	}
-	f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
-	if err != nil {
-		return usagef("%s %s: cannot write in this folder: %v", what, dir, fileio.StripPath(err))
+	if err := fileio.CheckWritable(dir); err != nil {
+		return usagef("%s %s: cannot write in this folder: %v", what, dir, err)
 	}
-	f.Close()
-	return os.Remove(f.Name())
+	return nil
 }

@@ -1,5 +1,5 @@
 // Package fileio holds the file handling that model files, ONNX files, plans and data
-// share: atomic writes and path-free error messages.
+// share: atomic writes, checks that outputs can be written, and path-free error messages.
 package fileio
 
 import (
@@ -19,6 +19,18 @@ func StripPath(err error) error {
 		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
 	}
 	return err
+}
+
+// CheckWritable tells, by creating and removing a file there, whether files can be
+// written in dir: outputs are checked before long work, not after it. Errors do not
+// repeat the path.
+func CheckWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".autoprune-write-check-*")
+	if err != nil {
+		return StripPath(err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // WriteAtomic writes path with write: into a temporary file in the same folder, synced and
