@@ -123,11 +123,14 @@ const maxGroup = 8
 // worker is the private state of one thread: its SGEMM (with packing buffers) and its
 // convolution scratch.
 type worker struct {
-	gemm   kernel.SourceGemm
-	pad    []float32 // zero-padded input planes of a convolution
+	gemm kernel.SourceGemm
+	// pads holds each convolution's zero-padded input planes (see convOp.slot). Their
+	// borders are zeroed once, when they are made, and never written: padding an input
+	// only copies its values in.
+	pads   [][]float32
 	cbuf   []float32 // a convolution's output for a group of samples, before it is scattered
 	src    convSource
-	dense  kernel.Dense
+	rows   kernel.Rows
 	denseT kernel.DenseT
 }
 
@@ -172,6 +175,7 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 	known := map[string]*tensor{InputName: e.input}
 	shapeOf := map[string]Shape{InputName: m.Input}
 	var need scratch
+	var pads []int         // each convolution's padded-input buffer, by its slot
 	packer := kernel.New() // packs weights for the workers' kernels, which are of the same kind
 	folded := foldable(m)
 	for i, l := range m.Layers {
@@ -213,7 +217,10 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 		if co, ok := st.op.(*convOp); ok && bySample && group > 1 && co.batchable() {
 			sc = co.batch(group)
 		}
-		need.pad = max(need.pad, sc.pad)
+		if co, ok := st.op.(*convOp); ok && sc.pad > 0 {
+			co.slot = len(pads)
+			pads = append(pads, sc.pad)
+		}
 		need.c = max(need.c, sc.c)
 		if st.op != nil {
 			if l.Kind != Linear {
@@ -231,7 +238,10 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 
 	workers := make([]*worker, threads)
 	for i := range workers {
-		workers[i] = &worker{gemm: kernel.New(), pad: make([]float32, need.pad), cbuf: make([]float32, need.c)}
+		workers[i] = &worker{gemm: kernel.New(), pads: make([][]float32, len(pads)), cbuf: make([]float32, need.c)}
+		for j, n := range pads {
+			workers[i].pads[j] = make([]float32, n)
+		}
 	}
 	e.pool = newPool(workers)
 	if threads > 1 {
@@ -412,8 +422,8 @@ func (e *Executor) Batch() int { return e.batch }
 // OutputShape returns the per-sample shape of the model output.
 func (e *Executor) OutputShape() Shape { return e.out }
 
-// scratch gives the sizes, in values, of the per-worker buffers an operator needs: the
-// padded input planes and a group's output.
+// scratch gives the sizes, in values, of the per-worker buffers an operator needs: its own
+// padded input planes and a group's output (a buffer shared by all operators).
 type scratch struct{ pad, c int }
 
 // plan builds the operator of one layer, packing weights with packer. It returns the step
@@ -512,6 +522,18 @@ type convOp struct {
 	rowOff    []int             // GEMM path: offset of each im2col row in the padded input planes
 	packed    []*kernel.PackedA // GEMM path: each group's weights, packed for the kernel
 	group     int               // samples computed in one product (see runGroup); 0: one at a time
+	slot      int               // index of the worker's padded-input buffer of this convolution
+	// shifted: stride 1 and a kernel larger than 1x1 (or padding), with a kernel that reads
+	// the rows of B in place. Each row of the im2col matrix is then a shifted window of the
+	// padded input, if the product runs over a grid as wide as the padded planes (pw
+	// columns per output row, the last pw-ow of them unused): the GEMM reads the padded
+	// input itself instead of packing the im2col matrix, and the rows of the grid are
+	// copied out afterwards (see runShifted and runShiftedGroup). A pointwise convolution
+	// over a group of samples is shifted too: side by side, the samples' planes are rows
+	// the kernel reads in place.
+	shifted   bool
+	chunkRows int   // shifted: output rows per chunk
+	wideOff   []int // shifted group: the im2col row offsets in the group's side-by-side planes
 }
 
 // smallPlane is the most output pixels per sample for which a convolution inside a
@@ -532,6 +554,19 @@ func (o *convOp) batch(group int) scratch {
 	if o.pad > 0 {
 		sc.pad = group * o.icg * (o.inS.H + 2*o.pad) * (o.inS.W + 2*o.pad)
 	}
+	if o.pointwise && kernel.Accelerated() {
+		o.shifted = true
+	}
+	if o.shifted {
+		// The group's padded planes side by side: channel c is hp rows of group*pw values.
+		hp, wg := o.inS.H+2*o.pad, group*(o.inS.W+2*o.pad)
+		o.wideOff = make([]int, o.rows)
+		for r := range o.wideOff {
+			c, kh, kw := r/(o.k*o.k), r/o.k%o.k, r%o.k
+			o.wideOff[r] = c*hp*wg + kh*wg + kw
+		}
+		sc = scratch{pad: o.icg * hp * wg, c: o.outS.C * o.outS.H * wg}
+	}
 	return sc
 }
 
@@ -541,6 +576,10 @@ func (o *convOp) grouped() bool { return o.group > 1 }
 // columns of every sample side by side, written to the worker's scratch and scattered
 // into the samples' planes with the bias.
 func (o *convOp) runGroup(w *worker, n0, n int) {
+	if o.shifted {
+		o.runShiftedGroup(w, n0, n)
+		return
+	}
 	ohw := o.outS.H * o.outS.W
 	cols := n * ohw
 	inSize := o.inS.Size()
@@ -548,9 +587,9 @@ func (o *convOp) runGroup(w *worker, n0, n int) {
 	if o.pad > 0 {
 		ss = o.icg * (o.inS.H + 2*o.pad) * (o.inS.W + 2*o.pad)
 		for i := 0; i < n; i++ {
-			o.padInput(w.pad[i*ss:], o.in.data[(n0+i)*inSize:(n0+i+1)*inSize])
+			o.padInput(o.padBuf(w)[i*ss:], o.in.data[(n0+i)*inSize:(n0+i+1)*inSize])
 		}
-		x = w.pad[:n*ss]
+		x = o.padBuf(w)[:n*ss]
 	}
 	c := w.cbuf[:o.outS.C*cols]
 	w.src = convSource{o: o, x: x, ss: ss}
@@ -573,7 +612,7 @@ func (o *convOp) runGroup(w *worker, n0, n int) {
 func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor, inS Shape, out *tensor, outS Shape) (step, scratch) {
 	g := l.GroupsOrOne()
 	o := &convOp{in: in, out: out, inS: inS, outS: outS, k: l.Kernel, s: l.StrideOrOne(),
-		pad: l.Pad, groups: g, icg: l.In / g, ocg: l.Out / g}
+		pad: l.Pad, groups: g, icg: l.In / g, ocg: l.Out / g, slot: -1}
 	o.rows = o.icg * o.k * o.k
 	o.w = make([]float32, len(l.Weight))
 	copy(o.w, l.Weight)
@@ -592,9 +631,10 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	// loop. A single-channel convolution with many filters is a better matrix product.
 	if o.icg == 1 && o.ocg <= 2 && g > 1 {
 		o.direct = true
-		return newStep(o, batch*l.Out, work, threads), scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack}
+		return newStep(o, batch*l.Out, work, threads), scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack, c: inS.W + 2*o.pad}
 	}
 	o.pointwise = o.k == 1 && o.s == 1 && o.pad == 0
+	o.shifted = !o.pointwise && o.s == 1 && kernel.Accelerated()
 	o.packed = make([]*kernel.PackedA, g)
 	for i := range o.packed {
 		o.packed[i] = packer.PackA(o.ocg, o.rows, o.w[i*o.ocg*o.rows:], o.rows)
@@ -609,6 +649,11 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	o.chunkCols = roundUp((ohw+chunks-1)/chunks, 16)
 	o.chunks = (ohw + o.chunkCols - 1) / o.chunkCols
 	var sc scratch
+	if o.shifted {
+		o.chunkRows = (outS.H + chunks - 1) / chunks
+		o.chunks = (outS.H + o.chunkRows - 1) / o.chunkRows
+		sc.c = o.ocg * o.chunkRows * (inS.W + 2*o.pad)
+	}
 	// Offset of each im2col row (input channel, kernel row, kernel column) in the padded
 	// planes of a group (a pointwise convolution reads its input in place one sample at
 	// a time, through these offsets only for a group of samples).
@@ -638,6 +683,8 @@ func (o *convOp) run(w *worker, lo, hi int) {
 	for t := lo; t < hi; t++ {
 		if o.direct {
 			o.runDirect(w, t/o.outS.C, t%o.outS.C)
+		} else if o.shifted {
+			o.runShifted(w, t/o.chunks, t%o.chunks)
 		} else {
 			o.runGemm(w, t/o.chunks, t%o.chunks)
 		}
@@ -656,11 +703,12 @@ func (o *convOp) runGemm(w *worker, n, chunk int) {
 		plane := inN[g*o.icg*h*wd : (g+1)*o.icg*h*wd]
 		c := outN[g*o.ocg*ohw+j0:]
 		if o.pointwise {
-			w.dense = kernel.Dense{B: plane[j0:], Ld: h * wd}
-			w.gemm.SgemmSource(o.packed[g], nc, &w.dense, 0, c, ohw)
-			w.dense = kernel.Dense{}
+			// Row p of the product is input channel p: read in place.
+			w.rows = kernel.Rows{B: plane[j0:], Offs: o.rowOff}
+			w.gemm.SgemmSource(o.packed[g], nc, &w.rows, 0, c, ohw)
+			w.rows = kernel.Rows{}
 		} else {
-			w.src = convSource{o: o, x: o.padInput(w.pad, plane), j0: j0}
+			w.src = convSource{o: o, x: o.padInput(o.padBuf(w), plane), j0: j0}
 			w.gemm.SgemmSource(o.packed[g], nc, &w.src, 0, c, ohw)
 			w.src = convSource{}
 		}
@@ -673,34 +721,105 @@ func (o *convOp) runGemm(w *worker, n, chunk int) {
 	}
 }
 
-// padInput returns the input channels of one group with pad zeros around each plane,
-// written into buf, or the planes themselves when there is no padding.
+// runShifted computes output rows chunk*chunkRows.. of sample n of a shifted convolution:
+// the product over a grid of pw columns per output row reads the padded planes in place,
+// and each grid row's first ow values (plus the bias) are the output row.
+func (o *convOp) runShifted(w *worker, n, chunk int) {
+	h, wd := o.inS.H, o.inS.W
+	oh, ow := o.outS.H, o.outS.W
+	pw := wd + 2*o.pad
+	y0 := chunk * o.chunkRows
+	y1 := min(y0+o.chunkRows, oh)
+	cols := (y1-y0-1)*pw + ow
+	ld := (y1 - y0) * pw
+	inN := o.in.data[n*o.inS.Size() : (n+1)*o.inS.Size()]
+	outN := o.out.data[n*o.outS.Size() : (n+1)*o.outS.Size()]
+	c := w.cbuf[:o.ocg*ld]
+	for g := 0; g < o.groups; g++ {
+		xp := o.padInput(o.padBuf(w), inN[g*o.icg*h*wd:(g+1)*o.icg*h*wd])
+		w.rows = kernel.Rows{B: xp[y0*pw:], Offs: o.rowOff}
+		w.gemm.SgemmSource(o.packed[g], cols, &w.rows, 0, c, ld)
+		w.rows = kernel.Rows{}
+		for oc := 0; oc < o.ocg; oc++ {
+			kernel.StridedRows(outN[(g*o.ocg+oc)*oh*ow+y0*ow:], ow, c[oc*ld:], pw, y1-y0, ow, o.biasOf(g*o.ocg+oc))
+		}
+	}
+}
+
+// runShiftedGroup is runGroup for a shifted convolution: the samples' padded planes are
+// laid side by side (row y of channel c holds row y of every sample), so that the product
+// runs over one grid of group*pw columns per output row for the whole group.
+func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
+	h, wd := o.inS.H, o.inS.W
+	oh, ow := o.outS.H, o.outS.W
+	pad := o.pad
+	pw, hp := wd+2*pad, h+2*pad
+	wg := o.group * pw
+	pg := hp * wg
+	inSize, outSize := o.inS.Size(), o.outS.Size()
+	x := o.padBuf(w)[:o.icg*pg]
+	for i := 0; i < n; i++ {
+		src := o.in.data[(n0+i)*inSize:]
+		for c := 0; c < o.icg; c++ {
+			kernel.StridedRows(x[c*pg+pad*wg+i*pw+pad:], wg, src[c*h*wd:], wd, h, wd, negZero)
+		}
+	}
+	cols := (oh-1)*wg + (n-1)*pw + ow
+	ld := oh * wg
+	c := w.cbuf[:o.outS.C*ld]
+	w.rows = kernel.Rows{B: x, Offs: o.wideOff}
+	w.gemm.SgemmSource(o.packed[0], cols, &w.rows, 0, c, ld)
+	w.rows = kernel.Rows{}
+	for i := 0; i < n; i++ {
+		outN := o.out.data[(n0+i)*outSize:]
+		for oc := 0; oc < o.outS.C; oc++ {
+			kernel.StridedRows(outN[oc*oh*ow:], ow, c[oc*ld+i*pw:], wg, oh, ow, o.biasOf(oc))
+		}
+	}
+}
+
+// biasOf returns the bias of output channel oc, or -0 (which adds nothing, not even to a
+// negative zero) without biases.
+func (o *convOp) biasOf(oc int) float32 {
+	if o.bias != nil {
+		return o.bias[oc]
+	}
+	return negZero
+}
+
+// negZero is -0: x + negZero is x for every x.
+var negZero = float32(math.Copysign(0, -1))
+
+// padBuf returns the worker's padded-input buffer of this convolution (nil if it has none).
+func (o *convOp) padBuf(w *worker) []float32 {
+	if o.slot < 0 {
+		return nil
+	}
+	return w.pads[o.slot]
+}
+
+// padInput returns the input channels of one group with pad zeros around each plane, in
+// buf (the convolution's own padded-input buffer, whose borders are zero), or the planes
+// themselves when there is no padding.
 func (o *convOp) padInput(buf, planes []float32) []float32 {
 	if o.pad == 0 {
 		return planes
 	}
 	h, w := o.inS.H, o.inS.W
-	ps := (h + 2*o.pad) * (w + 2*o.pad)
+	pw := w + 2*o.pad
+	ps := (h + 2*o.pad) * pw
 	for c := 0; c < o.icg; c++ {
 		o.padPlane(buf[c*ps:(c+1)*ps], planes[c*h*w:(c+1)*h*w])
 	}
 	return buf[:o.icg*ps]
 }
 
-// padPlane copies one input plane into buf with pad zeros around it and returns buf,
-// which keeps its length (any values past the padded plane are left alone).
+// padPlane copies one input plane into the inside of buf, a padded plane whose borders are
+// zero, and returns buf, which keeps its length.
 func (o *convOp) padPlane(buf, src []float32) []float32 {
 	pad, h, w := o.pad, o.inS.H, o.inS.W
 	pw := w + 2*pad
-	xp := buf[:(h+2*pad)*pw]
-	clear(xp[:pad*pw])
-	clear(xp[(h+pad)*pw:])
-	for y := 0; y < h; y++ {
-		r := xp[(y+pad)*pw : (y+pad+1)*pw]
-		clear(r[:pad])
-		copy(r[pad:pad+w], src[y*w:(y+1)*w])
-		clear(r[pad+w:])
-	}
+	kernel.StridedRows(buf[pad*pw+pad:], pw, src, w, h, w, negZero)
 	return buf
 }
 
@@ -794,12 +913,27 @@ func (o *convOp) runDirect(wk *worker, n, oc int) {
 	xp := src
 	if k == 3 && s == 1 {
 		// The vector kernel reads a little past the plane: always use the scratch copy.
-		xp = o.padPlane(wk.pad, src)
+		xp = o.padPlane(o.padBuf(wk), src)
 		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw)
 		return
 	}
+	if k == 3 && s == 2 {
+		// Each output row is every other value of the stride-1 row above it: the vector
+		// kernel computes that row at full resolution (twice the work, many times faster
+		// than the scalar loop below).
+		xp = o.padPlane(o.padBuf(wk), src)
+		full := wk.cbuf[:pw-2]
+		for y := 0; y < oh; y++ {
+			kernel.Depthwise3x3(full, xp[2*y*pw:], (*[9]float32)(wt), bv, 1, pw-2, pw)
+			row := dst[y*ow : (y+1)*ow]
+			for x := range row {
+				row[x] = full[2*x]
+			}
+		}
+		return
+	}
 	if pad > 0 {
-		xp = o.padPlane(wk.pad, src)
+		xp = o.padPlane(o.padBuf(wk), src)
 	}
 	if k == 3 {
 		w0, w1, w2, w3, w4, w5, w6, w7, w8 := wt[0], wt[1], wt[2], wt[3], wt[4], wt[5], wt[6], wt[7], wt[8]

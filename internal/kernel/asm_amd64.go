@@ -9,12 +9,12 @@ var hasAVX2FMA = detectAVX2FMA()
 var hasAVX512 = hasAVX2FMA && detectAVX512()
 
 // asmMicro is the AVX2/FMA micro-kernel: a 6 x 16 tile held in twelve YMM accumulators.
-var asmMicro = micro{mr: 6, nr: 16, kern: asmKern6x16, kernStrided: asmKern6x16Strided, dot: asmDot, dots: asmDots2x4}
+var asmMicro = micro{mr: 6, nr: 16, kern: asmKern6x16, kernStrided: asmKern6x16Strided, kernRows: asmKern6x16Rows, dot: asmDot, dots: asmDots2x4}
 
 // avx512Micro is the AVX-512 micro-kernel: a 6 x 32 tile held in twelve ZMM accumulators,
 // twice the work of asmMicro per instruction (and per cycle on a CPU with full-width
 // 512-bit units).
-var avx512Micro = micro{mr: 6, nr: 32, kern: asmKern6x32, kernStrided: asmKern6x32Strided, dot: asmDot, dots: asmDots2x4}
+var avx512Micro = micro{mr: 6, nr: 32, kern: asmKern6x32, kernStrided: asmKern6x32Strided, kernRows: asmKern6x32Rows, dot: asmDot, dots: asmDots2x4}
 
 func detectAVX512() bool {
 	_, ebx7, _, _ := cpuid(7, 0)
@@ -123,6 +123,32 @@ func asmKern6x32Strided(kc int, a, b []float32, ldb int, c []float32, ldc int, l
 	tile(kern6x32, 32, kc, a, b, ldb, c, ldc, load)
 }
 
+// kern6x16Rows is kern6x16 with row p of b at b+offs[p] values.
+//
+//go:noescape
+func kern6x16Rows(kc int, a, b *float32, offs *int, c *float32, ldc int, load bool)
+
+// kern6x32Rows is kern6x32 with row p of b at b+offs[p] values.
+//
+//go:noescape
+func kern6x32Rows(kc int, a, b *float32, offs *int, c *float32, ldc int, load bool)
+
+// asmKern6x16Rows and asmKern6x32Rows check a, offs and c; the caller (runRows) has
+// checked that every row of b they read lies inside b.
+func asmKern6x16Rows(kc int, a, b []float32, offs []int, c []float32, ldc int, load bool) {
+	_ = a[6*kc-1]
+	_ = offs[kc-1]
+	_ = c[5*ldc+15]
+	kern6x16Rows(kc, &a[0], &b[0], &offs[0], &c[0], ldc, load)
+}
+
+func asmKern6x32Rows(kc int, a, b []float32, offs []int, c []float32, ldc int, load bool) {
+	_ = a[6*kc-1]
+	_ = offs[kc-1]
+	_ = c[5*ldc+31]
+	kern6x32Rows(kc, &a[0], &b[0], &offs[0], &c[0], ldc, load)
+}
+
 func asmDot(x, y []float32) float32 {
 	if len(x) == 0 {
 		return 0
@@ -186,6 +212,12 @@ func addAVX(dst, x, y *float32, n int)
 //
 //go:noescape
 func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
+
+// stridedRowsAVX sets dst[r*ldd+i] = src[r*lds+i] + b for r < rows and i < n, with
+// 4 <= n and rows >= 1; a destination row must not overlap its source row.
+//
+//go:noescape
+func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b float32)
 
 // depthwise3x3AVX is Depthwise3x3 without the checks.
 //

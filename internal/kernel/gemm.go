@@ -57,6 +57,30 @@ func (d *DenseT) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 	packB(dst, true, d.B, d.Ld, p0, kc, j0, nc, nr)
 }
 
+// Rows is a PanelSource whose row p is the run of values B[Offs[p]:] (column j is
+// B[Offs[p]+j]): the im2col matrix of a stride-1 convolution over zero-padded planes, whose
+// every row is a shifted window of the input. The offsets must be non-negative and
+// ascending. SgemmSource of New's kernels reads such rows where they lie, without packing
+// them, when the CPU has AVX2 or AVX-512.
+type Rows struct {
+	B    []float32
+	Offs []int
+}
+
+// PackB implements PanelSource.
+func (r *Rows) PackB(dst []float32, p0, kc, j0, nc, nr int) {
+	for jr := 0; jr < nc; jr += nr {
+		nw := min(nr, nc-jr)
+		d := dst[jr*kc : (jr+nr)*kc]
+		for p, o := range r.Offs[p0 : p0+kc] {
+			dp := d[p*nr : p*nr+nr]
+			o += j0 + jr
+			copy(dp, r.B[o:o+nw])
+			clear(dp[nw:])
+		}
+	}
+}
+
 // PackedA is a constant left operand (such as a layer's weights) laid out once for the
 // micro-kernel of the SourceGemm that packed it. It is read-only, so one PackedA may serve
 // several SourceGemm values of the same kind at once.
@@ -159,6 +183,9 @@ type micro struct {
 	// kernStrided, when not nil, is kern reading an unpacked kc x nr block of B whose rows
 	// are ldb values apart.
 	kernStrided func(kc int, a, b []float32, ldb int, c []float32, ldc int, load bool)
+	// kernRows, when not nil, is kern reading row p of B at b[offs[p]:], unchecked: the
+	// caller makes sure that every row read lies inside b.
+	kernRows func(kc int, a, b []float32, offs []int, c []float32, ldc int, load bool)
 	// dot returns the dot product of two equally long vectors.
 	dot func(x, y []float32) float32
 	// dots, when not nil, sets out[4i+j] to the dot product of the first n values of rows
@@ -256,6 +283,10 @@ func (g *blocked) SgemmSource(a *PackedA, n int, src PanelSource, beta float32, 
 	if a.mr != g.mr {
 		panic("kernel: PackedA was packed for another kernel")
 	}
+	if r, ok := src.(*Rows); ok && g.kernRows != nil && n >= g.nr {
+		g.runRows(a, n, r, beta, c, ldc)
+		return
+	}
 	g.run(a.M, n, a.K, operandA{packed: a}, src, beta, c, ldc)
 }
 
@@ -336,6 +367,61 @@ func (g *blocked) runStrided(m, n, k int, a operandA, b []float32, ldb int, beta
 			g.macro(g.packA, m, n-full, kc, c[full:], ldc, load)
 		}
 	}
+}
+
+// runRows is run for a B given as Rows, read in place by the rows micro-kernel: each kc x nr
+// block of B stays in L1 while every sliver of the packed A sweeps it, as in runStrided.
+// Only the last columns, short of a full sliver, are packed. The sums run in the same order
+// as run's, so the result is the same to the bit.
+func (g *blocked) runRows(a *PackedA, n int, r *Rows, beta float32, c []float32, ldc int) {
+	m, k := a.M, a.K
+	if len(r.Offs) < k {
+		panic("kernel: Rows has fewer rows than A has columns")
+	}
+	if beta != 0 && beta != 1 {
+		scaleC(m, n, beta, c, ldc)
+		beta = 1
+	}
+	mr, nr := g.mr, g.nr
+	mp := roundUp(m, mr)
+	full := n / nr * nr
+	_ = c[(m-1)*ldc+n-1]
+	for pc := 0; pc < k; pc += blockK {
+		kc := min(blockK, k-pc)
+		load := pc > 0 || beta != 0
+		offs := r.Offs[pc : pc+kc]
+		// The offsets ascend, so the last row's last full sliver is the furthest read.
+		if offs[0] < 0 || offs[kc-1]+full > len(r.B) || !ascending(offs) {
+			panic("kernel: Rows out of range")
+		}
+		ap := a.data[pc*mp : pc*mp+kc*mp]
+		for jr := 0; jr < full; jr += nr {
+			b := r.B[jr:]
+			for ir := 0; ir < m; ir += mr {
+				as := ap[ir*kc : (ir+mr)*kc]
+				if mw := min(mr, m-ir); mw < mr {
+					g.kernRows(kc, as, b, offs, g.tile, nr, false)
+					putTile(c[ir*ldc+jr:], ldc, g.tile, nr, mw, nr, load)
+					continue
+				}
+				g.kernRows(kc, as, b, offs, c[ir*ldc+jr:], ldc, load)
+			}
+		}
+		if full < n {
+			g.packB = grow(g.packB, kc*nr)
+			r.PackB(g.packB, pc, kc, full, n-full, nr)
+			g.macro(ap, m, n-full, kc, c[full:], ldc, load)
+		}
+	}
+}
+
+func ascending(offs []int) bool {
+	for i := 1; i < len(offs); i++ {
+		if offs[i] < offs[i-1] {
+			return false
+		}
+	}
+	return true
 }
 
 // dotRows is the most rows of A for which Sgemm computes A·Bᵀ as dot products of stored

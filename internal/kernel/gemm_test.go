@@ -290,3 +290,69 @@ func TestAVX512SameBits(t *testing.T) {
 		}
 	}
 }
+
+// packedOnly hides the type of a PanelSource, so that SgemmSource packs it.
+type packedOnly struct{ PanelSource }
+
+func TestSgemmRows(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	kernels := map[string]SourceGemm{"default": New(), "portable": NewPortable()}
+	if hasAVX512 {
+		kernels["avx2"] = newBlocked(asmMicro)
+	}
+	for name, g := range kernels {
+		for _, d := range []struct{ m, n, k int }{{1, 1, 1}, {3, 17, 1}, {6, 16, 9}, {7, 33, 17}, {17, 100, 300}, {64, 392, 576}, {16, 838, 144}, {33, 31, 3}} {
+			for _, beta := range []float32{0, 1, -0.5} {
+				// Ascending offsets with gaps and overlaps, like a padded convolution's.
+				offs := make([]int, d.k)
+				for p := 1; p < d.k; p++ {
+					offs[p] = offs[p-1] + rng.Intn(5)
+				}
+				x := randSlice(rng, offs[d.k-1]+d.n)
+				b := make([]float32, d.k*d.n)
+				for p, o := range offs {
+					copy(b[p*d.n:(p+1)*d.n], x[o:o+d.n])
+				}
+				a := randSlice(rng, d.m*d.k)
+				pa := g.PackA(d.m, d.k, a, d.k)
+				ldc := d.n + 2
+				c := randSlice(rng, d.m*ldc)
+				want := append([]float32(nil), c...)
+				naive(false, false, d.m, d.n, d.k, 1, a, d.k, b, d.n, beta, want, ldc)
+				got := append([]float32(nil), c...)
+				rows := &Rows{B: x, Offs: offs}
+				g.SgemmSource(pa, d.n, rows, beta, got, ldc)
+				packed := append([]float32(nil), c...)
+				g.SgemmSource(pa, d.n, packedOnly{rows}, beta, packed, ldc)
+				for i := range got {
+					tol := 1e-5 * (1 + math.Sqrt(float64(d.k))) * (1 + math.Abs(float64(want[i])))
+					if math.Abs(float64(got[i]-want[i])) > tol {
+						t.Fatalf("%s %v beta=%v: C[%d] = %v, want %v", name, d, beta, i, got[i], want[i])
+					}
+					if math.Float32bits(got[i]) != math.Float32bits(packed[i]) {
+						t.Fatalf("%s %v beta=%v: C[%d] = %v in place, %v packed", name, d, beta, i, got[i], packed[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestRowsOutOfRange(t *testing.T) {
+	g := New()
+	pa := g.PackA(6, 2, make([]float32, 12), 2)
+	for _, r := range []*Rows{
+		{B: make([]float32, 40), Offs: []int{0, 10}}, // the second row runs past B
+		{B: make([]float32, 80), Offs: []int{5, 0}},  // descending
+		{B: make([]float32, 80), Offs: []int{-1, 0}}, // negative
+	} {
+		func() {
+			defer func() {
+				if recover() == nil && Accelerated() {
+					t.Errorf("offsets %v over %d values: no panic", r.Offs, len(r.B))
+				}
+			}()
+			g.SgemmSource(pa, 32, r, 0, make([]float32, 6*32), 32)
+		}()
+	}
+}

@@ -199,3 +199,36 @@ func TestSumsAndAxpby(t *testing.T) {
 		}
 	}
 }
+
+func TestStridedRows(t *testing.T) {
+	rng := rand.New(rand.NewSource(8))
+	negZero := float32(math.Copysign(0, -1))
+	for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 14, 16, 17, 28, 33} {
+		for _, rows := range []int{1, 2, 7} {
+			for _, b := range []float32{negZero, 0.75} {
+				lds, ldd := n+3, n+5
+				src := randSlice(rng, (rows-1)*lds+n)
+				src[0] = negZero
+				dst := randSlice(rng, (rows-1)*ldd+n+1)
+				keep := append([]float32(nil), dst...)
+				StridedRows(dst, ldd, src, lds, rows, n, b)
+				for i := range dst {
+					r, c := i/ldd, i%ldd
+					want := keep[i]
+					if r < rows && c < n {
+						want = src[r*lds+c] + b
+					}
+					if math.Float32bits(dst[i]) != math.Float32bits(want) {
+						t.Fatalf("n=%d rows=%d b=%v: dst[%d] = %v, want %v", n, rows, b, i, dst[i], want)
+					}
+				}
+			}
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("no panic on a row past the end")
+		}
+	}()
+	StridedRows(make([]float32, 10), 5, make([]float32, 20), 5, 3, 4, 0)
+}
