@@ -178,6 +178,11 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 	var pads []int         // each convolution's padded-input buffer, by its slot
 	packer := kernel.New() // packs weights for the workers' kernels, which are of the same kind
 	folded := foldable(m)
+	fused := fusable(m, folded) // activation -> convolution
+	actOf := map[string]*Layer{}
+	for a, c := range fused {
+		actOf[c] = m.Layer(a)
+	}
 	for i, l := range m.Layers {
 		outS := shapes[i]
 		if bn := folded[l.Name]; bn != nil {
@@ -194,8 +199,9 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 		}
 		var out *tensor
 		isFolded := l.Kind == BatchNorm && folded[l.Inputs[0]] == l
+		_, isFused := fused[l.Name]
 		switch {
-		case isFolded:
+		case isFolded || isFused:
 			// Folded into the convolution before it, which already wrote its output.
 			out = ins[0]
 			delete(e.acts, l.Inputs[0])
@@ -211,8 +217,16 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 		}
 		var st step
 		var sc scratch
-		if !isFolded {
+		if !isFolded && !isFused {
 			st, sc = plan(l, batch, lt, packer, ins, inShapes, out, outS)
+		}
+		if co, ok := st.op.(*convOp); ok {
+			if act := actOf[l.Name]; act != nil {
+				co.fused, co.lo = true, 0
+				if act.Kind == ReLU6 {
+					co.hi = 6
+				}
+			}
 		}
 		if co, ok := st.op.(*convOp); ok && bySample && group > 1 && co.batchable() {
 			sc = co.batch(group)
@@ -268,6 +282,37 @@ func foldable(m *Model) map[string]*Layer {
 		}
 		if c := m.Layer(l.Inputs[0]); c != nil && c.Kind == Conv2D && uses[c.Name] == 1 && c.Name != last {
 			out[c.Name] = l
+		}
+	}
+	return out
+}
+
+// fusable returns the ReLU and ReLU6 layers that can be applied by the convolution before
+// them as it writes its output, by name, with that convolution's name: their input is a
+// convolution, or a batch norm folded into one (see foldable), that feeds them alone and is
+// not the model's output.
+func fusable(m *Model, folded map[string]*Layer) map[string]string {
+	uses := map[string]int{}
+	for _, l := range m.Layers {
+		for _, in := range l.Inputs {
+			uses[in]++
+		}
+	}
+	last := m.Layers[len(m.Layers)-1].Name
+	out := map[string]string{}
+	for _, l := range m.Layers {
+		if (l.Kind != ReLU && l.Kind != ReLU6) || len(l.Inputs) != 1 {
+			continue
+		}
+		in := m.Layer(l.Inputs[0])
+		if in == nil || uses[in.Name] != 1 || in.Name == last {
+			continue
+		}
+		switch {
+		case in.Kind == Conv2D && folded[in.Name] == nil:
+			out[l.Name] = in.Name
+		case in.Kind == BatchNorm && len(in.Inputs) == 1 && folded[in.Inputs[0]] == in:
+			out[l.Name] = in.Inputs[0]
 		}
 	}
 	return out
@@ -406,8 +451,9 @@ func isDone(done <-chan struct{}) bool {
 }
 
 // Activation returns the output buffer of the named layer after the last Forward (batch
-// samples in NCHW order), or nil for an unknown name, the model input, or a convolution
-// whose batch norm was folded into it (its output is then the batch norm's). The slice belongs
+// samples in NCHW order), or nil for an unknown name, the model input, a convolution whose
+// batch norm was folded into it (its output is then the batch norm's), or a convolution or
+// folded batch norm whose ReLU was fused into it (its output is then the ReLU's). The slice belongs
 // to the executor: it is overwritten by the next Forward and must not be modified.
 func (e *Executor) Activation(name string) []float32 {
 	if t, ok := e.acts[name]; ok {
@@ -523,6 +569,10 @@ type convOp struct {
 	packed    []*kernel.PackedA // GEMM path: each group's weights, packed for the kernel
 	group     int               // samples computed in one product (see runGroup); 0: one at a time
 	slot      int               // index of the worker's padded-input buffer of this convolution
+	// fused: a ReLU or ReLU6 after the convolution (and its folded batch norm) is applied
+	// as the output is written, clamped to [lo, hi] (-Inf, +Inf when not fused).
+	fused  bool
+	lo, hi float32
 	// shifted: stride 1 and a kernel larger than 1x1 (or padding), with a kernel that reads
 	// the rows of B in place. Each row of the im2col matrix is then a shifted window of the
 	// padded input, if the product runs over a grid as wide as the padded planes (pw
@@ -605,6 +655,7 @@ func (o *convOp) runGroup(w *worker, n0, n int) {
 			} else {
 				copy(row, src)
 			}
+			o.clamp(row)
 		}
 	}
 }
@@ -612,7 +663,7 @@ func (o *convOp) runGroup(w *worker, n0, n int) {
 func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor, inS Shape, out *tensor, outS Shape) (step, scratch) {
 	g := l.GroupsOrOne()
 	o := &convOp{in: in, out: out, inS: inS, outS: outS, k: l.Kernel, s: l.StrideOrOne(),
-		pad: l.Pad, groups: g, icg: l.In / g, ocg: l.Out / g, slot: -1}
+		pad: l.Pad, groups: g, icg: l.In / g, ocg: l.Out / g, slot: -1, lo: negInf, hi: kernel.Inf}
 	o.rows = o.icg * o.k * o.k
 	o.w = make([]float32, len(l.Weight))
 	copy(o.w, l.Weight)
@@ -712,10 +763,13 @@ func (o *convOp) runGemm(w *worker, n, chunk int) {
 			w.gemm.SgemmSource(o.packed[g], nc, &w.src, 0, c, ohw)
 			w.src = convSource{}
 		}
-		if o.bias != nil {
+		if o.bias != nil || o.fused {
 			for oc := 0; oc < o.ocg; oc++ {
 				row := c[oc*ohw : oc*ohw+nc]
-				kernel.ScaleShift(row, row, 1, o.bias[g*o.ocg+oc])
+				if o.bias != nil {
+					kernel.ScaleShift(row, row, 1, o.bias[g*o.ocg+oc])
+				}
+				o.clamp(row)
 			}
 		}
 	}
@@ -741,7 +795,7 @@ func (o *convOp) runShifted(w *worker, n, chunk int) {
 		w.gemm.SgemmSource(o.packed[g], cols, &w.rows, 0, c, ld)
 		w.rows = kernel.Rows{}
 		for oc := 0; oc < o.ocg; oc++ {
-			kernel.StridedRows(outN[(g*o.ocg+oc)*oh*ow+y0*ow:], ow, c[oc*ld:], pw, y1-y0, ow, o.biasOf(g*o.ocg+oc))
+			kernel.StridedRows(outN[(g*o.ocg+oc)*oh*ow+y0*ow:], ow, c[oc*ld:], pw, y1-y0, ow, o.biasOf(g*o.ocg+oc), o.lo, o.hi)
 		}
 	}
 }
@@ -761,7 +815,7 @@ func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
 	for i := 0; i < n; i++ {
 		src := o.in.data[(n0+i)*inSize:]
 		for c := 0; c < o.icg; c++ {
-			kernel.StridedRows(x[c*pg+pad*wg+i*pw+pad:], wg, src[c*h*wd:], wd, h, wd, negZero)
+			kernel.StridedRows(x[c*pg+pad*wg+i*pw+pad:], wg, src[c*h*wd:], wd, h, wd, negZero, negInf, kernel.Inf)
 		}
 	}
 	cols := (oh-1)*wg + (n-1)*pw + ow
@@ -773,7 +827,7 @@ func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
 	for i := 0; i < n; i++ {
 		outN := o.out.data[(n0+i)*outSize:]
 		for oc := 0; oc < o.outS.C; oc++ {
-			kernel.StridedRows(outN[oc*oh*ow:], ow, c[oc*ld+i*pw:], wg, oh, ow, o.biasOf(oc))
+			kernel.StridedRows(outN[oc*oh*ow:], ow, c[oc*ld+i*pw:], wg, oh, ow, o.biasOf(oc), o.lo, o.hi)
 		}
 	}
 }
@@ -789,6 +843,16 @@ func (o *convOp) biasOf(oc int) float32 {
 
 // negZero is -0: x + negZero is x for every x.
 var negZero = float32(math.Copysign(0, -1))
+
+// negInf is -Inf, the lower bound of a clamp that changes nothing.
+var negInf = float32(math.Inf(-1))
+
+// clamp applies the convolution's fused activation (if any) to values it just wrote.
+func (o *convOp) clamp(v []float32) {
+	if o.fused {
+		kernel.Clamp(v, v, o.lo, o.hi)
+	}
+}
 
 // padBuf returns the worker's padded-input buffer of this convolution (nil if it has none).
 func (o *convOp) padBuf(w *worker) []float32 {
@@ -819,7 +883,7 @@ func (o *convOp) padInput(buf, planes []float32) []float32 {
 func (o *convOp) padPlane(buf, src []float32) []float32 {
 	pad, h, w := o.pad, o.inS.H, o.inS.W
 	pw := w + 2*pad
-	kernel.StridedRows(buf[pad*pw+pad:], pw, src, w, h, w, negZero)
+	kernel.StridedRows(buf[pad*pw+pad:], pw, src, w, h, w, negZero, negInf, kernel.Inf)
 	return buf
 }
 
@@ -898,6 +962,12 @@ func (cs *convSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 // per group. The input plane is first copied into a zero-padded scratch plane so that the
 // inner loops need no bounds tests.
 func (o *convOp) runDirect(wk *worker, n, oc int) {
+	o.clamp(o.directPlane(wk, n, oc))
+}
+
+// directPlane computes output plane oc of sample n of runDirect (without the fused
+// activation) and returns it.
+func (o *convOp) directPlane(wk *worker, n, oc int) []float32 {
 	h, w := o.inS.H, o.inS.W
 	oh, ow := o.outS.H, o.outS.W
 	k, s, pad := o.k, o.s, o.pad
@@ -915,7 +985,7 @@ func (o *convOp) runDirect(wk *worker, n, oc int) {
 		// The vector kernel reads a little past the plane: always use the scratch copy.
 		xp = o.padPlane(o.padBuf(wk), src)
 		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw)
-		return
+		return dst
 	}
 	if k == 3 && s == 2 {
 		// Each output row is every other value of the stride-1 row above it: the vector
@@ -930,7 +1000,7 @@ func (o *convOp) runDirect(wk *worker, n, oc int) {
 				row[x] = full[2*x]
 			}
 		}
-		return
+		return dst
 	}
 	if pad > 0 {
 		xp = o.padPlane(o.padBuf(wk), src)
@@ -950,7 +1020,7 @@ func (o *convOp) runDirect(wk *worker, n, oc int) {
 					(w6*c[0] + w7*c[1] + w8*c[2])
 			}
 		}
-		return
+		return dst
 	}
 	for y := 0; y < oh; y++ {
 		row := dst[y*ow : (y+1)*ow]
@@ -966,6 +1036,7 @@ func (o *convOp) runDirect(wk *worker, n, oc int) {
 			row[x] = acc
 		}
 	}
+	return dst
 }
 
 // ---- fully connected ----

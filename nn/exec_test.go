@@ -276,7 +276,7 @@ func execCheckAll(t *testing.T, m *nn.Model, batches, threads []int, tol float64
 			}
 			for _, l := range m.Layers {
 				if foldedConv(m, l) {
-					continue // its output is its batch norm's, checked there
+					continue // its output is the next layer's, checked there
 				}
 				if r := execRelErr(e.Activation(l.Name), ref[l.Name]); r > tol {
 					t.Errorf("batch %d threads %d: layer %q (%s) rel err %.3g > %g", batch, th, l.Name, l.Kind, r, tol)
@@ -735,12 +735,25 @@ func toF64(v []float32) []float64 {
 	return out
 }
 
-// foldedConv tells whether l is a convolution whose only consumer is a batch norm, which the
-// executor folds into it.
+// foldedConv tells whether the executor keeps no output of l's own: a convolution whose only
+// consumer is a batch norm (folded into it), or a convolution or folded batch norm whose only
+// consumer is a ReLU or ReLU6 (applied as the convolution writes its output).
 func foldedConv(m *nn.Model, l *nn.Layer) bool {
-	if l.Kind != nn.Conv2D {
+	user := onlyUser(m, l)
+	switch {
+	case user == nil:
 		return false
+	case l.Kind == nn.Conv2D && user.Kind == nn.BatchNorm:
+		return true
+	case user.Kind == nn.ReLU || user.Kind == nn.ReLU6:
+		// A ReLU is applied by the convolution before it (through its batch norm).
+		return l.Kind == nn.Conv2D || l.Kind == nn.BatchNorm && foldedConv(m, m.Layer(l.Inputs[0]))
 	}
+	return false
+}
+
+// onlyUser returns the one layer that reads l's output, or nil if there are none or several.
+func onlyUser(m *nn.Model, l *nn.Layer) *nn.Layer {
 	var users []*nn.Layer
 	for _, u := range m.Layers {
 		for _, in := range u.Inputs {
@@ -749,7 +762,10 @@ func foldedConv(m *nn.Model, l *nn.Layer) bool {
 			}
 		}
 	}
-	return len(users) == 1 && users[0].Kind == nn.BatchNorm
+	if len(users) != 1 {
+		return nil
+	}
+	return users[0]
 }
 
 // A deadline stops a pass inside a long layer, not only between layers: a pooling layer

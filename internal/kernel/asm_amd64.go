@@ -213,11 +213,12 @@ func addAVX(dst, x, y *float32, n int)
 //go:noescape
 func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
 
-// stridedRowsAVX sets dst[r*ldd+i] = src[r*lds+i] + b for r < rows and i < n, with
+// stridedRowsAVX sets dst[r*ldd+i] = min(max(src[r*lds+i]+b, lo), hi) for r < rows and
+// i < n (NaN kept), with
 // 4 <= n and rows >= 1; a destination row must not overlap its source row.
 //
 //go:noescape
-func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b float32)
+func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32)
 
 // depthwise3x3AVX is Depthwise3x3 without the checks.
 //

@@ -932,11 +932,12 @@ rstore512:
 	VZEROUPPER
 	RET
 
-// func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b float32)
+// func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32)
 //
 // Rows of 8 values or more go in blocks of 8 and a last block of 8 that overlaps the one
-// before; rows of 4 to 7 values in two overlapping 16-byte blocks.
-TEXT ·stridedRowsAVX(SB), NOSPLIT, $0-52
+// before; rows of 4 to 7 values in two overlapping 16-byte blocks. The clamp takes the data
+// as second source of VMAXPS and VMINPS, so that NaN passes through (as in clampAVX).
+TEXT ·stridedRowsAVX(SB), NOSPLIT, $0-60
 	MOVQ dst+0(FP), DI
 	MOVQ ldd+8(FP), R8
 	SHLQ $2, R8
@@ -946,6 +947,8 @@ TEXT ·stridedRowsAVX(SB), NOSPLIT, $0-52
 	MOVQ rows+32(FP), CX
 	MOVQ n+40(FP), DX
 	VBROADCASTSS b+48(FP), Y1
+	VBROADCASTSS lo+52(FP), Y2
+	VBROADCASTSS hi+56(FP), Y3
 	CMPQ DX, $8
 	JLT srshort
 	LEAQ -32(DX*4), R10
@@ -957,12 +960,16 @@ srblock:
 	CMPQ AX, R10
 	JGE srlast
 	VADDPS (SI)(AX*1), Y1, Y0
+	VMAXPS Y0, Y2, Y0
+	VMINPS Y0, Y3, Y0
 	VMOVUPS Y0, (DI)(AX*1)
 	ADDQ $32, AX
 	JMP srblock
 
 srlast:
 	VADDPS (SI)(R10*1), Y1, Y0
+	VMAXPS Y0, Y2, Y0
+	VMINPS Y0, Y3, Y0
 	VMOVUPS Y0, (DI)(R10*1)
 	ADDQ R9, SI
 	ADDQ R8, DI
@@ -976,8 +983,12 @@ srshort:
 
 srsrow:
 	VADDPS (SI), X1, X0
+	VMAXPS X0, X2, X0
+	VMINPS X0, X3, X0
 	VMOVUPS X0, (DI)
 	VADDPS (SI)(R10*1), X1, X0
+	VMAXPS X0, X2, X0
+	VMINPS X0, X3, X0
 	VMOVUPS X0, (DI)(R10*1)
 	ADDQ R9, SI
 	ADDQ R8, DI

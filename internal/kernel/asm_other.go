@@ -28,7 +28,7 @@ func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
 	panic("unreachable")
 }
 
-func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b float32) {
+func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32) {
 	panic("unreachable")
 }
 

@@ -152,12 +152,13 @@ func CopyRows(dst []float32, stride int, src []float32, base int, offs []int, n 
 	}
 }
 
-// StridedRows sets dst[r*ldd+i] = src[r*lds+i] + b for every r < rows and i < n: a block of
-// rows moved between two row strides (a plane into its zero-padded copy, or a product's
-// wide grid into the output planes), with a bias. With b = -0 (math.Copysign(0, -1)) it
-// copies every value exactly, signed zeros included. A destination row must not overlap its
-// source row; it panics when a row falls outside dst or src.
-func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b float32) {
+// StridedRows sets dst[r*ldd+i] = min(max(src[r*lds+i]+b, lo), hi) for every r < rows and
+// i < n, keeping NaN: a block of rows moved between two row strides (a plane into its
+// zero-padded copy, or a product's wide grid into the output planes), with a bias and the
+// clamp of a ReLU or ReLU6. With b = -0 (math.Copysign(0, -1)), lo = -Inf and hi = +Inf it
+// copies every value exactly, signed zeros included. A destination row must not overlap
+// its source row; it panics when a row falls outside dst or src.
+func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b, lo, hi float32) {
 	if rows <= 0 || n <= 0 {
 		return
 	}
@@ -165,13 +166,13 @@ func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b 
 		panic("kernel: StridedRows out of range")
 	}
 	if hasAVX2FMA && n >= 4 {
-		stridedRowsAVX(&dst[0], ldd, &src[0], lds, rows, n, b)
+		stridedRowsAVX(&dst[0], ldd, &src[0], lds, rows, n, b, lo, hi)
 		return
 	}
 	for r := 0; r < rows; r++ {
 		d := dst[r*ldd : r*ldd+n]
 		for i, v := range src[r*lds : r*lds+n] {
-			d[i] = v + b
+			d[i] = min(max(v+b, lo), hi)
 		}
 	}
 }

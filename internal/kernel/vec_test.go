@@ -205,20 +205,24 @@ func TestStridedRows(t *testing.T) {
 	negZero := float32(math.Copysign(0, -1))
 	for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 14, 16, 17, 28, 33} {
 		for _, rows := range []int{1, 2, 7} {
-			for _, b := range []float32{negZero, 0.75} {
+			for _, cl := range []struct{ b, lo, hi float32 }{{negZero, Inf * -1, Inf}, {0.75, Inf * -1, Inf}, {0.25, 0, Inf}, {-0.5, 0, 0.6}} {
+				b := cl.b
 				lds, ldd := n+3, n+5
 				src := randSlice(rng, (rows-1)*lds+n)
 				src[0] = negZero
+				if n > 2 {
+					src[2] = float32(math.NaN())
+				}
 				dst := randSlice(rng, (rows-1)*ldd+n+1)
 				keep := append([]float32(nil), dst...)
-				StridedRows(dst, ldd, src, lds, rows, n, b)
+				StridedRows(dst, ldd, src, lds, rows, n, b, cl.lo, cl.hi)
 				for i := range dst {
 					r, c := i/ldd, i%ldd
 					want := keep[i]
 					if r < rows && c < n {
-						want = src[r*lds+c] + b
+						want = min(max(src[r*lds+c]+b, cl.lo), cl.hi)
 					}
-					if math.Float32bits(dst[i]) != math.Float32bits(want) {
+					if math.Float32bits(dst[i]) != math.Float32bits(want) && !(want != want && dst[i] != dst[i]) {
 						t.Fatalf("n=%d rows=%d b=%v: dst[%d] = %v, want %v", n, rows, b, i, dst[i], want)
 					}
 				}
@@ -230,5 +234,5 @@ func TestStridedRows(t *testing.T) {
 			t.Error("no panic on a row past the end")
 		}
 	}()
-	StridedRows(make([]float32, 10), 5, make([]float32, 20), 5, 3, 4, 0)
+	StridedRows(make([]float32, 10), 5, make([]float32, 20), 5, 3, 4, 0, 0, Inf)
 }
