@@ -573,17 +573,73 @@ type convOp struct {
 	// as the output is written, clamped to [lo, hi] (-Inf, +Inf when not fused).
 	fused  bool
 	lo, hi float32
-	// shifted: stride 1 and a kernel larger than 1x1 (or padding), with a kernel that reads
-	// the rows of B in place. Each row of the im2col matrix is then a shifted window of the
-	// padded input, if the product runs over a grid as wide as the padded planes (pw
-	// columns per output row, the last pw-ow of them unused): the GEMM reads the padded
-	// input itself instead of packing the im2col matrix, and the rows of the grid are
-	// copied out afterwards (see runShifted and runShiftedGroup). A pointwise convolution
-	// over a group of samples is shifted too: side by side, the samples' planes are rows
-	// the kernel reads in place.
+	// shifted: stride 1 or 2 (but not a pointwise convolution of one sample, which reads
+	// its input in place anyway), with a kernel that reads the rows of B in place. With
+	// stride 1, each row of the im2col matrix is a shifted window of the padded input, if
+	// the product runs over a grid as wide as the padded planes (wq = pw columns per output
+	// row, the last pw-ow of them unused): the GEMM reads the padded input itself instead
+	// of packing the im2col matrix, and the rows of the grid are copied out afterwards (see
+	// runShifted and runShiftedGroup). With stride 2, the padded input is first split into
+	// its four phases (even and odd rows by even and odd columns, each hq x wq): kernel tap
+	// (kh, kw) reads phase (kh%2, kw%2) shifted by (kh/2, kw/2), a window again. A
+	// pointwise convolution over a group of samples is shifted too: side by side, the
+	// samples' planes are rows the kernel reads in place.
 	shifted   bool
+	hq, wq    int   // shifted: rows and columns of a phase plane (the padded plane for stride 1)
 	chunkRows int   // shifted: output rows per chunk
 	wideOff   []int // shifted group: the im2col row offsets in the group's side-by-side planes
+}
+
+// phaseOffsets returns, for each im2col row (input channel, kernel row, kernel column), its
+// offset in a shifted convolution's phase planes, whose rows are ld values apart, plane
+// after plane (the s*s phases of channel 0, then of channel 1, ...), each pl values long.
+func (o *convOp) phaseOffsets(ld, pl int) []int {
+	s := o.s
+	offs := make([]int, o.rows)
+	for r := range offs {
+		c, kh, kw := r/(o.k*o.k), r/o.k%o.k, r%o.k
+		offs[r] = (c*s*s+(kh%s)*s+kw%s)*pl + (kh/s)*ld + kw/s
+	}
+	return offs
+}
+
+// fillPhases writes one input plane (h x w) into its zero-bordered phase planes at dst,
+// whose rows are ld values apart and which are pl values apart: a plain padded copy for
+// stride 1; for stride 2, value (y, x) goes to phase ((y+pad)%2, (x+pad)%2) at row
+// (y+pad)/2 and column (x+pad)/2. tmp is scratch for h*w values.
+func (o *convOp) fillPhases(dst []float32, ld, pl int, src, tmp []float32) {
+	h, w, pad := o.inS.H, o.inS.W, o.pad
+	src = src[:h*w]
+	if o.s == 1 {
+		kernel.StridedRows(dst[pad*ld+pad:], ld, src, w, h, w, negZero, negInf, kernel.Inf)
+		return
+	}
+	if w%2 != 0 {
+		for y := 0; y < h; y++ {
+			py := y + pad
+			for x, v := range src[y*w : (y+1)*w] {
+				px := x + pad
+				dst[((py%2)*2+px%2)*pl+(py/2)*ld+px/2] = v
+			}
+		}
+		return
+	}
+	// The even and the odd columns of every row, end to end; then for each parity of the
+	// rows, its rows of each into their phase plane.
+	half := w / 2
+	even, odd := tmp[:h*half], tmp[h*half:h*w]
+	kernel.Deinterleave(even, odd, src)
+	for q := 0; q < 2 && q < h; q++ {
+		rows := (h - q + 1) / 2
+		py := q + pad
+		for _, part := range [2]struct {
+			v  []float32
+			px int
+		}{{even, pad}, {odd, pad + 1}} {
+			at := ((py%2)*2+part.px%2)*pl + (py/2)*ld + part.px/2
+			kernel.StridedRows(dst[at:], ld, part.v[q*half:], 2*half, rows, half, negZero, negInf, kernel.Inf)
+		}
+	}
 }
 
 // smallPlane is the most output pixels per sample for which a convolution inside a
@@ -605,17 +661,13 @@ func (o *convOp) batch(group int) scratch {
 		sc.pad = group * o.icg * (o.inS.H + 2*o.pad) * (o.inS.W + 2*o.pad)
 	}
 	if o.pointwise && kernel.Accelerated() {
-		o.shifted = true
+		o.shifted, o.hq, o.wq = true, o.inS.H, o.inS.W
 	}
 	if o.shifted {
-		// The group's padded planes side by side: channel c is hp rows of group*pw values.
-		hp, wg := o.inS.H+2*o.pad, group*(o.inS.W+2*o.pad)
-		o.wideOff = make([]int, o.rows)
-		for r := range o.wideOff {
-			c, kh, kw := r/(o.k*o.k), r/o.k%o.k, r%o.k
-			o.wideOff[r] = c*hp*wg + kh*wg + kw
-		}
-		sc = scratch{pad: o.icg * hp * wg, c: o.outS.C * o.outS.H * wg}
+		// The group's phase planes side by side: each is hq rows of group*wq values.
+		wg := group * o.wq
+		o.wideOff = o.phaseOffsets(wg, o.hq*wg)
+		sc = scratch{pad: o.icg * o.s * o.s * o.hq * wg, c: max(o.outS.C*o.outS.H*wg, o.inS.H*o.inS.W)}
 	}
 	return sc
 }
@@ -685,7 +737,11 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 		return newStep(o, batch*l.Out, work, threads), scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack, c: inS.W + 2*o.pad}
 	}
 	o.pointwise = o.k == 1 && o.s == 1 && o.pad == 0
-	o.shifted = !o.pointwise && o.s == 1 && kernel.Accelerated()
+	o.shifted = !o.pointwise && (o.s == 1 || o.s == 2) && kernel.Accelerated()
+	if o.shifted {
+		o.hq = (inS.H + 2*o.pad + o.s - 1) / o.s
+		o.wq = (inS.W + 2*o.pad + o.s - 1) / o.s
+	}
 	o.packed = make([]*kernel.PackedA, g)
 	for i := range o.packed {
 		o.packed[i] = packer.PackA(o.ocg, o.rows, o.w[i*o.ocg*o.rows:], o.rows)
@@ -699,15 +755,17 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	}
 	o.chunkCols = roundUp((ohw+chunks-1)/chunks, 16)
 	o.chunks = (ohw + o.chunkCols - 1) / o.chunkCols
-	var sc scratch
 	if o.shifted {
 		o.chunkRows = (outS.H + chunks - 1) / chunks
 		o.chunks = (outS.H + o.chunkRows - 1) / o.chunkRows
-		sc.c = o.ocg * o.chunkRows * (inS.W + 2*o.pad)
+		o.rowOff = o.phaseOffsets(o.wq, o.hq*o.wq)
+		sc := scratch{pad: o.icg * o.s * o.s * o.hq * o.wq, c: max(o.ocg*o.chunkRows*o.wq, inS.H*inS.W)}
+		return newStep(o, batch*o.chunks, work, threads), sc
 	}
 	// Offset of each im2col row (input channel, kernel row, kernel column) in the padded
 	// planes of a group (a pointwise convolution reads its input in place one sample at
 	// a time, through these offsets only for a group of samples).
+	var sc scratch
 	pw := inS.W + 2*o.pad
 	ps := (inS.H + 2*o.pad) * pw
 	o.rowOff = make([]int, o.rows)
@@ -776,49 +834,50 @@ func (o *convOp) runGemm(w *worker, n, chunk int) {
 }
 
 // runShifted computes output rows chunk*chunkRows.. of sample n of a shifted convolution:
-// the product over a grid of pw columns per output row reads the padded planes in place,
-// and each grid row's first ow values (plus the bias) are the output row.
+// the product over a grid of wq columns per output row reads the phase planes in place, and
+// each grid row's first ow values (plus the bias) are the output row.
 func (o *convOp) runShifted(w *worker, n, chunk int) {
 	h, wd := o.inS.H, o.inS.W
-	oh, ow := o.outS.H, o.outS.W
-	pw := wd + 2*o.pad
+	oh, ow, wq := o.outS.H, o.outS.W, o.wq
+	pl := o.hq * wq
 	y0 := chunk * o.chunkRows
 	y1 := min(y0+o.chunkRows, oh)
-	cols := (y1-y0-1)*pw + ow
-	ld := (y1 - y0) * pw
+	cols := (y1-y0-1)*wq + ow
+	ld := (y1 - y0) * wq
 	inN := o.in.data[n*o.inS.Size() : (n+1)*o.inS.Size()]
 	outN := o.out.data[n*o.outS.Size() : (n+1)*o.outS.Size()]
-	c := w.cbuf[:o.ocg*ld]
+	x := o.padBuf(w)
 	for g := 0; g < o.groups; g++ {
-		xp := o.padInput(o.padBuf(w), inN[g*o.icg*h*wd:(g+1)*o.icg*h*wd])
-		w.rows = kernel.Rows{B: xp[y0*pw:], Offs: o.rowOff}
+		for c := 0; c < o.icg; c++ {
+			o.fillPhases(x[c*o.s*o.s*pl:], wq, pl, inN[(g*o.icg+c)*h*wd:], w.cbuf)
+		}
+		c := w.cbuf[:o.ocg*ld]
+		w.rows = kernel.Rows{B: x[y0*wq:], Offs: o.rowOff}
 		w.gemm.SgemmSource(o.packed[g], cols, &w.rows, 0, c, ld)
 		w.rows = kernel.Rows{}
 		for oc := 0; oc < o.ocg; oc++ {
-			kernel.StridedRows(outN[(g*o.ocg+oc)*oh*ow+y0*ow:], ow, c[oc*ld:], pw, y1-y0, ow, o.biasOf(g*o.ocg+oc), o.lo, o.hi)
+			kernel.StridedRows(outN[(g*o.ocg+oc)*oh*ow+y0*ow:], ow, c[oc*ld:], wq, y1-y0, ow, o.biasOf(g*o.ocg+oc), o.lo, o.hi)
 		}
 	}
 }
 
-// runShiftedGroup is runGroup for a shifted convolution: the samples' padded planes are
-// laid side by side (row y of channel c holds row y of every sample), so that the product
-// runs over one grid of group*pw columns per output row for the whole group.
+// runShiftedGroup is runGroup for a shifted convolution: the samples' phase planes are laid
+// side by side (row y of a phase plane of channel c holds row y of every sample), so that
+// the product runs over one grid of group*wq columns per output row for the whole group.
 func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
 	h, wd := o.inS.H, o.inS.W
-	oh, ow := o.outS.H, o.outS.W
-	pad := o.pad
-	pw, hp := wd+2*pad, h+2*pad
-	wg := o.group * pw
-	pg := hp * wg
+	oh, ow, wq := o.outS.H, o.outS.W, o.wq
+	wg := o.group * wq
+	pl := o.hq * wg
 	inSize, outSize := o.inS.Size(), o.outS.Size()
-	x := o.padBuf(w)[:o.icg*pg]
+	x := o.padBuf(w)
 	for i := 0; i < n; i++ {
 		src := o.in.data[(n0+i)*inSize:]
 		for c := 0; c < o.icg; c++ {
-			kernel.StridedRows(x[c*pg+pad*wg+i*pw+pad:], wg, src[c*h*wd:], wd, h, wd, negZero, negInf, kernel.Inf)
+			o.fillPhases(x[c*o.s*o.s*pl+i*wq:], wg, pl, src[c*h*wd:], w.cbuf)
 		}
 	}
-	cols := (oh-1)*wg + (n-1)*pw + ow
+	cols := (oh-1)*wg + (n-1)*wq + ow
 	ld := oh * wg
 	c := w.cbuf[:o.outS.C*ld]
 	w.rows = kernel.Rows{B: x, Offs: o.wideOff}
@@ -827,7 +886,7 @@ func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
 	for i := 0; i < n; i++ {
 		outN := o.out.data[(n0+i)*outSize:]
 		for oc := 0; oc < o.outS.C; oc++ {
-			kernel.StridedRows(outN[oc*oh*ow:], ow, c[oc*ld+i*pw:], wg, oh, ow, o.biasOf(oc), o.lo, o.hi)
+			kernel.StridedRows(outN[oc*oh*ow:], ow, c[oc*ld+i*wq:], wg, oh, ow, o.biasOf(oc), o.lo, o.hi)
 		}
 	}
 }

@@ -220,6 +220,11 @@ func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
 //go:noescape
 func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32)
 
+// deinterleaveAVX sets even[i] = src[2i] and odd[i] = src[2i+1] for i < n, n >= 8.
+//
+//go:noescape
+func deinterleaveAVX(even, odd, src *float32, n int)
+
 // depthwise3x3AVX is Depthwise3x3 without the checks.
 //
 //go:noescape

@@ -996,3 +996,42 @@ srsrow:
 	JNZ srsrow
 	VZEROUPPER
 	RET
+
+// func deinterleaveAVX(even, odd, src *float32, n int)
+//
+// Blocks of 16 values of src, then a last block that overlaps the one before: VSHUFPS picks
+// the even (or odd) values of each 128-bit lane of two registers, VPERMPD puts the 64-bit
+// pairs back in order.
+TEXT ·deinterleaveAVX(SB), NOSPLIT, $0-32
+	MOVQ even+0(FP), DI
+	MOVQ odd+8(FP), DX
+	MOVQ src+16(FP), SI
+	MOVQ n+24(FP), CX
+	LEAQ -32(CX*4), R10
+	XORQ AX, AX
+
+diblock:
+	CMPQ AX, R10
+	JGE dilast
+	VMOVUPS (SI)(AX*2), Y0
+	VMOVUPS 32(SI)(AX*2), Y1
+	VSHUFPS $0x88, Y1, Y0, Y2
+	VSHUFPS $0xDD, Y1, Y0, Y3
+	VPERMPD $0xD8, Y2, Y2
+	VPERMPD $0xD8, Y3, Y3
+	VMOVUPS Y2, (DI)(AX*1)
+	VMOVUPS Y3, (DX)(AX*1)
+	ADDQ $32, AX
+	JMP diblock
+
+dilast:
+	VMOVUPS (SI)(R10*2), Y0
+	VMOVUPS 32(SI)(R10*2), Y1
+	VSHUFPS $0x88, Y1, Y0, Y2
+	VSHUFPS $0xDD, Y1, Y0, Y3
+	VPERMPD $0xD8, Y2, Y2
+	VPERMPD $0xD8, Y3, Y3
+	VMOVUPS Y2, (DI)(R10*1)
+	VMOVUPS Y3, (DX)(R10*1)
+	VZEROUPPER
+	RET

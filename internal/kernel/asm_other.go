@@ -32,6 +32,8 @@ func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b
 	panic("unreachable")
 }
 
+func deinterleaveAVX(even, odd, src *float32, n int) { panic("unreachable") }
+
 func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int) {
 	panic("unreachable")
 }

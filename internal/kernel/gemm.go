@@ -59,8 +59,8 @@ func (d *DenseT) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 
 // Rows is a PanelSource whose row p is the run of values B[Offs[p]:] (column j is
 // B[Offs[p]+j]): the im2col matrix of a stride-1 convolution over zero-padded planes, whose
-// every row is a shifted window of the input. The offsets must be non-negative and
-// ascending. SgemmSource of New's kernels reads such rows where they lie, without packing
+// every row is a shifted window of the input. The offsets must be non-negative.
+// SgemmSource of New's kernels reads such rows where they lie, without packing
 // them, when the CPU has AVX2 or AVX-512.
 type Rows struct {
 	B    []float32
@@ -390,8 +390,8 @@ func (g *blocked) runRows(a *PackedA, n int, r *Rows, beta float32, c []float32,
 		kc := min(blockK, k-pc)
 		load := pc > 0 || beta != 0
 		offs := r.Offs[pc : pc+kc]
-		// The offsets ascend, so the last row's last full sliver is the furthest read.
-		if offs[0] < 0 || offs[kc-1]+full > len(r.B) || !ascending(offs) {
+		// The furthest read is the last full sliver of the row that starts furthest.
+		if lo, hi := minMax(offs); lo < 0 || hi+full > len(r.B) {
 			panic("kernel: Rows out of range")
 		}
 		ap := a.data[pc*mp : pc*mp+kc*mp]
@@ -415,13 +415,12 @@ func (g *blocked) runRows(a *PackedA, n int, r *Rows, beta float32, c []float32,
 	}
 }
 
-func ascending(offs []int) bool {
-	for i := 1; i < len(offs); i++ {
-		if offs[i] < offs[i-1] {
-			return false
-		}
+func minMax(v []int) (lo, hi int) {
+	lo, hi = v[0], v[0]
+	for _, x := range v[1:] {
+		lo, hi = min(lo, x), max(hi, x)
 	}
-	return true
+	return lo, hi
 }
 
 // dotRows is the most rows of A for which Sgemm computes A·Bᵀ as dot products of stored

@@ -303,12 +303,15 @@ func TestSgemmRows(t *testing.T) {
 	for name, g := range kernels {
 		for _, d := range []struct{ m, n, k int }{{1, 1, 1}, {3, 17, 1}, {6, 16, 9}, {7, 33, 17}, {17, 100, 300}, {64, 392, 576}, {16, 838, 144}, {33, 31, 3}} {
 			for _, beta := range []float32{0, 1, -0.5} {
-				// Ascending offsets with gaps and overlaps, like a padded convolution's.
+				// Offsets with gaps and overlaps, in any order, like a strided
+				// convolution's over the phases of its input.
 				offs := make([]int, d.k)
-				for p := 1; p < d.k; p++ {
-					offs[p] = offs[p-1] + rng.Intn(5)
+				hi := 0
+				for p := range offs {
+					offs[p] = rng.Intn(4 * d.k)
+					hi = max(hi, offs[p])
 				}
-				x := randSlice(rng, offs[d.k-1]+d.n)
+				x := randSlice(rng, hi+d.n)
 				b := make([]float32, d.k*d.n)
 				for p, o := range offs {
 					copy(b[p*d.n:(p+1)*d.n], x[o:o+d.n])
@@ -343,7 +346,7 @@ func TestRowsOutOfRange(t *testing.T) {
 	pa := g.PackA(6, 2, make([]float32, 12), 2)
 	for _, r := range []*Rows{
 		{B: make([]float32, 40), Offs: []int{0, 10}}, // the second row runs past B
-		{B: make([]float32, 80), Offs: []int{5, 0}},  // descending
+		{B: make([]float32, 80), Offs: []int{50, 0}}, // the first row runs past B
 		{B: make([]float32, 80), Offs: []int{-1, 0}}, // negative
 	} {
 		func() {

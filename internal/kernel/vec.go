@@ -177,6 +177,24 @@ func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b,
 	}
 }
 
+// Deinterleave sets even[i] = src[2i] and odd[i] = src[2i+1] for every i < len(src)/2: the
+// even and odd columns of rows of even length, laid end to end. It panics if even or odd is
+// shorter than len(src)/2.
+func Deinterleave(even, odd, src []float32) {
+	n := len(src) / 2
+	if len(even) < n || len(odd) < n {
+		panic("kernel: Deinterleave out of range")
+	}
+	i := 0
+	if hasAVX2FMA && n >= 8 {
+		deinterleaveAVX(&even[0], &odd[0], &src[0], n)
+		i = n
+	}
+	for ; i < n; i++ {
+		even[i], odd[i] = src[2*i], src[2*i+1]
+	}
+}
+
 // DepthwiseSlack is how many values past the end of its padded input plane Depthwise3x3 may
 // read (and ignore).
 const DepthwiseSlack = 16

@@ -236,3 +236,21 @@ func TestStridedRows(t *testing.T) {
 	}()
 	StridedRows(make([]float32, 10), 5, make([]float32, 20), 5, 3, 4, 0, 0, Inf)
 }
+
+func TestDeinterleave(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	for _, n := range []int{0, 1, 7, 8, 9, 14, 16, 17, 33, 98} {
+		src := randSlice(rng, 2*n+1) // an odd last value is left alone
+		even, odd := randSlice(rng, n+1), randSlice(rng, n+1)
+		e9, o9 := even[n], odd[n]
+		Deinterleave(even, odd, src)
+		for i := 0; i < n; i++ {
+			if even[i] != src[2*i] || odd[i] != src[2*i+1] {
+				t.Fatalf("n=%d: [%d] = %v, %v; want %v, %v", n, i, even[i], odd[i], src[2*i], src[2*i+1])
+			}
+		}
+		if even[n] != e9 || odd[n] != o9 {
+			t.Fatalf("n=%d: wrote past n", n)
+		}
+	}
+}
