@@ -141,7 +141,7 @@ func plainCopy(m, k int, a []float32, lda int) []float32 {
 }
 
 // New returns the fastest SGEMM available on this machine: a cache-blocked kernel whose
-// inner micro-kernel uses AVX-512 (a 6 x 32 tile) or AVX2 and FMA (6 x 16) instructions when
+// inner micro-kernel uses AVX-512 (an 8 x 32 tile) or AVX2 and FMA (6 x 16) instructions when
 // the CPU has them, and portable Go code otherwise. It runs on the calling goroutine only.
 func New() SourceGemm {
 	if hasAVX512 && !avoidAVX512 {
