@@ -661,13 +661,18 @@ func (o *convOp) batch(group int) scratch {
 		sc.pad = group * o.icg * (o.inS.H + 2*o.pad) * (o.inS.W + 2*o.pad)
 	}
 	if o.pointwise && kernel.Accelerated() {
-		o.shifted, o.hq, o.wq = true, o.inS.H, o.inS.W
+		// Pixels are independent: each plane is one row of h*w values.
+		o.shifted, o.hq, o.wq = true, 1, o.inS.H*o.inS.W
 	}
 	if o.shifted {
 		// The group's phase planes side by side: each is hq rows of group*wq values.
 		wg := group * o.wq
 		o.wideOff = o.phaseOffsets(wg, o.hq*wg)
-		sc = scratch{pad: o.icg * o.s * o.s * o.hq * wg, c: max(o.outS.C*o.outS.H*wg, o.inS.H*o.inS.W)}
+		gh := o.outS.H
+		if o.pointwise {
+			gh = 1
+		}
+		sc = scratch{pad: o.icg * o.s * o.s * o.hq * wg, c: max(o.outS.C*gh*wg, o.inS.H*o.inS.W)}
 	}
 	return sc
 }
@@ -871,6 +876,10 @@ func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
 	pl := o.hq * wg
 	inSize, outSize := o.inS.Size(), o.outS.Size()
 	x := o.padBuf(w)
+	if o.pointwise {
+		o.runPointwiseGroup(w, x, n0, n)
+		return
+	}
 	for i := 0; i < n; i++ {
 		src := o.in.data[(n0+i)*inSize:]
 		for c := 0; c < o.icg; c++ {
@@ -887,6 +896,30 @@ func (o *convOp) runShiftedGroup(w *worker, n0, n int) {
 		outN := o.out.data[(n0+i)*outSize:]
 		for oc := 0; oc < o.outS.C; oc++ {
 			kernel.StridedRows(outN[oc*oh*ow:], ow, c[oc*ld+i*wq:], wg, oh, ow, o.biasOf(oc), o.lo, o.hi)
+		}
+	}
+}
+
+// runPointwiseGroup is runShiftedGroup for a pointwise convolution: row c of x holds plane c
+// of every sample of the group, one after another, so that one product covers the group,
+// and each sample's planes come in and go out in one move of all its channels.
+func (o *convOp) runPointwiseGroup(w *worker, x []float32, n0, n int) {
+	hw := o.inS.H * o.inS.W
+	wg := o.group * hw
+	inSize, outSize := o.inS.Size(), o.outS.Size()
+	for i := 0; i < n; i++ {
+		kernel.StridedRows(x[i*hw:], wg, o.in.data[(n0+i)*inSize:], hw, o.icg, hw, negZero, negInf, kernel.Inf)
+	}
+	c := w.cbuf[:o.outS.C*wg]
+	w.rows = kernel.Rows{B: x, Offs: o.wideOff}
+	w.gemm.SgemmSource(o.packed[0], n*hw, &w.rows, 0, c, wg)
+	w.rows = kernel.Rows{}
+	for i := 0; i < n; i++ {
+		out := o.out.data[(n0+i)*outSize:]
+		if o.bias != nil {
+			kernel.StridedRowsBias(out, hw, c[i*hw:], wg, o.outS.C, hw, o.bias, o.lo, o.hi)
+		} else {
+			kernel.StridedRows(out, hw, c[i*hw:], wg, o.outS.C, hw, negZero, o.lo, o.hi)
 		}
 	}
 }
@@ -1021,11 +1054,14 @@ func (cs *convSource) PackB(dst []float32, p0, kc, j0, nc, nr int) {
 // per group. The input plane is first copied into a zero-padded scratch plane so that the
 // inner loops need no bounds tests.
 func (o *convOp) runDirect(wk *worker, n, oc int) {
-	o.clamp(o.directPlane(wk, n, oc))
+	if dst := o.directPlane(wk, n, oc); dst != nil {
+		o.clamp(dst)
+	}
 }
 
-// directPlane computes output plane oc of sample n of runDirect (without the fused
-// activation) and returns it.
+// directPlane computes output plane oc of sample n of runDirect. The vector kernel applies
+// the fused activation itself, and directPlane then returns nil; otherwise it returns the
+// plane, still to be clamped.
 func (o *convOp) directPlane(wk *worker, n, oc int) []float32 {
 	h, w := o.inS.H, o.inS.W
 	oh, ow := o.outS.H, o.outS.W
@@ -1043,8 +1079,8 @@ func (o *convOp) directPlane(wk *worker, n, oc int) []float32 {
 	if k == 3 && s == 1 {
 		// The vector kernel reads a little past the plane: always use the scratch copy.
 		xp = o.padPlane(o.padBuf(wk), src)
-		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw)
-		return dst
+		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw, o.lo, o.hi)
+		return nil
 	}
 	if k == 3 && s == 2 {
 		// Each output row is every other value of the stride-1 row above it: the vector
@@ -1053,13 +1089,13 @@ func (o *convOp) directPlane(wk *worker, n, oc int) []float32 {
 		xp = o.padPlane(o.padBuf(wk), src)
 		full := wk.cbuf[:pw-2]
 		for y := 0; y < oh; y++ {
-			kernel.Depthwise3x3(full, xp[2*y*pw:], (*[9]float32)(wt), bv, 1, pw-2, pw)
+			kernel.Depthwise3x3(full, xp[2*y*pw:], (*[9]float32)(wt), bv, 1, pw-2, pw, o.lo, o.hi)
 			row := dst[y*ow : (y+1)*ow]
 			for x := range row {
 				row[x] = full[2*x]
 			}
 		}
-		return dst
+		return nil
 	}
 	if pad > 0 {
 		xp = o.padPlane(o.padBuf(wk), src)

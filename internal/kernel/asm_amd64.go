@@ -227,12 +227,12 @@ func addAVX(dst, x, y *float32, n int)
 //go:noescape
 func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
 
-// stridedRowsAVX sets dst[r*ldd+i] = min(max(src[r*lds+i]+b, lo), hi) for r < rows and
-// i < n (NaN kept), with
+// stridedRowsAVX sets dst[r*ldd+i] = min(max(src[r*lds+i]+b[r*bs], lo), hi) for r < rows
+// and i < n (NaN kept), with
 // 4 <= n and rows >= 1; a destination row must not overlap its source row.
 //
 //go:noescape
-func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32)
+func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b *float32, bs int, lo, hi float32)
 
 // deinterleaveAVX sets even[i] = src[2i] and odd[i] = src[2i+1] for i < n, n >= 8.
 //
@@ -242,4 +242,4 @@ func deinterleaveAVX(even, odd, src *float32, n int)
 // depthwise3x3AVX is Depthwise3x3 without the checks.
 //
 //go:noescape
-func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int)
+func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int, lo, hi float32)

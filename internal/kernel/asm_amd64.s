@@ -287,11 +287,11 @@ DATA lanes<>+48(SB)/8, $0
 DATA lanes<>+56(SB)/8, $0
 GLOBL lanes<>(SB), RODATA|NOPTR, $64
 
-// func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int)
+// func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int, lo, hi float32)
 //
-// Y0-Y8 hold the broadcast weights, Y9 the bias. Each step computes 8 outputs of a row; the
-// last step of a row stores only the remaining lanes.
-TEXT ·depthwise3x3AVX(SB), NOSPLIT, $0-56
+// Y0-Y8 hold the broadcast weights, Y9 the bias, Y12 and Y13 the clamp. Each step computes 8
+// outputs of a row; the last step of a row stores only the remaining lanes.
+TEXT ·depthwise3x3AVX(SB), NOSPLIT, $0-64
 	MOVQ dst+0(FP), DI
 	MOVQ x+8(FP), SI
 	MOVQ w+16(FP), AX
@@ -305,6 +305,8 @@ TEXT ·depthwise3x3AVX(SB), NOSPLIT, $0-56
 	VBROADCASTSS 28(AX), Y7
 	VBROADCASTSS 32(AX), Y8
 	VBROADCASTSS bias+24(FP), Y9
+	VBROADCASTSS lo+56(FP), Y12
+	VBROADCASTSS hi+60(FP), Y13
 	MOVQ oh+32(FP), R8
 	MOVQ ow+40(FP), R9
 	MOVQ pw+48(FP), R10
@@ -327,6 +329,8 @@ dwstep:
 	VFMADD231PS (R13), Y6, Y10
 	VFMADD231PS 4(R13), Y7, Y10
 	VFMADD231PS 8(R13), Y8, Y10
+	VMAXPS Y10, Y12, Y10
+	VMINPS Y10, Y13, Y10
 	CMPQ CX, $8
 	JLT dwtail
 	VMOVUPS Y10, (DI)
@@ -763,12 +767,12 @@ rstore:
 	VZEROUPPER
 	RET
 
-// func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32)
+// func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b *float32, bs int, lo, hi float32)
 //
 // Rows of 8 values or more go in blocks of 8 and a last block of 8 that overlaps the one
 // before; rows of 4 to 7 values in two overlapping 16-byte blocks. The clamp takes the data
 // as second source of VMAXPS and VMINPS, so that NaN passes through (as in clampAVX).
-TEXT ·stridedRowsAVX(SB), NOSPLIT, $0-60
+TEXT ·stridedRowsAVX(SB), NOSPLIT, $0-72
 	MOVQ dst+0(FP), DI
 	MOVQ ldd+8(FP), R8
 	SHLQ $2, R8
@@ -777,14 +781,17 @@ TEXT ·stridedRowsAVX(SB), NOSPLIT, $0-60
 	SHLQ $2, R9
 	MOVQ rows+32(FP), CX
 	MOVQ n+40(FP), DX
-	VBROADCASTSS b+48(FP), Y1
-	VBROADCASTSS lo+52(FP), Y2
-	VBROADCASTSS hi+56(FP), Y3
+	MOVQ b+48(FP), R11
+	MOVQ bs+56(FP), R12
+	SHLQ $2, R12
+	VBROADCASTSS lo+64(FP), Y2
+	VBROADCASTSS hi+68(FP), Y3
 	CMPQ DX, $8
 	JLT srshort
 	LEAQ -32(DX*4), R10
 
 srrow:
+	VBROADCASTSS (R11), Y1
 	XORQ AX, AX
 
 srblock:
@@ -804,6 +811,7 @@ srlast:
 	VMOVUPS Y0, (DI)(R10*1)
 	ADDQ R9, SI
 	ADDQ R8, DI
+	ADDQ R12, R11
 	DECQ CX
 	JNZ srrow
 	VZEROUPPER
@@ -813,6 +821,7 @@ srshort:
 	LEAQ -16(DX*4), R10
 
 srsrow:
+	VBROADCASTSS (R11), X1
 	VADDPS (SI), X1, X0
 	VMAXPS X0, X2, X0
 	VMINPS X0, X3, X0
@@ -823,6 +832,7 @@ srsrow:
 	VMOVUPS X0, (DI)(R10*1)
 	ADDQ R9, SI
 	ADDQ R8, DI
+	ADDQ R12, R11
 	DECQ CX
 	JNZ srsrow
 	VZEROUPPER

@@ -28,12 +28,12 @@ func copyRowsAVX(dst *float32, stride int, src *float32, offs *int, rows, n int)
 	panic("unreachable")
 }
 
-func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b, lo, hi float32) {
+func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b *float32, bs int, lo, hi float32) {
 	panic("unreachable")
 }
 
 func deinterleaveAVX(even, odd, src *float32, n int) { panic("unreachable") }
 
-func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int) {
+func depthwise3x3AVX(dst, x *float32, w *[9]float32, bias float32, oh, ow, pw int, lo, hi float32) {
 	panic("unreachable")
 }

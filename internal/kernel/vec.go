@@ -159,6 +159,20 @@ func CopyRows(dst []float32, stride int, src []float32, base int, offs []int, n 
 // copies every value exactly, signed zeros included. A destination row must not overlap
 // its source row; it panics when a row falls outside dst or src.
 func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b, lo, hi float32) {
+	bb := [1]float32{b}
+	moveRows(dst, ldd, src, lds, rows, n, bb[:], 0, lo, hi)
+}
+
+// StridedRowsBias is StridedRows with a bias per row: row r adds bias[r].
+func StridedRowsBias(dst []float32, ldd int, src []float32, lds int, rows, n int, bias []float32, lo, hi float32) {
+	if rows > 0 && len(bias) < rows {
+		panic("kernel: StridedRowsBias has fewer biases than rows")
+	}
+	moveRows(dst, ldd, src, lds, rows, n, bias, 1, lo, hi)
+}
+
+// moveRows is StridedRows with row r adding bias[r*bs].
+func moveRows(dst []float32, ldd int, src []float32, lds int, rows, n int, bias []float32, bs int, lo, hi float32) {
 	if rows <= 0 || n <= 0 {
 		return
 	}
@@ -166,13 +180,14 @@ func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b,
 		panic("kernel: StridedRows out of range")
 	}
 	if hasAVX2FMA && n >= 4 {
-		stridedRowsAVX(&dst[0], ldd, &src[0], lds, rows, n, b, lo, hi)
+		stridedRowsAVX(&dst[0], ldd, &src[0], lds, rows, n, &bias[0], bs, lo, hi)
 		return
 	}
 	for r := 0; r < rows; r++ {
 		d := dst[r*ldd : r*ldd+n]
+		br := bias[r*bs]
 		for i, v := range src[r*lds : r*lds+n] {
-			d[i] = min(max(v+b, lo), hi)
+			d[i] = min(max(v+br, lo), hi)
 		}
 	}
 }
@@ -201,9 +216,10 @@ const DepthwiseSlack = 16
 
 // Depthwise3x3 computes one output plane (oh x ow) of a 3x3 convolution with stride 1 over
 // one zero-padded input plane x with row stride pw (so pw >= ow+2 and x holds oh+2 rows),
-// plus bias: dst[y*ow+i] = bias + sum over kh, kw of w[kh*3+kw] * x[(y+kh)*pw+i+kw]. x must
+// plus bias, clamped to [lo, hi] (NaN kept; -Inf and +Inf for no clamp, 0 and 6 for a fused
+// ReLU6): dst[y*ow+i] = bias + sum over kh, kw of w[kh*3+kw] * x[(y+kh)*pw+i+kw]. x must
 // extend DepthwiseSlack values past its last row.
-func Depthwise3x3(dst, x []float32, w *[9]float32, bias float32, oh, ow, pw int) {
+func Depthwise3x3(dst, x []float32, w *[9]float32, bias float32, oh, ow, pw int, lo, hi float32) {
 	if oh <= 0 || ow <= 0 {
 		return
 	}
@@ -211,7 +227,7 @@ func Depthwise3x3(dst, x []float32, w *[9]float32, bias float32, oh, ow, pw int)
 		panic("kernel: Depthwise3x3 out of range")
 	}
 	if hasAVX2FMA {
-		depthwise3x3AVX(&dst[0], &x[0], w, bias, oh, ow, pw)
+		depthwise3x3AVX(&dst[0], &x[0], w, bias, oh, ow, pw, lo, hi)
 		return
 	}
 	w0, w1, w2, w3, w4, w5, w6, w7, w8 := w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
@@ -222,8 +238,9 @@ func Depthwise3x3(dst, x []float32, w *[9]float32, bias float32, oh, ow, pw int)
 		row := dst[y*ow : (y+1)*ow]
 		for i := range row {
 			a, b, c := r0[i:i+3], r1[i:i+3], r2[i:i+3]
-			row[i] = bias + (w0*a[0] + w1*a[1] + w2*a[2]) + (w3*b[0] + w4*b[1] + w5*b[2]) +
+			v := bias + (w0*a[0] + w1*a[1] + w2*a[2]) + (w3*b[0] + w4*b[1] + w5*b[2]) +
 				(w6*c[0] + w7*c[1] + w8*c[2])
+			row[i] = min(max(v, lo), hi)
 		}
 	}
 }

@@ -112,7 +112,12 @@ func TestDepthwise3x3(t *testing.T) {
 			x := randSlice(rng, (oh+2)*pw+DepthwiseSlack)
 			dst := make([]float32, oh*ow+1)
 			dst[oh*ow] = 42
-			Depthwise3x3(dst, x, &w, 0.5, oh, ow, pw)
+			// A ReLU6 clamp on odd planes, none on even ones.
+			lo, hi := float32(-Inf), float32(Inf)
+			if ow%2 == 1 {
+				lo, hi = 0, 0.6
+			}
+			Depthwise3x3(dst, x, &w, 0.5, oh, ow, pw, lo, hi)
 			for y := 0; y < oh; y++ {
 				for i := 0; i < ow; i++ {
 					want := 0.5
@@ -121,6 +126,7 @@ func TestDepthwise3x3(t *testing.T) {
 							want += float64(w[kh*3+kw]) * float64(x[(y+kh)*pw+i+kw])
 						}
 					}
+					want = min(max(want, float64(lo)), float64(hi))
 					if got := dst[y*ow+i]; math.Abs(float64(got)-want) > 1e-5 {
 						t.Fatalf("oh=%d ow=%d (%d,%d): %v, want %v", oh, ow, y, i, got, want)
 					}
@@ -136,7 +142,7 @@ func TestDepthwise3x3(t *testing.T) {
 			t.Error("short input: no panic")
 		}
 	}()
-	Depthwise3x3(make([]float32, 4), make([]float32, 16), &w, 0, 2, 2, 4)
+	Depthwise3x3(make([]float32, 4), make([]float32, 16), &w, 0, 2, 2, 4, -Inf, Inf)
 }
 
 func TestMaxPool2x2(t *testing.T) {
@@ -251,6 +257,24 @@ func TestDeinterleave(t *testing.T) {
 		}
 		if even[n] != e9 || odd[n] != o9 {
 			t.Fatalf("n=%d: wrote past n", n)
+		}
+	}
+}
+
+func TestStridedRowsBias(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	for _, n := range []int{1, 4, 7, 8, 49} {
+		rows, lds, ldd := 5, n+2, n+1
+		src := randSlice(rng, (rows-1)*lds+n)
+		bias := randSlice(rng, rows)
+		dst := make([]float32, (rows-1)*ldd+n)
+		StridedRowsBias(dst, ldd, src, lds, rows, n, bias, 0, 6)
+		for r := 0; r < rows; r++ {
+			for i := 0; i < n; i++ {
+				if want := min(max(src[r*lds+i]+bias[r], 0), 6); dst[r*ldd+i] != want {
+					t.Fatalf("n=%d: row %d [%d] = %v, want %v", n, r, i, dst[r*ldd+i], want)
+				}
+			}
 		}
 	}
 }
