@@ -220,12 +220,16 @@ func NewExecutor(m *Model, batch int, opt Options) (*Executor, error) {
 		if !isFolded && !isFused {
 			st, sc = plan(l, batch, lt, packer, ins, inShapes, out, outS)
 		}
-		if co, ok := st.op.(*convOp); ok {
-			if act := actOf[l.Name]; act != nil {
-				co.fused, co.lo = true, 0
-				if act.Kind == ReLU6 {
-					co.hi = 6
-				}
+		if act := actOf[l.Name]; act != nil {
+			hi := kernel.Inf
+			if act.Kind == ReLU6 {
+				hi = 6
+			}
+			switch o := st.op.(type) {
+			case *convOp:
+				o.fused, o.lo, o.hi = true, 0, hi
+			case *addOp:
+				o.fused, o.hi = true, hi
 			}
 		}
 		if co, ok := st.op.(*convOp); ok && bySample && group > 1 && co.batchable() {
@@ -287,9 +291,9 @@ func foldable(m *Model) map[string]*Layer {
 	return out
 }
 
-// fusable returns the ReLU and ReLU6 layers that can be applied by the convolution before
-// them as it writes its output, by name, with that convolution's name: their input is a
-// convolution, or a batch norm folded into one (see foldable), that feeds them alone and is
+// fusable returns the ReLU and ReLU6 layers that can be applied by the layer before them as
+// it writes its output, by name, with that layer's name: their input is a convolution, a
+// batch norm folded into one (see foldable) or an addition, which feeds them alone and is
 // not the model's output.
 func fusable(m *Model, folded map[string]*Layer) map[string]string {
 	uses := map[string]int{}
@@ -309,7 +313,7 @@ func fusable(m *Model, folded map[string]*Layer) map[string]string {
 			continue
 		}
 		switch {
-		case in.Kind == Conv2D && folded[in.Name] == nil:
+		case in.Kind == Conv2D && folded[in.Name] == nil, in.Kind == Add:
 			out[l.Name] = in.Name
 		case in.Kind == BatchNorm && len(in.Inputs) == 1 && folded[in.Inputs[0]] == in:
 			out[l.Name] = in.Inputs[0]
@@ -453,7 +457,7 @@ func isDone(done <-chan struct{}) bool {
 // Activation returns the output buffer of the named layer after the last Forward (batch
 // samples in NCHW order), or nil for an unknown name, the model input, a convolution whose
 // batch norm was folded into it (its output is then the batch norm's), or a convolution or
-// folded batch norm whose ReLU was fused into it (its output is then the ReLU's). The slice belongs
+// folded batch norm or addition whose ReLU was fused into it (its output is then the ReLU's). The slice belongs
 // to the executor: it is overwritten by the next Forward and must not be modified.
 func (e *Executor) Activation(name string) []float32 {
 	if t, ok := e.acts[name]; ok {
@@ -1404,6 +1408,10 @@ type addOp struct {
 	ins []*tensor
 	out *tensor
 	hw  int
+	// fused: a ReLU (or ReLU6, hi = 6) after the addition is applied to each plane as soon
+	// as it is summed.
+	fused bool
+	hi    float32
 }
 
 func (o *addOp) run(_ *worker, lo, hi int) {
@@ -1412,6 +1420,9 @@ func (o *addOp) run(_ *worker, lo, hi int) {
 	kernel.Add(dst, o.ins[0].data[a:b], o.ins[1].data[a:b])
 	for _, t := range o.ins[2:] {
 		kernel.Add(dst, dst, t.data[a:b])
+	}
+	if o.fused {
+		kernel.Clamp(dst, dst, 0, o.hi)
 	}
 }
 

@@ -741,7 +741,8 @@ func toF64(v []float32) []float64 {
 
 // foldedConv tells whether the executor keeps no output of l's own: a convolution whose only
 // consumer is a batch norm (folded into it), or a convolution or folded batch norm whose only
-// consumer is a ReLU or ReLU6 (applied as the convolution writes its output).
+// consumer is a ReLU or ReLU6 (applied as the convolution writes its output), or an addition
+// whose only consumer is a ReLU.
 func foldedConv(m *nn.Model, l *nn.Layer) bool {
 	user := onlyUser(m, l)
 	switch {
@@ -751,7 +752,7 @@ func foldedConv(m *nn.Model, l *nn.Layer) bool {
 		return true
 	case user.Kind == nn.ReLU || user.Kind == nn.ReLU6:
 		// A ReLU is applied by the convolution before it (through its batch norm).
-		return l.Kind == nn.Conv2D || l.Kind == nn.BatchNorm && foldedConv(m, m.Layer(l.Inputs[0]))
+		return l.Kind == nn.Conv2D || l.Kind == nn.Add || l.Kind == nn.BatchNorm && foldedConv(m, m.Layer(l.Inputs[0]))
 	}
 	return false
 }
