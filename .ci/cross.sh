@@ -6,7 +6,8 @@
 # that the device it reports is arm64, times lenet5 against itself interleaved on it
 # ("bench --agent --versus", POST /v1/measure-pair), and stops it with SIGINT (exit code 130).
 #
-# Every build, wait and run is bounded by a timeout. Exits non-zero on any failure; only a
+# Before the agent, the kernel tests and the engine's convolution and zoo tests run as arm64
+# code under qemu. Every build, wait and run is bounded by a timeout. Exits non-zero on any failure; only a
 # missing qemu that cannot be installed is a warning (the arm64 run is then skipped).
 # Set CROSS_OUT=DIR to keep the binaries in DIR.
 set -euo pipefail
@@ -69,6 +70,12 @@ if [ -z "$qemu" ]; then
     exit 0
   fi
 fi
+# The portable kernels (the path every arm64 device runs) against their references, and the
+# engine's convolutions and zoo models against the float64 reference, as arm64 code.
+echo "cross: testing the kernels and the engine as linux/arm64 code under $qemu"
+GOARCH=arm64 timeout 900 go test -count=1 -exec "$qemu" ./internal/kernel || fail "arm64 kernel tests failed"
+GOARCH=arm64 timeout 900 go test -count=1 -exec "$qemu" -run 'TestExecConv|TestExecZoo|TestExecPool|TestExecAdd' ./nn || fail "arm64 engine tests failed"
+
 echo "cross: running the linux/arm64 agent under $qemu"
 
 log="$out/agent.log"
@@ -121,4 +128,4 @@ agent_pid=""
 echo "cross: agent log:"
 sed 's/^/  /' "$log"
 [ "$code" = 130 ] || fail "the arm64 agent exited with $code after SIGINT, want 130"
-echo "cross: OK (linux/arm64 and android/arm64 built; arm64 agent measured lenet5, alone and interleaved, under qemu)"
+echo "cross: OK (linux/arm64 and android/arm64 built; arm64 kernel and engine tests passed and the arm64 agent measured lenet5, alone and interleaved, under qemu)"
