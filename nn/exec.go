@@ -589,7 +589,7 @@ type convOp struct {
 	// pointwise convolution over a group of samples is shifted too: side by side, the
 	// samples' planes are rows the kernel reads in place.
 	shifted   bool
-	hq, wq    int   // shifted: rows and columns of a phase plane (the padded plane for stride 1)
+	hq, wq    int   // shifted, or depthwise 3x3 stride 2: rows and columns of a phase plane (the padded plane for stride 1)
 	chunkRows int   // shifted: output rows per chunk
 	wideOff   []int // shifted group: the im2col row offsets in the group's side-by-side planes
 }
@@ -619,11 +619,19 @@ func (o *convOp) fillPhases(dst []float32, ld, pl int, src, tmp []float32) {
 		return
 	}
 	if w%2 != 0 {
+		// Row by row: the even columns to one phase, the odd ones to the other.
+		pe := (pad&1)*pl + pad>>1         // the even columns' phase and first column
+		po := ((pad+1)&1)*pl + (pad+1)>>1 // the odd columns'
 		for y := 0; y < h; y++ {
-			py := y + pad
-			for x, v := range src[y*w : (y+1)*w] {
-				px := x + pad
-				dst[((py%2)*2+px%2)*pl+(py/2)*ld+px/2] = v
+			py, row := y+pad, src[y*w:(y+1)*w]
+			at := (py&1)*2*pl + (py>>1)*ld
+			even := dst[at+pe:][:(w+1)/2]
+			odd := dst[at+po:][:w/2]
+			for j := range even {
+				even[j] = row[2*j]
+			}
+			for j := range odd {
+				odd[j] = row[2*j+1]
 			}
 		}
 		return
@@ -743,7 +751,14 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	// loop. A single-channel convolution with many filters is a better matrix product.
 	if o.icg == 1 && o.ocg <= 2 && g > 1 {
 		o.direct = true
-		return newStep(o, batch*l.Out, work, threads), scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack, c: inS.W + 2*o.pad}
+		sc := scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack, c: inS.W + 2*o.pad}
+		if o.k == 3 && o.s == 2 && inS.W%2 == 0 {
+			// The input's four phases (see Depthwise3x3S2), and room to split its columns
+			// (rows of odd length split slower than the plane is padded: see directPlane).
+			o.hq, o.wq = (inS.H+2*o.pad+1)/2, (inS.W+2*o.pad+1)/2
+			sc = scratch{pad: 4*o.hq*o.wq + kernel.DepthwiseSlack, c: inS.H * inS.W}
+		}
+		return newStep(o, batch*l.Out, work, threads), sc
 	}
 	o.pointwise = o.k == 1 && o.s == 1 && o.pad == 0
 	o.shifted = !o.pointwise && (o.s == 1 || o.s == 2) && kernel.Accelerated()
@@ -1084,6 +1099,14 @@ func (o *convOp) directPlane(wk *worker, n, oc int) []float32 {
 		// The vector kernel reads a little past the plane: always use the scratch copy.
 		xp = o.padPlane(o.padBuf(wk), src)
 		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw, o.lo, o.hi)
+		return nil
+	}
+	if k == 3 && s == 2 && o.wq > 0 {
+		// Split into its phases (when its rows are of even length), the input is read by
+		// the vector kernel at stride 1.
+		x, pl := o.padBuf(wk), o.hq*o.wq
+		o.fillPhases(x, o.wq, pl, src, wk.cbuf)
+		kernel.Depthwise3x3S2(dst, x, pl, o.wq, (*[9]float32)(wt), bv, oh, ow, o.lo, o.hi)
 		return nil
 	}
 	if k == 3 && s == 2 {

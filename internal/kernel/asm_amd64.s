@@ -1080,3 +1080,83 @@ kern8x32Rowsstore:
 	STORE2(Z18, Z19, 64)
 	VZEROUPPER
 	RET
+
+// func depthwise3x3s2AVX(dst, x *float32, pl, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32)
+//
+// depthwise3x3AVX over the four phases of the input: output row y reads phases 0 and 1 at
+// row y (kernel row 0), phases 2 and 3 at row y (kernel row 1) and phases 0 and 1 at row
+// y+1 (kernel row 2); in each, kernel columns 0, 1 and 2 are the even phase at x, the odd
+// phase at x and the even phase at x+1. R11-R14, AX and DX point at those six rows.
+TEXT ·depthwise3x3s2AVX(SB), NOSPLIT, $0-72
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ pl+16(FP), BX
+	SHLQ $2, BX
+	MOVQ ld+24(FP), R10
+	SHLQ $2, R10
+	MOVQ w+32(FP), AX
+	VBROADCASTSS 0(AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	VBROADCASTSS 32(AX), Y8
+	VBROADCASTSS bias+40(FP), Y9
+	VBROADCASTSS lo+64(FP), Y12
+	VBROADCASTSS hi+68(FP), Y13
+	MOVQ oh+48(FP), R8
+	MOVQ ow+56(FP), R9
+
+d2row:
+	MOVQ SI, R11
+	LEAQ (SI)(BX*1), R12
+	LEAQ (R12)(BX*1), R13
+	LEAQ (R13)(BX*1), R14
+	LEAQ (SI)(R10*1), AX
+	LEAQ (R12)(R10*1), DX
+	MOVQ R9, CX
+
+d2step:
+	VMOVAPS Y9, Y10
+	VFMADD231PS (R11), Y0, Y10
+	VFMADD231PS (R12), Y1, Y10
+	VFMADD231PS 4(R11), Y2, Y10
+	VFMADD231PS (R13), Y3, Y10
+	VFMADD231PS (R14), Y4, Y10
+	VFMADD231PS 4(R13), Y5, Y10
+	VFMADD231PS (AX), Y6, Y10
+	VFMADD231PS (DX), Y7, Y10
+	VFMADD231PS 4(AX), Y8, Y10
+	VMAXPS Y10, Y12, Y10
+	VMINPS Y10, Y13, Y10
+	CMPQ CX, $8
+	JLT d2tail
+	VMOVUPS Y10, (DI)
+	ADDQ $32, DI
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $32, R13
+	ADDQ $32, R14
+	ADDQ $32, AX
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JNZ d2step
+	JMP d2next
+
+d2tail:
+	LEAQ lanes<>(SB), R11
+	MOVQ $8, R12
+	SUBQ CX, R12
+	VMOVUPS (R11)(R12*4), Y11
+	VMASKMOVPS Y10, Y11, (DI)
+	LEAQ (DI)(CX*4), DI
+
+d2next:
+	ADDQ R10, SI
+	DECQ R8
+	JNZ d2row
+	VZEROUPPER
+	RET

@@ -278,3 +278,49 @@ func TestStridedRowsBias(t *testing.T) {
 		}
 	}
 }
+
+func TestDepthwise3x3S2(t *testing.T) {
+	rng := rand.New(rand.NewSource(14))
+	var w [9]float32
+	copy(w[:], randSlice(rng, 9))
+	for oh := 1; oh < 6; oh++ {
+		for ow := 1; ow < 21; ow++ {
+			// A padded plane of 2*oh+1 rows and 2*ow+1 (+1 on odd sizes) columns, split
+			// into its four phases of oh+1 rows and ld columns.
+			hp, wp := 2*oh+1+ow%2, 2*ow+1+oh%2
+			plane := randSlice(rng, hp*wp)
+			ld := (wp + 1) / 2
+			pl := ((hp + 1) / 2) * ld
+			x := make([]float32, 4*pl+DepthwiseSlack)
+			for r := 0; r < hp; r++ {
+				for c := 0; c < wp; c++ {
+					x[((r%2)*2+c%2)*pl+(r/2)*ld+c/2] = plane[r*wp+c]
+				}
+			}
+			lo, hi := float32(-Inf), float32(Inf)
+			if ow%3 == 0 {
+				lo, hi = 0, 0.6
+			}
+			dst := make([]float32, oh*ow+1)
+			dst[oh*ow] = 42
+			Depthwise3x3S2(dst, x, pl, ld, &w, 0.25, oh, ow, lo, hi)
+			for y := 0; y < oh; y++ {
+				for i := 0; i < ow; i++ {
+					want := 0.25
+					for kh := 0; kh < 3; kh++ {
+						for kw := 0; kw < 3; kw++ {
+							want += float64(w[kh*3+kw]) * float64(plane[(2*y+kh)*wp+2*i+kw])
+						}
+					}
+					want = min(max(want, float64(lo)), float64(hi))
+					if got := dst[y*ow+i]; math.Abs(float64(got)-want) > 1e-5 {
+						t.Fatalf("oh=%d ow=%d (%d,%d): %v, want %v", oh, ow, y, i, got, want)
+					}
+				}
+			}
+			if dst[oh*ow] != 42 {
+				t.Fatalf("oh=%d ow=%d: wrote past the plane", oh, ow)
+			}
+		}
+	}
+}
