@@ -34,17 +34,6 @@ type PanelSource interface {
 	PackB(dst []float32, p0, kc, j0, nc, nr int)
 }
 
-// Dense is a PanelSource over a stored row-major matrix with row stride Ld.
-type Dense struct {
-	B  []float32
-	Ld int
-}
-
-// PackB implements PanelSource.
-func (d *Dense) PackB(dst []float32, p0, kc, j0, nc, nr int) {
-	packB(dst, false, d.B, d.Ld, p0, kc, j0, nc, nr)
-}
-
 // DenseT is a PanelSource over the transpose of a stored row-major matrix with row stride
 // Ld: element (p, j) of B is B[j*Ld+p].
 type DenseT struct {

@@ -142,7 +142,7 @@ func TestSgemmSource(t *testing.T) {
 				lda := d.k + 2
 				a := randSlice(rng, d.m*lda)
 				pa := g.PackA(d.m, d.k, a, lda)
-				// A stored B through Dense, and an implicit one.
+				// A stored B, and an implicit one.
 				ldb := d.n + 3
 				b := randSlice(rng, d.k*ldb)
 				x := randSlice(rng, d.k*3+d.n)
@@ -155,7 +155,7 @@ func TestSgemmSource(t *testing.T) {
 					b     []float32
 					ldb   int
 					label string
-				}{{&Dense{B: b, Ld: ldb}, b, ldb, "dense"}, {&shiftedSource{x}, shifted, d.n, "implicit"}} {
+				}{{&matrixB{b: b, ldb: ldb}, b, ldb, "dense"}, {&shiftedSource{x}, shifted, d.n, "implicit"}} {
 					ldc := d.n + 1
 					c := randSlice(rng, d.m*ldc)
 					want := append([]float32(nil), c...)
@@ -184,7 +184,7 @@ func TestPackedForOtherKernel(t *testing.T) {
 			t.Error("no panic on a PackedA of another kernel")
 		}
 	}()
-	New().SgemmSource(pa, 3, &Dense{B: make([]float32, 12), Ld: 3}, 0, make([]float32, 18), 3)
+	New().SgemmSource(pa, 3, &matrixB{b: make([]float32, 12), ldb: 3}, 0, make([]float32, 18), 3)
 }
 
 func TestDot(t *testing.T) {
