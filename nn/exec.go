@@ -615,7 +615,7 @@ func (o *convOp) fillPhases(dst []float32, ld, pl int, src, tmp []float32) {
 	h, w, pad := o.inS.H, o.inS.W, o.pad
 	src = src[:h*w]
 	if o.s == 1 {
-		kernel.StridedRows(dst[pad*ld+pad:], ld, src, w, h, w, negZero, negInf, kernel.Inf)
+		kernel.CopyStrided(dst[pad*ld+pad:], ld, src, w, h, w)
 		return
 	}
 	if w%2 != 0 {
@@ -649,7 +649,7 @@ func (o *convOp) fillPhases(dst []float32, ld, pl int, src, tmp []float32) {
 			px int
 		}{{even, pad}, {odd, pad + 1}} {
 			at := ((py%2)*2+part.px%2)*pl + (py/2)*ld + part.px/2
-			kernel.StridedRows(dst[at:], ld, part.v[q*half:], 2*half, rows, half, negZero, negInf, kernel.Inf)
+			kernel.CopyStrided(dst[at:], ld, part.v[q*half:], 2*half, rows, half)
 		}
 	}
 }
@@ -927,7 +927,7 @@ func (o *convOp) runPointwiseGroup(w *worker, x []float32, n0, n int) {
 	wg := o.group * hw
 	inSize, outSize := o.inS.Size(), o.outS.Size()
 	for i := 0; i < n; i++ {
-		kernel.StridedRows(x[i*hw:], wg, o.in.data[(n0+i)*inSize:], hw, o.icg, hw, negZero, negInf, kernel.Inf)
+		kernel.CopyStrided(x[i*hw:], wg, o.in.data[(n0+i)*inSize:], hw, o.icg, hw)
 	}
 	c := w.cbuf[:o.outS.C*wg]
 	w.rows = kernel.Rows{B: x, Offs: o.wideOff}
@@ -994,7 +994,7 @@ func (o *convOp) padInput(buf, planes []float32) []float32 {
 func (o *convOp) padPlane(buf, src []float32) []float32 {
 	pad, h, w := o.pad, o.inS.H, o.inS.W
 	pw := w + 2*pad
-	kernel.StridedRows(buf[pad*pw+pad:], pw, src, w, h, w, negZero, negInf, kernel.Inf)
+	kernel.CopyStrided(buf[pad*pw+pad:], pw, src, w, h, w)
 	return buf
 }
 

@@ -55,6 +55,10 @@ func (q *convGeom) im2col(x, col []float32, lo, hi int) {
 			q.im2colSame(xp, dst, ky, kx, x0, x1)
 			continue
 		}
+		if q.s == 1 {
+			q.im2colRows(xp, dst, ky, kx, x0, x1)
+			continue
+		}
 		for oy := 0; oy < q.oh; oy++ {
 			d := dst[oy*q.ow:][:q.ow]
 			iy := oy*q.s - q.p + ky
@@ -65,10 +69,6 @@ func (q *convGeom) im2col(x, col []float32, lo, hi int) {
 			xr := xp[iy*q.w:][:q.w]
 			clear(d[:x0])
 			clear(d[x1:])
-			if q.s == 1 {
-				copy(d[x0:x1], xr[x0-q.p+kx:])
-				continue
-			}
 			ix := x0*q.s - q.p + kx
 			for ox := x0; ox < x1; ox++ {
 				d[ox] = xr[ix]
@@ -105,6 +105,24 @@ func (q *convGeom) im2colSame(xp, dst []float32, ky, kx, x0, x1 int) {
 	a, b := lo*ow+x0, (hi-1)*ow+x1
 	copy(dst[a:b], xp[a+shift:b+shift])
 	q.zeroBorders(dst, lo, hi, x0, x1)
+}
+
+// im2colRows is one row of im2col for any other stride-1 convolution: the block of output
+// rows and columns that read inside the input is one strided move of whole rows (output
+// row oy, columns [x0, x1), from input row oy-p+ky, columns from x0-p+kx); the rest is zero.
+func (q *convGeom) im2colRows(xp, dst []float32, ky, kx, x0, x1 int) {
+	ow := q.ow
+	lo, hi := q.rowsOf(ky)
+	clear(dst[:lo*ow])
+	clear(dst[hi*ow:])
+	if lo >= hi || x0 >= x1 {
+		clear(dst[lo*ow : hi*ow])
+		return
+	}
+	kernel.CopyStrided(dst[lo*ow+x0:], ow, xp[(lo-q.p+ky)*q.w+x0-q.p+kx:], q.w, hi-lo, x1-x0)
+	if x0 > 0 || x1 < ow {
+		q.zeroBorders(dst, lo, hi, x0, x1)
+	}
 }
 
 // zeroBorders zeroes, in rows [lo, hi) of the column-matrix row m, the columns outside
@@ -154,6 +172,13 @@ func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
 					q.col2imSame(src, dp, ky, kx, x0, x1)
 					continue
 				}
+				if q.s == 1 {
+					// The adjoint of im2colRows: one strided addition of whole rows.
+					if lo, hi := q.rowsOf(ky); lo < hi && x0 < x1 {
+						kernel.AddStrided(dp[(lo-q.p+ky)*q.w+x0-q.p+kx:], q.w, src[lo*q.ow+x0:], q.ow, hi-lo, x1-x0)
+					}
+					continue
+				}
 				for oy := 0; oy < q.oh; oy++ {
 					iy := oy*q.s - q.p + ky
 					if iy < 0 || iy >= q.h {
@@ -161,11 +186,6 @@ func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
 					}
 					dr := dp[iy*q.w:][:q.w]
 					sr := src[oy*q.ow:][:q.ow]
-					if q.s == 1 {
-						dd := dr[x0+kx-q.p:][:x1-x0]
-						kernel.Add(dd, dd, sr[x0:x1])
-						continue
-					}
 					ix := x0*q.s - q.p + kx
 					for ox := x0; ox < x1; ox++ {
 						dr[ix] += sr[ox]

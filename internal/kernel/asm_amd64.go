@@ -239,6 +239,11 @@ func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b
 //go:noescape
 func deinterleaveAVX(even, odd, src *float32, n int)
 
+// addRowsAVX sets dst[r*ldd+i] += src[r*lds+i] for r < rows and i < n, rows >= 1.
+//
+//go:noescape
+func addRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int)
+
 // depthwise3x3s2AVX is Depthwise3x3S2 without the checks.
 //
 //go:noescape

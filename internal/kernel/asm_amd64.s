@@ -1160,3 +1160,53 @@ d2next:
 	JNZ d2row
 	VZEROUPPER
 	RET
+
+// func addRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int)
+//
+// Blocks of 8 values, then the last n%8 through a mask (Y4) from lanes<>.
+TEXT ·addRowsAVX(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ ldd+8(FP), R8
+	SHLQ $2, R8
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), R9
+	SHLQ $2, R9
+	MOVQ rows+32(FP), CX
+	MOVQ n+40(FP), DX
+	MOVQ DX, R10
+	ANDQ $-8, R10
+	SHLQ $2, R10 // bytes in whole blocks
+	MOVQ DX, R11
+	ANDQ $7, R11 // values in the tail
+	LEAQ lanes<>(SB), AX
+	MOVQ $8, BX
+	SUBQ R11, BX
+	VMOVUPS (AX)(BX*4), Y4
+
+arrow:
+	XORQ AX, AX
+
+arblock:
+	CMPQ AX, R10
+	JGE artail
+	VMOVUPS (DI)(AX*1), Y0
+	VADDPS (SI)(AX*1), Y0, Y0
+	VMOVUPS Y0, (DI)(AX*1)
+	ADDQ $32, AX
+	JMP arblock
+
+artail:
+	TESTQ R11, R11
+	JZ arnext
+	VMASKMOVPS (DI)(AX*1), Y4, Y0
+	VMASKMOVPS (SI)(AX*1), Y4, Y1
+	VADDPS Y1, Y0, Y0
+	VMASKMOVPS Y0, Y4, (DI)(AX*1)
+
+arnext:
+	ADDQ R8, DI
+	ADDQ R9, SI
+	DECQ CX
+	JNZ arrow
+	VZEROUPPER
+	RET

@@ -163,6 +163,37 @@ func StridedRows(dst []float32, ldd int, src []float32, lds int, rows, n int, b,
 	moveRows(dst, ldd, src, lds, rows, n, bb[:], 0, lo, hi)
 }
 
+// CopyStrided copies rows of n values between two row strides: dst[r*ldd+i] = src[r*lds+i]
+// for r < rows and i < n, exactly (StridedRows adding -0 without a clamp).
+func CopyStrided(dst []float32, ldd int, src []float32, lds int, rows, n int) {
+	StridedRows(dst, ldd, src, lds, rows, n, negZero, -Inf, Inf)
+}
+
+// AddStrided adds rows of n values between two row strides: dst[r*ldd+i] += src[r*lds+i]
+// for r < rows and i < n (the adjoint of CopyStrided). A destination row must not overlap
+// its source row; it panics when a row falls outside dst or src.
+func AddStrided(dst []float32, ldd int, src []float32, lds int, rows, n int) {
+	if rows <= 0 || n <= 0 {
+		return
+	}
+	if ldd < 0 || lds < 0 || (rows-1)*ldd+n > len(dst) || (rows-1)*lds+n > len(src) {
+		panic("kernel: AddStrided out of range")
+	}
+	if hasAVX2FMA {
+		addRowsAVX(&dst[0], ldd, &src[0], lds, rows, n)
+		return
+	}
+	for r := 0; r < rows; r++ {
+		d := dst[r*ldd : r*ldd+n]
+		for i, v := range src[r*lds : r*lds+n] {
+			d[i] += v
+		}
+	}
+}
+
+// negZero is -0: x + negZero is x for every x, signed zeros included.
+var negZero = float32(math.Copysign(0, -1))
+
 // StridedRowsBias is StridedRows with a bias per row: row r adds bias[r].
 func StridedRowsBias(dst []float32, ldd int, src []float32, lds int, rows, n int, bias []float32, lo, hi float32) {
 	if rows > 0 && len(bias) < rows {

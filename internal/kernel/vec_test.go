@@ -208,7 +208,7 @@ func TestSumsAndAxpby(t *testing.T) {
 
 func TestStridedRows(t *testing.T) {
 	rng := rand.New(rand.NewSource(8))
-	negZero := float32(math.Copysign(0, -1))
+
 	for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 14, 16, 17, 28, 33} {
 		for _, rows := range []int{1, 2, 7} {
 			for _, cl := range []struct{ b, lo, hi float32 }{{negZero, Inf * -1, Inf}, {0.75, Inf * -1, Inf}, {0.25, 0, Inf}, {-0.5, 0, 0.6}} {
@@ -320,6 +320,27 @@ func TestDepthwise3x3S2(t *testing.T) {
 			}
 			if dst[oh*ow] != 42 {
 				t.Fatalf("oh=%d ow=%d: wrote past the plane", oh, ow)
+			}
+		}
+	}
+}
+
+func TestAddStrided(t *testing.T) {
+	rng := rand.New(rand.NewSource(15))
+	for _, n := range []int{1, 3, 7, 8, 9, 10, 16, 23} {
+		rows, lds, ldd := 4, n+3, n+2
+		src := randSlice(rng, (rows-1)*lds+n)
+		dst := randSlice(rng, (rows-1)*ldd+n+1)
+		want := append([]float32(nil), dst...)
+		for r := 0; r < rows; r++ {
+			for i := 0; i < n; i++ {
+				want[r*ldd+i] += src[r*lds+i]
+			}
+		}
+		AddStrided(dst, ldd, src, lds, rows, n)
+		for i := range dst {
+			if dst[i] != want[i] {
+				t.Fatalf("n=%d: dst[%d] = %v, want %v", n, i, dst[i], want[i])
 			}
 		}
 	}
