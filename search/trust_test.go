@@ -90,7 +90,12 @@ type fakeDevice struct {
 	// 1.5x slower: a model that lands over the target late.
 	slow      string
 	slowAfter int
-	slowSeen  int
+	slowOne   int
+	// slowAll applies the slow rule to every candidate architecture, each counted apart,
+	// with the factor slowAll: every model reads slower once it has been measured
+	// slowAfter times.
+	slowAll  float64
+	slowSeen map[string]int
 
 	mu    sync.Mutex
 	pairs int
@@ -135,10 +140,19 @@ func (d *fakeDevice) MeasurePair(ctx context.Context, ref, cand *nn.Model) (eval
 		lie = d.lieFactor
 	}
 	if cand.Hash() == d.slow {
-		if d.slowSeen >= d.slowAfter {
+		if d.slowOne >= d.slowAfter {
 			lie = 1.5
 		}
-		d.slowSeen++
+		d.slowOne++
+	}
+	if h := cand.Hash(); d.slowAll > 0 && h != ref.Hash() {
+		if d.slowSeen == nil {
+			d.slowSeen = map[string]int{}
+		}
+		if d.slowSeen[h] >= d.slowAfter {
+			lie = d.slowAll
+		}
+		d.slowSeen[h]++
 	}
 	if d.rng == nil {
 		d.rng = rand.New(rand.NewSource(1))
@@ -387,6 +401,58 @@ func TestFinalMissDeliversTheNext(t *testing.T) {
 	}
 	if saved, err := nn.Load(res.ModelPath); err != nil || saved.Hash() != res.Model.Hash() {
 		t.Errorf("the saved model is not the delivered one: %v", err)
+	}
+}
+
+// When every candidate reads slower on its final measurement than before the choice (the
+// machine got busier), a trial with that much room under the target is delivered instead
+// of one over it.
+func TestAllMissDeliversOneWithRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "busy", "busy.db", 12, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n[final]\nsteps = 10\ncandidates = 2\n")
+	dev := &fakeDevice{}
+	s := openWith(t, path, Options{Meter: dev})
+	ctx := context.Background()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// From now on every model reads 30 % slower after its first measurement: the
+	// candidates pass the measurement before the choice and miss the final one.
+	dev.mu.Lock()
+	dev.slowAll, dev.slowAfter = 1.3, 1
+	dev.mu.Unlock()
+	res, err := s.Finalize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Summarize(s.store, s.cfg.Study.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cand := map[int]bool{}
+	for _, c := range res.Candidates {
+		if c.Rel*1.3 <= 0.6 {
+			t.Fatalf("candidate %d at %.3fx meets the target even 30 %% slower: the test proves nothing", c.Trial, c.Rel)
+		}
+		cand[c.Trial] = true
+	}
+	room := 0
+	for _, tr := range sum.Trials {
+		if tr.State == "complete" && tr.Metric != nil && !cand[tr.Number] && tr.Metric.RelLatency*1.3 <= 0.6 {
+			room++
+		}
+	}
+	if room == 0 {
+		t.Fatal("no other trial leaves room under the target: the test proves nothing")
+	}
+	if cand[res.Trial] {
+		t.Errorf("delivered candidate %d, which measured over the target at the end", res.Trial)
+	}
+	if res.Miss != "" || res.Metrics.RelLatency > 0.6 {
+		t.Errorf("delivered trial %d at %.3fx: %q", res.Trial, res.Metrics.RelLatency, res.Miss)
 	}
 }
 
