@@ -165,10 +165,7 @@ func (s *Search) deliverWithMargin(ctx context.Context, sum *Summary, cons Const
 			room = append(room, t)
 		}
 	}
-	sort.SliceStable(room, func(i, j int) bool {
-		a, b := room[i], room[j]
-		return better(cons, Candidate{Accuracy: a.Metric.Accuracy, Score: a.Value}, Candidate{Accuracy: b.Metric.Accuracy, Score: b.Value})
-	})
+	rankStored(cons, room)
 	if len(room) == 0 {
 		s.logf("every candidate measured over the target on its final measurement (up to %.1f %% slower than before the choice), and no other trial leaves that much room", 100*(drift-1))
 		return nil, nil
@@ -217,10 +214,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 		return nil, nil, fmt.Errorf("study %s: %w (%s): none of %d complete trials meets it%s",
 			s.cfg.Study.Name, ErrInfeasible, cons, sum.Counts["complete"], sum.closestNote())
 	}
-	sort.SliceStable(feasible, func(i, j int) bool {
-		a, b := feasible[i], feasible[j]
-		return better(cons, Candidate{Accuracy: a.Metric.Accuracy, Score: a.Value}, Candidate{Accuracy: b.Metric.Accuracy, Score: b.Value})
-	})
+	rankStored(cons, feasible)
 	k := s.cfg.Final.Candidates
 	type entry struct {
 		t     TrialResult
@@ -318,6 +312,15 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 		picks[i] = pick{e.t, e.tuned}
 	}
 	return picks, cands, nil
+}
+
+// rankStored sorts complete trials best first by their stored metrics, as better ranks
+// candidates.
+func rankStored(cons Constraint, ts []TrialResult) {
+	sort.SliceStable(ts, func(i, j int) bool {
+		a, b := ts[i], ts[j]
+		return better(cons, Candidate{Accuracy: a.Metric.Accuracy, Score: a.Value}, Candidate{Accuracy: b.Metric.Accuracy, Score: b.Value})
+	})
 }
 
 // better says whether candidate a ranks above b for delivery. Under a constraint every

@@ -88,16 +88,28 @@ func (q *convGeom) rowsOf(ky int) (lo, hi int) {
 	return max(0, q.p-ky), max(max(0, q.p-ky), min(q.oh, q.h+q.p-ky))
 }
 
+// inside returns the output rows [lo, hi) of im2col row dst (kernel row ky) that read inside
+// the input, and zeroes the others; ok is false, and all of dst zero, when no value of the
+// row (columns [x0, x1)) reads inside the input.
+func (q *convGeom) inside(dst []float32, ky, x0, x1 int) (lo, hi int, ok bool) {
+	ow := q.ow
+	lo, hi = q.rowsOf(ky)
+	clear(dst[:lo*ow])
+	clear(dst[hi*ow:])
+	if lo >= hi || x0 >= x1 {
+		clear(dst[lo*ow : hi*ow])
+		return lo, hi, false
+	}
+	return lo, hi, true
+}
+
 // im2colSame is one row of im2col for a same-size convolution (ky, kx; columns [x0, x1)
 // read inside the input): the rows that read inside the input are one copy, shifted by
 // kx-p, then the columns that fall in the padding are zeroed; the other rows are zero.
 func (q *convGeom) im2colSame(xp, dst []float32, ky, kx, x0, x1 int) {
 	ow := q.ow
-	lo, hi := q.rowsOf(ky)
-	clear(dst[:lo*ow])
-	clear(dst[hi*ow:])
-	if lo >= hi || x0 >= x1 {
-		clear(dst[lo*ow : hi*ow])
+	lo, hi, ok := q.inside(dst, ky, x0, x1)
+	if !ok {
 		return
 	}
 	// Output index oy*ow+ox reads input index (oy-p+ky)*w + ox-p+kx: one shift for the run.
@@ -112,11 +124,8 @@ func (q *convGeom) im2colSame(xp, dst []float32, ky, kx, x0, x1 int) {
 // row oy, columns [x0, x1), from input row oy-p+ky, columns from x0-p+kx); the rest is zero.
 func (q *convGeom) im2colRows(xp, dst []float32, ky, kx, x0, x1 int) {
 	ow := q.ow
-	lo, hi := q.rowsOf(ky)
-	clear(dst[:lo*ow])
-	clear(dst[hi*ow:])
-	if lo >= hi || x0 >= x1 {
-		clear(dst[lo*ow : hi*ow])
+	lo, hi, ok := q.inside(dst, ky, x0, x1)
+	if !ok {
 		return
 	}
 	kernel.CopyStrided(dst[lo*ow+x0:], ow, xp[(lo-q.p+ky)*q.w+x0-q.p+kx:], q.w, hi-lo, x1-x0)
