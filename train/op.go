@@ -26,9 +26,10 @@ import (
 //   - activations are 4-D (N, C, H, W); a feature vector is (N, F, 1, 1);
 //   - an Op owns its output tensor and overwrites it on every run, so a step allocates
 //     nothing here; an Op never writes to its inputs;
-//   - state a gradient Op needs from the forward pass (im2col columns, normalised
-//     activations, arg-max indices, softmax probabilities) lives in the forward Op, never
-//     in a tensor handed to the machine, so register reuse cannot clobber it;
+//   - state a gradient Op needs from the forward pass (normalised activations, arg-max
+//     indices, softmax probabilities) lives in the forward Op, never in a tensor handed to
+//     the machine, so register reuse cannot clobber it; a gradient Op that needs a forward
+//     input (a convolution's, to build its columns again) takes it as an input node;
 //   - every Op has a unique hash: gorgonia merges nodes with equal ops and equal inputs.
 
 var opSerial atomic.Uint64
@@ -148,12 +149,18 @@ func checkArity(op G.Op, n int) error {
 // the total work (n*cost, roughly in multiply-adds) is worth it. Chunks must write
 // disjoint memory; results then do not depend on the number of workers.
 func parallel(n, cost int, fn func(lo, hi int)) {
+	parallelW(n, cost, func(_, lo, hi int) { fn(lo, hi) })
+}
+
+// parallelW is parallel that also tells fn which worker it is, in [0, GOMAXPROCS): a
+// worker's scratch memory is its own.
+func parallelW(n, cost int, fn func(worker, lo, hi int)) {
 	w := runtime.GOMAXPROCS(0)
 	if w > n {
 		w = n
 	}
 	if w <= 1 || n*cost < 1<<15 {
-		fn(0, n)
+		fn(0, 0, n)
 		return
 	}
 	var wg sync.WaitGroup
@@ -165,7 +172,7 @@ func parallel(n, cost int, fn func(lo, hi int)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fn(lo, hi)
+			fn(i, lo, hi)
 		}()
 	}
 	wg.Wait()

@@ -13,6 +13,7 @@ type convGeom struct {
 	n, c, h, w     int // input batch, channels, height, width
 	oc, k, s, p, g int // output channels, kernel, stride, padding, groups
 	oh, ow         int // output height and width
+	per            int // samples per chunk of a convOp (0: as many as fit chunkFloats)
 }
 
 func (q *convGeom) pixels() int { return q.oh * q.ow }
@@ -206,8 +207,42 @@ func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
 	}
 }
 
+// chunkFloats bounds the column matrix of a chunk of samples (in floats, 512 KiB): it is
+// built, multiplied and dropped while it sits in a core's cache, instead of a matrix for the
+// whole batch that goes through memory several times per step.
+const chunkFloats = 1 << 17
+
+// maxLanes is the most partial sums a weight gradient is split into: chunks of samples are
+// shared out to lanes by their index, so the sums do not depend on the number of threads.
+const maxLanes = 8
+
+// chunk returns the samples per chunk: per, or as many as keep the chunk's column matrix
+// within chunkFloats, at least one.
+func (q *convGeom) chunk() int {
+	if q.per > 0 {
+		return min(q.per, q.n)
+	}
+	return max(1, min(q.n, chunkFloats/(q.cols()*q.pixels())))
+}
+
+// chunks returns the number of chunks of the batch.
+func (q *convGeom) chunks() int { s := q.chunk(); return (q.n + s - 1) / s }
+
+// part returns the first sample of chunk c and its geometry (its batch is the chunk's samples).
+func (q *convGeom) part(c int) (n0 int, qc convGeom) {
+	s := q.chunk()
+	n0 = c * s
+	qc = *q
+	qc.n = min(s, q.n-n0)
+	return n0, qc
+}
+
 // convOp is a grouped 2-D convolution with optional bias and weight mask: inputs x
 // (N, C, H, W), w (OC, C/G, K, K) and, with a bias, b (OC). The effective weight is w*mask.
+//
+// Every pass goes chunk by chunk of samples (convGeom.chunk): the chunk's column matrix is
+// built by im2col in a worker's scratch memory and multiplied while it is in cache; the
+// weight gradient builds it again rather than keep the whole batch's.
 type convOp struct {
 	opBase
 	q       convGeom
@@ -216,15 +251,27 @@ type convOp struct {
 	needDX  bool      // whether the input needs a gradient (false for the model input)
 	direct  bool      // depthwise (one input channel per group): direct loops, no GEMM
 
-	col  []float32 // column matrix of the last forward pass, reused by the weight gradient
 	weff []float32 // masked weight (nil without a mask)
 	out  outBuf
 	ws   *workspace
 }
 
 // workspace holds scratch memory shared by the Ops of one graph (the tape machine runs one
-// Op at a time): the forward GEMM result of a convolution and the column-matrix gradient.
-type workspace struct{ yt, dcol []float32 }
+// Op at a time): a column matrix and a chunk of output values per worker, and the partial
+// weight gradients of the lanes.
+type workspace struct {
+	col, yt [][]float32
+	slots   []float32
+}
+
+// scratch returns worker w's column matrix (cols floats) and chunk buffer (yt floats).
+func (ws *workspace) scratch(w, cols, yt int) (col, y []float32) {
+	for len(ws.col) <= w {
+		ws.col = append(ws.col, nil)
+		ws.yt = append(ws.yt, nil)
+	}
+	return grow(&ws.col[w], cols), grow(&ws.yt[w], yt)
+}
 
 func grow(b *[]float32, n int) []float32 {
 	if len(*b) < n {
@@ -236,9 +283,6 @@ func grow(b *[]float32, n int) []float32 {
 func newConvOp(name string, q convGeom, hasBias bool, mask []float32, needDX bool, ws *workspace) *convOp {
 	op := &convOp{opBase: newBase("conv", name), q: q, hasBias: hasBias, mask: mask, needDX: needDX, ws: ws}
 	op.direct = q.icg() == 1 && q.g > 1
-	if !op.direct {
-		op.col = make([]float32, q.rows()*q.cols())
-	}
 	if mask != nil {
 		op.weff = make([]float32, len(mask))
 	}
@@ -273,6 +317,22 @@ func (op *convOp) weight(w []float32) []float32 {
 	return op.weff
 }
 
+// columns fills col with the column matrix of chunk qc, whose first sample is x.
+func (qc *convGeom) columns(x, col []float32) { qc.im2col(x, col, 0, qc.cols()*qc.n) }
+
+// gather returns the output gradient of chunk qc (first sample at dy) as one (OC, rows)
+// matrix: dy itself for a single sample, else the samples' planes moved into buf.
+func (qc *convGeom) gather(dy, buf []float32) []float32 {
+	P, NP := qc.pixels(), qc.rows()
+	if qc.n == 1 {
+		return dy[:qc.oc*P]
+	}
+	for n := 0; n < qc.n; n++ {
+		kernel.CopyStrided(buf[n*P:], NP, dy[n*qc.oc*P:], P, qc.oc, P)
+	}
+	return buf
+}
+
 func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 	if err := checkArity(op, len(vals)); err != nil {
 		return nil, err
@@ -293,30 +353,40 @@ func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 		}
 	}
 	w = op.weight(w)
+	y := op.out.data
 	if op.direct {
-		q.depthwise(x, w, bias, op.out.data)
+		q.depthwise(x, w, bias, y)
 		return op.out.get(), nil
 	}
-	parallel(q.cols()*q.n, q.pixels(), func(lo, hi int) { q.im2col(x, op.col, lo, hi) })
-	NP, kg, ocg := q.rows(), q.kg(), q.ocg()
-	yt := grow(&op.ws.yt, q.oc*NP)
-	for g := 0; g < q.g; g++ {
-		// yt_g (ocg x rows) = w_g (ocg x kg) · col_g (kg x rows)
-		sgemm(false, false, ocg, NP, kg, 1, w[g*ocg*kg:], kg, op.col[g*kg*NP:], NP, 0, yt[g*ocg*NP:], NP)
-	}
-	y := op.out.data
-	P := q.pixels()
-	parallel(q.n*q.oc, P, func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			n, o := t/q.oc, t%q.oc
-			dst, src := y[t*P:][:P], yt[o*NP+n*P:][:P]
-			if bias == nil {
-				copy(dst, src)
-				continue
+	in, out, P, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.pixels(), q.kg(), q.ocg()
+	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
+		for c := lo; c < hi; c++ {
+			n0, qc := q.part(c)
+			NP := qc.rows()
+			col, yt := op.ws.scratch(wk, qc.cols()*NP, q.oc*NP)
+			qc.columns(x[n0*in:], col)
+			yc := y[n0*out:][:qc.n*out]
+			if qc.n == 1 {
+				yt = yc // one sample's (OC, pixels) matrix is its output
 			}
-			b := bias[o]
-			for i, v := range src {
-				dst[i] = v + b
+			for g := 0; g < q.g; g++ {
+				// yt_g (ocg x rows) = w_g (ocg x kg) · col_g (kg x rows)
+				gemm1(false, false, ocg, NP, kg, 1, w[g*ocg*kg:], kg, col[g*kg*NP:], NP, 0, yt[g*ocg*NP:], NP)
+			}
+			switch {
+			case qc.n > 1 && bias != nil:
+				for n := 0; n < qc.n; n++ {
+					kernel.StridedRowsBias(yc[n*out:], P, yt[n*P:], NP, q.oc, P, bias, -kernel.Inf, kernel.Inf)
+				}
+			case qc.n > 1:
+				for n := 0; n < qc.n; n++ {
+					kernel.CopyStrided(yc[n*out:], P, yt[n*P:], NP, q.oc, P)
+				}
+			case bias != nil:
+				for o, b := range bias {
+					r := yc[o*P:][:P]
+					kernel.ScaleShift(r, r, 1, b)
+				}
 			}
 		}
 	})
@@ -338,63 +408,25 @@ func (op *convOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	if op.direct {
 		return op.symDiffDirect(inputs, grad)
 	}
-	// The output gradient, rearranged once to an (OC, rows) matrix, feeds every input gradient.
-	gt, err := G.ApplyOp(&convGradTOp{opBase: newBase("conv.gradT", op.id), c: op}, grad)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	res := make(G.Nodes, len(inputs))
 	if op.needDX {
-		if res[0], err = G.ApplyOp(&convGradXOp{opBase: newBase("conv.gradX", op.id), c: op}, inputs[1], gt); err != nil {
+		if res[0], err = G.ApplyOp(&convGradXOp{opBase: newBase("conv.gradX", op.id), c: op}, inputs[1], grad); err != nil {
 			return nil, err
 		}
 	}
-	if res[1], err = G.ApplyOp(&convGradWOp{opBase: newBase("conv.gradW", op.id), c: op}, inputs[0], gt); err != nil {
+	if res[1], err = G.ApplyOp(&convGradWOp{opBase: newBase("conv.gradW", op.id), c: op}, inputs[0], grad); err != nil {
 		return nil, err
 	}
 	if op.hasBias {
-		if res[2], err = G.ApplyOp(&convGradBOp{opBase: newBase("conv.gradB", op.id), c: op}, gt); err != nil {
+		if res[2], err = G.ApplyOp(&convGradBOp{opBase: newBase("conv.gradB", op.id), c: op}, grad); err != nil {
 			return nil, err
 		}
 	}
 	return res, nil
 }
 
-// convGradTOp transposes the output gradient (N, OC, OH, OW) to an (OC, rows) matrix.
-type convGradTOp struct {
-	opBase
-	c   *convOp
-	out outBuf
-}
-
-func (op *convGradTOp) Arity() int    { return 1 }
-func (op *convGradTOp) Type() hm.Type { return fnType(4, 2) }
-func (op *convGradTOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{op.c.q.oc, op.c.q.rows()}, nil
-}
-
-func (op *convGradTOp) Do(vals ...G.Value) (G.Value, error) {
-	q := &op.c.q
-	g, err := f32(vals[0], q.n*q.oc*q.pixels(), op.id)
-	if err != nil {
-		return nil, err
-	}
-	if op.out.t == nil {
-		op.out = newOutBuf(q.oc, q.rows())
-	}
-	gt := op.out.data
-	P, NP := q.pixels(), q.rows()
-	parallel(q.n*q.oc, P, func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			n, o := t/q.oc, t%q.oc
-			copy(gt[o*NP+n*P:][:P], g[t*P:][:P])
-		}
-	})
-	return op.out.get(), nil
-}
-
-// convGradXOp computes the input gradient from the weight and the transposed output
-// gradient.
+// convGradXOp computes the input gradient from the weight and the output gradient.
 type convGradXOp struct {
 	opBase
 	c   *convOp
@@ -402,7 +434,7 @@ type convGradXOp struct {
 }
 
 func (op *convGradXOp) Arity() int    { return 2 }
-func (op *convGradXOp) Type() hm.Type { return fnType(4, 2, 4) }
+func (op *convGradXOp) Type() hm.Type { return fnType(4, 4, 4) }
 func (op *convGradXOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	q := &op.c.q
 	return tensor.Shape{q.n, q.c, q.h, q.w}, nil
@@ -415,7 +447,7 @@ func (op *convGradXOp) Do(vals ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	gt, err := f32(vals[1], q.rows()*q.oc, op.id+" gradient")
+	dy, err := f32(vals[1], q.n*q.oc*q.pixels(), op.id+" gradient")
 	if err != nil {
 		return nil, err
 	}
@@ -425,19 +457,27 @@ func (op *convGradXOp) Do(vals ...G.Value) (G.Value, error) {
 	if op.out.t == nil {
 		op.out = newOutBuf(q.n, q.c, q.h, q.w)
 	}
-	NP, kg, ocg := q.rows(), q.kg(), q.ocg()
-	dcol := grow(&c.ws.dcol, q.cols()*NP)
-	for g := 0; g < q.g; g++ {
-		// dcol_g (kg x rows) = w_gᵀ (kg x ocg) · gt_g (ocg x rows)
-		sgemm(true, false, kg, NP, ocg, 1, w[g*ocg*kg:], kg, gt[g*ocg*NP:], NP, 0, dcol[g*kg*NP:], NP)
-	}
 	dx := op.out.data
-	parallel(q.n*q.c, q.k*q.k*q.pixels(), func(lo, hi int) { q.col2im(dcol, dx, lo, hi) })
+	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
+	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			n0, qc := q.part(ch)
+			NP := qc.rows()
+			dcol, buf := c.ws.scratch(wk, qc.cols()*NP, q.oc*NP)
+			gt := qc.gather(dy[n0*out:], buf)
+			for g := 0; g < q.g; g++ {
+				// dcol_g (kg x rows) = w_gᵀ (kg x ocg) · gt_g (ocg x rows)
+				gemm1(true, false, kg, NP, ocg, 1, w[g*ocg*kg:], kg, gt[g*ocg*NP:], NP, 0, dcol[g*kg*NP:], NP)
+			}
+			qc.col2im(dcol, dx[n0*in:], 0, qc.n*q.c)
+		}
+	})
 	return op.out.get(), nil
 }
 
-// convGradWOp computes the weight gradient from the column matrix of the forward pass and
-// the transposed output gradient. Masked weights get a zero gradient.
+// convGradWOp computes the weight gradient from the input and the output gradient: lane l
+// sums the products of its chunks in order, then the lanes' sums are added in order. Masked
+// weights get a zero gradient.
 type convGradWOp struct {
 	opBase
 	c   *convOp
@@ -445,7 +485,7 @@ type convGradWOp struct {
 }
 
 func (op *convGradWOp) Arity() int    { return 2 }
-func (op *convGradWOp) Type() hm.Type { return fnType(4, 2, 4) }
+func (op *convGradWOp) Type() hm.Type { return fnType(4, 4, 4) }
 func (op *convGradWOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	q := &op.c.q
 	return tensor.Shape{q.oc, q.icg(), q.k, q.k}, nil
@@ -454,7 +494,11 @@ func (op *convGradWOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 	c := op.c
 	q := &c.q
-	gt, err := f32(vals[1], q.rows()*q.oc, op.id+" gradient")
+	x, err := f32(vals[0], q.n*q.c*q.h*q.w, op.id+" input")
+	if err != nil {
+		return nil, err
+	}
+	dy, err := f32(vals[1], q.n*q.oc*q.pixels(), op.id+" gradient")
 	if err != nil {
 		return nil, err
 	}
@@ -462,10 +506,38 @@ func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 		op.out = newOutBuf(q.oc, q.icg(), q.k, q.k)
 	}
 	dw := op.out.data
-	NP, kg, ocg := q.rows(), q.kg(), q.ocg()
-	for g := 0; g < q.g; g++ {
-		// dw_g (ocg x kg) = gt_g (ocg x rows) · col_gᵀ (rows x kg)
-		sgemm(false, true, ocg, kg, NP, 1, gt[g*ocg*NP:], NP, c.col[g*kg*NP:], NP, 0, dw[g*ocg*kg:], kg)
+	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
+	chunks := q.chunks()
+	lanes := min(maxLanes, chunks)
+	slots := dw
+	if lanes > 1 {
+		slots = grow(&c.ws.slots, lanes*len(dw))
+	}
+	parallelW(lanes, chunks/lanes*q.chunk()*out*kg, func(wk, lo, hi int) {
+		for l := lo; l < hi; l++ {
+			sum := slots[l*len(dw):][:len(dw)]
+			for ch := l * chunks / lanes; ch < (l+1)*chunks/lanes; ch++ {
+				n0, qc := q.part(ch)
+				NP := qc.rows()
+				col, buf := c.ws.scratch(wk, qc.cols()*NP, q.oc*NP)
+				qc.columns(x[n0*in:], col)
+				gt := qc.gather(dy[n0*out:], buf)
+				beta := float32(1)
+				if ch == l*chunks/lanes {
+					beta = 0
+				}
+				for g := 0; g < q.g; g++ {
+					// dw_g (ocg x kg) += gt_g (ocg x rows) · col_gᵀ (rows x kg)
+					gemm1(false, true, ocg, kg, NP, 1, gt[g*ocg*NP:], NP, col[g*kg*NP:], NP, beta, sum[g*ocg*kg:], kg)
+				}
+			}
+		}
+	})
+	if lanes > 1 {
+		copy(dw, slots[:len(dw)])
+		for l := 1; l < lanes; l++ {
+			kernel.Add(dw, dw, slots[l*len(dw):][:len(dw)])
+		}
 	}
 	if c.mask != nil {
 		for i, m := range c.mask {
@@ -475,7 +547,7 @@ func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 	return op.out.get(), nil
 }
 
-// convGradBOp sums the transposed output gradient over its columns: the bias gradient.
+// convGradBOp sums the output gradient over samples and pixels: the bias gradient.
 type convGradBOp struct {
 	opBase
 	c   *convOp
@@ -483,14 +555,15 @@ type convGradBOp struct {
 }
 
 func (op *convGradBOp) Arity() int    { return 1 }
-func (op *convGradBOp) Type() hm.Type { return fnType(2, 1) }
+func (op *convGradBOp) Type() hm.Type { return fnType(4, 1) }
 func (op *convGradBOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{op.c.q.oc}, nil
 }
 
 func (op *convGradBOp) Do(vals ...G.Value) (G.Value, error) {
 	q := &op.c.q
-	gt, err := f32(vals[0], q.rows()*q.oc, op.id)
+	P := q.pixels()
+	dy, err := f32(vals[0], q.n*q.oc*P, op.id)
 	if err != nil {
 		return nil, err
 	}
@@ -499,8 +572,10 @@ func (op *convGradBOp) Do(vals ...G.Value) (G.Value, error) {
 	}
 	for o := range op.out.data {
 		var sum float64
-		for _, v := range gt[o*q.rows():][:q.rows()] {
-			sum += float64(v)
+		for n := 0; n < q.n; n++ {
+			for _, v := range dy[(n*q.oc+o)*P:][:P] {
+				sum += float64(v)
+			}
 		}
 		op.out.data[o] = float32(sum)
 	}

@@ -515,8 +515,13 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, mcb, pc, kc, mr int,
 		if mw < mr {
 			clear(d)
 		}
+		r0 := ic + ir
+		if alpha == 1 && mw == mr {
+			packSliverA(d, trans, a, lda, r0, pc, kc, mr)
+			continue
+		}
 		for i := 0; i < mw; i++ {
-			row := ic + ir + i
+			row := r0 + i
 			if !trans {
 				src := a[row*lda+pc : row*lda+pc+kc]
 				for p, v := range src {
@@ -527,6 +532,44 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, mcb, pc, kc, mr int,
 					d[p*mr+i] = alpha * a[(pc+p)*lda+row]
 				}
 			}
+		}
+	}
+}
+
+// packSliverA is packA for one full sliver of mr rows from row r0, without scaling: a
+// transposed A is a copy of mr contiguous values per column; a stored A, when mr is 8 on an
+// AVX CPU, is 8 x 8 block transposes, and else one value at a time.
+func packSliverA(d []float32, trans bool, a []float32, lda, r0, pc, kc, mr int) {
+	if trans {
+		switch mr {
+		case 8:
+			for p := 0; p < kc; p++ {
+				*(*[8]float32)(d[p*8:]) = *(*[8]float32)(a[(pc+p)*lda+r0:])
+			}
+		case 6:
+			for p := 0; p < kc; p++ {
+				*(*[6]float32)(d[p*6:]) = *(*[6]float32)(a[(pc+p)*lda+r0:])
+			}
+		default:
+			for p := 0; p < kc; p++ {
+				copy(d[p*mr:p*mr+mr], a[(pc+p)*lda+r0:])
+			}
+		}
+		return
+	}
+	p0 := 0
+	if hasAVX2FMA && mr == 8 && kc >= 8 {
+		blocks := kc / 8
+		src := r0*lda + pc
+		_ = a[src+7*lda+kc-1]
+		_ = d[kc*8-1]
+		transpose8x8AVX(&d[0], 8, &a[src], lda, blocks)
+		p0 = 8 * blocks
+	}
+	for i := 0; i < mr; i++ {
+		row := a[(r0+i)*lda+pc:]
+		for p := p0; p < kc; p++ {
+			d[p*mr+i] = row[p]
 		}
 	}
 }
