@@ -48,6 +48,34 @@ func convPasses(t *testing.T, q convGeom, per int) [4][]float32 {
 	for i, v := range []any{y, dx, dw, db} {
 		out[i] = append([]float32(nil), v.(*tensor.Dense).Float32s()...)
 	}
+	// The weight gradient against direct loops.
+	xs, dys := x.Float32s(), dy.Float32s()
+	icg, ocg := q.icg(), q.ocg()
+	for o := 0; o < q.oc; o++ {
+		for ci := 0; ci < icg; ci++ {
+			for ky := 0; ky < q.k; ky++ {
+				for kx := 0; kx < q.k; kx++ {
+					var want float64
+					for n := 0; n < q.n; n++ {
+						for oy := 0; oy < q.oh; oy++ {
+							for ox := 0; ox < q.ow; ox++ {
+								iy, ix := oy*q.s-q.p+ky, ox*q.s-q.p+kx
+								if iy < 0 || iy >= q.h || ix < 0 || ix >= q.w {
+									continue
+								}
+								c := o/ocg*icg + ci
+								want += float64(dys[((n*q.oc+o)*q.oh+oy)*q.ow+ox]) * float64(xs[((n*q.c+c)*q.h+iy)*q.w+ix])
+							}
+						}
+					}
+					got := float64(out[2][((o*icg+ci)*q.k+ky)*q.k+kx])
+					if math.Abs(got-want) > 1e-3*math.Max(1, math.Abs(want)) {
+						t.Fatalf("%d per chunk: dw[%d][%d][%d][%d] = %v, direct loops %v", per, o, ci, ky, kx, got, want)
+					}
+				}
+			}
+		}
+	}
 	return out
 }
 
@@ -61,6 +89,7 @@ func TestConvChunks(t *testing.T) {
 		{n: 11, c: 2, h: 11, w: 11, oc: 3, k: 5, s: 2, p: 2, g: 1, oh: 6, ow: 6}, // strided
 		{n: 11, c: 4, h: 7, w: 7, oc: 6, k: 3, s: 1, p: 0, g: 1, oh: 5, ow: 5},   // valid
 		{n: 11, c: 4, h: 5, w: 5, oc: 6, k: 1, s: 1, p: 0, g: 2, oh: 5, ow: 5},   // grouped
+		{n: 11, c: 4, h: 6, w: 6, oc: 64, k: 3, s: 1, p: 1, g: 2, oh: 6, ow: 6},  // wide: transposed weight gradient
 	}
 	names := []string{"y", "dx", "dw", "db"}
 	for _, q := range geoms {

@@ -122,7 +122,16 @@ func gradModels() map[string]*nn.Model {
 		layer("gap", nn.GlobalAvgPool),
 		linear("fc", 12, 3, true),
 	)
-	return map[string]*nn.Model{"inception": inception, "strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
+	// Stride-1 convolutions without padding that shrink the plane: their columns run over
+	// a grid as wide as the input.
+	valid := seq("valid", nn.Shape{C: 2, H: 7, W: 6},
+		conv("c1", 2, 3, 3, 1, 0, 1, false),
+		layer("r1", nn.ReLU),
+		conv("c2", 3, 4, 2, 1, 0, 1, true),
+		layer("fl", nn.Flatten),
+		linear("fc", 48, 3, true),
+	)
+	return map[string]*nn.Model{"valid": valid, "inception": inception, "strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
 }
 
 // addMasks gives the named layers random masks keeping about half of the weights.

@@ -17,11 +17,27 @@ type convGeom struct {
 }
 
 func (q *convGeom) pixels() int { return q.oh * q.ow }
-func (q *convGeom) rows() int   { return q.n * q.oh * q.ow } // output pixels of the batch
-func (q *convGeom) cols() int   { return q.c * q.k * q.k }   // input values per output pixel
-func (q *convGeom) icg() int    { return q.c / q.g }
-func (q *convGeom) ocg() int    { return q.oc / q.g }
-func (q *convGeom) kg() int     { return q.icg() * q.k * q.k } // input values per output pixel, per group
+
+// gridded tells whether the column matrix runs over a grid as wide as the input: for a
+// stride-1 convolution without padding that shrinks the plane, output pixel (oy, ox) reads
+// input (oy+ky, ox+kx), so a row of the matrix is one run of the input plane, shifted by
+// ky*w+kx; the grid's columns ox >= ow are not outputs, and their gradients are zero.
+func (q *convGeom) gridded() bool { return q.s == 1 && q.p == 0 && q.w > q.ow }
+
+// cpix returns the columns of the column matrix per sample: the pixels, or the grid's.
+func (q *convGeom) cpix() int {
+	if q.gridded() {
+		return q.oh * q.w
+	}
+	return q.pixels()
+}
+
+// crows returns the columns of the column matrix.
+func (q *convGeom) crows() int { return q.n * q.cpix() }
+func (q *convGeom) cols() int  { return q.c * q.k * q.k } // input values per output pixel
+func (q *convGeom) icg() int   { return q.c / q.g }
+func (q *convGeom) ocg() int   { return q.oc / q.g }
+func (q *convGeom) kg() int    { return q.icg() * q.k * q.k } // input values per output pixel, per group
 
 // span returns the output columns [lo, hi) whose input column ox*s-p+kx lies inside the
 // input, for kernel column kx.
@@ -45,12 +61,18 @@ func (q *convGeom) span(kx int) (lo, hi int) {
 // (n, ci, oy*s-p+ky, ox*s-p+kx), or zero in the padding. The rows of group g,
 // [g*kg, (g+1)*kg), are contiguous. Tasks [lo, hi) index (row, sample) pairs.
 func (q *convGeom) im2col(x, col []float32, lo, hi int) {
-	k, hw, P, NP := q.k, q.h*q.w, q.pixels(), q.rows()
+	k, hw, P, NP := q.k, q.h*q.w, q.cpix(), q.crows()
 	for t := lo; t < hi; t++ {
 		r, n := t/q.n, t%q.n
 		ci, ky, kx := r/(k*k), r/k%k, r%k
 		xp := x[(n*q.c+ci)*hw:][:hw]
 		dst := col[r*NP+n*P:][:P]
+		if q.gridded() {
+			// The last grid row's columns past the plane are zero.
+			m := copy(dst, xp[ky*q.w+kx:])
+			clear(dst[m:])
+			continue
+		}
 		x0, x1 := q.span(kx)
 		if q.same() {
 			q.im2colSame(xp, dst, ky, kx, x0, x1)
@@ -168,7 +190,7 @@ func (q *convGeom) col2imSame(src, dp []float32, ky, kx, x0, x1 int) {
 // col2im is the adjoint of im2col: it sets dx to the sum of the column-matrix entries
 // copied from each input position. Tasks [lo, hi) index input planes (n, ci).
 func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
-	k, hw, P, NP := q.k, q.h*q.w, q.pixels(), q.rows()
+	k, hw, P, NP := q.k, q.h*q.w, q.cpix(), q.crows()
 	for t := lo; t < hi; t++ {
 		n, ci := t/q.c, t%q.c
 		dp := dx[t*hw:][:hw]
@@ -177,6 +199,13 @@ func (q *convGeom) col2im(col, dx []float32, lo, hi int) {
 			for kx := 0; kx < k; kx++ {
 				r := (ci*k+ky)*k + kx
 				src := col[r*NP+n*P:][:P]
+				if q.gridded() {
+					// The grid's extra columns hold zero gradients: adding them is harmless.
+					d := dp[ky*q.w+kx:]
+					d = d[:min(len(d), P)]
+					kernel.Add(d, d, src[:len(d)])
+					continue
+				}
 				x0, x1 := q.span(kx)
 				if q.same() {
 					q.col2imSame(src, dp, ky, kx, x0, x1)
@@ -222,7 +251,7 @@ func (q *convGeom) chunk() int {
 	if q.per > 0 {
 		return min(q.per, q.n)
 	}
-	return max(1, min(q.n, chunkFloats/(q.cols()*q.pixels())))
+	return max(1, min(q.n, chunkFloats/(q.cols()*q.cpix())))
 }
 
 // chunks returns the number of chunks of the batch.
@@ -320,17 +349,60 @@ func (op *convOp) weight(w []float32) []float32 {
 // columns fills col with the column matrix of chunk qc, whose first sample is x.
 func (qc *convGeom) columns(x, col []float32) { qc.im2col(x, col, 0, qc.cols()*qc.n) }
 
-// gather returns the output gradient of chunk qc (first sample at dy) as one (OC, rows)
-// matrix: dy itself for a single sample, else the samples' planes moved into buf.
+// gather returns the output gradient of chunk qc (first sample at dy) as one (OC, crows)
+// matrix: dy itself for a single sample, else the samples' planes moved into buf (on a
+// grid, with zeros in its extra columns).
 func (qc *convGeom) gather(dy, buf []float32) []float32 {
-	P, NP := qc.pixels(), qc.rows()
-	if qc.n == 1 {
+	P, NP, cp := qc.pixels(), qc.crows(), qc.cpix()
+	switch {
+	case qc.gridded():
+		clear(buf)
+		for n := 0; n < qc.n; n++ {
+			for o := 0; o < qc.oc; o++ {
+				kernel.CopyStrided(buf[o*NP+n*cp:], qc.w, dy[(n*qc.oc+o)*P:], qc.ow, qc.oh, qc.ow)
+			}
+		}
+	case qc.n == 1:
 		return dy[:qc.oc*P]
-	}
-	for n := 0; n < qc.n; n++ {
-		kernel.CopyStrided(buf[n*P:], NP, dy[n*qc.oc*P:], P, qc.oc, P)
+	default:
+		for n := 0; n < qc.n; n++ {
+			kernel.CopyStrided(buf[n*P:], NP, dy[n*qc.oc*P:], P, qc.oc, P)
+		}
 	}
 	return buf
+}
+
+// scatter moves the product yt (OC, crows) of chunk qc to its output planes y, adding the
+// bias (nil: none).
+func (qc *convGeom) scatter(y, yt, bias []float32) {
+	P, NP, cp := qc.pixels(), qc.crows(), qc.cpix()
+	out := qc.oc * P
+	switch {
+	case qc.gridded():
+		for n := 0; n < qc.n; n++ {
+			for o := 0; o < qc.oc; o++ {
+				dst, src := y[n*out+o*P:], yt[o*NP+n*cp:]
+				if bias == nil {
+					kernel.CopyStrided(dst, qc.ow, src, qc.w, qc.oh, qc.ow)
+				} else {
+					kernel.StridedRows(dst, qc.ow, src, qc.w, qc.oh, qc.ow, bias[o], -kernel.Inf, kernel.Inf)
+				}
+			}
+		}
+	case qc.n > 1 && bias != nil:
+		for n := 0; n < qc.n; n++ {
+			kernel.StridedRowsBias(y[n*out:], P, yt[n*P:], NP, qc.oc, P, bias, -kernel.Inf, kernel.Inf)
+		}
+	case qc.n > 1:
+		for n := 0; n < qc.n; n++ {
+			kernel.CopyStrided(y[n*out:], P, yt[n*P:], NP, qc.oc, P)
+		}
+	case bias != nil: // yt is y
+		for o, b := range bias {
+			r := y[o*P:][:P]
+			kernel.ScaleShift(r, r, 1, b)
+		}
+	}
 }
 
 func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
@@ -358,36 +430,22 @@ func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 		q.depthwise(x, w, bias, y)
 		return op.out.get(), nil
 	}
-	in, out, P, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.pixels(), q.kg(), q.ocg()
+	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
 	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
 		for c := lo; c < hi; c++ {
 			n0, qc := q.part(c)
-			NP := qc.rows()
+			NP := qc.crows()
 			col, yt := op.ws.scratch(wk, qc.cols()*NP, q.oc*NP)
 			qc.columns(x[n0*in:], col)
 			yc := y[n0*out:][:qc.n*out]
-			if qc.n == 1 {
+			if qc.n == 1 && !qc.gridded() {
 				yt = yc // one sample's (OC, pixels) matrix is its output
 			}
 			for g := 0; g < q.g; g++ {
-				// yt_g (ocg x rows) = w_g (ocg x kg) · col_g (kg x rows)
+				// yt_g (ocg x crows) = w_g (ocg x kg) · col_g (kg x crows)
 				gemm1(false, false, ocg, NP, kg, 1, w[g*ocg*kg:], kg, col[g*kg*NP:], NP, 0, yt[g*ocg*NP:], NP)
 			}
-			switch {
-			case qc.n > 1 && bias != nil:
-				for n := 0; n < qc.n; n++ {
-					kernel.StridedRowsBias(yc[n*out:], P, yt[n*P:], NP, q.oc, P, bias, -kernel.Inf, kernel.Inf)
-				}
-			case qc.n > 1:
-				for n := 0; n < qc.n; n++ {
-					kernel.CopyStrided(yc[n*out:], P, yt[n*P:], NP, q.oc, P)
-				}
-			case bias != nil:
-				for o, b := range bias {
-					r := yc[o*P:][:P]
-					kernel.ScaleShift(r, r, 1, b)
-				}
-			}
+			qc.scatter(yc, yt, bias)
 		}
 	})
 	return op.out.get(), nil
@@ -462,7 +520,7 @@ func (op *convGradXOp) Do(vals ...G.Value) (G.Value, error) {
 	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
 		for ch := lo; ch < hi; ch++ {
 			n0, qc := q.part(ch)
-			NP := qc.rows()
+			NP := qc.crows()
 			dcol, buf := c.ws.scratch(wk, qc.cols()*NP, q.oc*NP)
 			gt := qc.gather(dy[n0*out:], buf)
 			for g := 0; g < q.g; g++ {
@@ -509,8 +567,12 @@ func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
 	chunks := q.chunks()
 	lanes := min(maxLanes, chunks)
+	// With many output channels per group the transposed product, dw_gᵀ = col_g · gt_gᵀ,
+	// packs the narrower operand transposed and runs faster (BenchmarkTrainStep on
+	// vgg-small); the sums are transposed back at the end.
+	trans := ocg >= 32
 	slots := dw
-	if lanes > 1 {
+	if lanes > 1 || trans {
 		slots = grow(&c.ws.slots, lanes*len(dw))
 	}
 	parallelW(lanes, chunks/lanes*q.chunk()*out*kg, func(wk, lo, hi int) {
@@ -518,7 +580,7 @@ func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 			sum := slots[l*len(dw):][:len(dw)]
 			for ch := l * chunks / lanes; ch < (l+1)*chunks/lanes; ch++ {
 				n0, qc := q.part(ch)
-				NP := qc.rows()
+				NP := qc.crows()
 				col, buf := c.ws.scratch(wk, qc.cols()*NP, q.oc*NP)
 				qc.columns(x[n0*in:], col)
 				gt := qc.gather(dy[n0*out:], buf)
@@ -527,16 +589,33 @@ func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 					beta = 0
 				}
 				for g := 0; g < q.g; g++ {
+					a, b := gt[g*ocg*NP:], col[g*kg*NP:]
+					if trans {
+						// dw_gᵀ (kg x ocg) += col_g (kg x rows) · gt_gᵀ (rows x ocg)
+						gemm1(false, true, kg, ocg, NP, 1, b, NP, a, NP, beta, sum[g*ocg*kg:], ocg)
+						continue
+					}
 					// dw_g (ocg x kg) += gt_g (ocg x rows) · col_gᵀ (rows x kg)
-					gemm1(false, true, ocg, kg, NP, 1, gt[g*ocg*NP:], NP, col[g*kg*NP:], NP, beta, sum[g*ocg*kg:], kg)
+					gemm1(false, true, ocg, kg, NP, 1, a, NP, b, NP, beta, sum[g*ocg*kg:], kg)
 				}
 			}
 		}
 	})
-	if lanes > 1 {
-		copy(dw, slots[:len(dw)])
+	if lanes > 1 || trans {
+		total := slots[:len(dw)]
 		for l := 1; l < lanes; l++ {
-			kernel.Add(dw, dw, slots[l*len(dw):][:len(dw)])
+			kernel.Add(total, total, slots[l*len(dw):][:len(dw)])
+		}
+		if !trans {
+			copy(dw, total)
+		}
+		for g := 0; trans && g < q.g; g++ {
+			t, d := total[g*ocg*kg:], dw[g*ocg*kg:]
+			for j := 0; j < kg; j++ {
+				for o := 0; o < ocg; o++ {
+					d[o*kg+j] = t[j*ocg+o]
+				}
+			}
 		}
 	}
 	if c.mask != nil {
@@ -570,14 +649,16 @@ func (op *convGradBOp) Do(vals ...G.Value) (G.Value, error) {
 	if op.out.t == nil {
 		op.out = newOutBuf(q.oc)
 	}
-	for o := range op.out.data {
-		var sum float64
-		for n := 0; n < q.n; n++ {
-			for _, v := range dy[(n*q.oc+o)*P:][:P] {
-				sum += float64(v)
+	db := op.out.data
+	parallel(q.oc, q.n*P, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			var sum float64
+			for n := 0; n < q.n; n++ {
+				s, _ := kernel.SumDev64(dy[(n*q.oc+o)*P:][:P], 0)
+				sum += s
 			}
+			db[o] = float32(sum)
 		}
-		op.out.data[o] = float32(sum)
-	}
+	})
 	return op.out.get(), nil
 }

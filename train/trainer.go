@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/autoprune/autoprune/internal/kernel"
 	"github.com/autoprune/autoprune/nn"
 )
 
@@ -99,6 +100,7 @@ func (t *Trainer) update(rate float64) error {
 	c1 := float32(1 / (1 - math.Pow(beta1, float64(t.steps))))
 	c2 := float32(1 / (1 - math.Pow(beta2, float64(t.steps))))
 	mu := float32(t.cfg.Momentum)
+	ap := kernel.AdamParams{B1: beta1, NB1: 1 - beta1, B2: beta2, NB2: 1 - beta2, LR: lr, C1: c1, C2: c2, Eps: eps}
 	for _, p := range t.gr.params {
 		g, err := t.gr.gradOf(p)
 		if err != nil {
@@ -117,13 +119,8 @@ func (t *Trainer) update(rate float64) error {
 		}
 		if adam {
 			// PyTorch Adam (L2 decay added to the gradient), bias-corrected moments.
-			for i, gi := range g {
-				gi += d * w[i]
-				mi := beta1*m[i] + (1-beta1)*gi
-				vi := beta2*v[i] + (1-beta2)*gi*gi
-				m[i], v[i] = mi, vi
-				w[i] -= lr * (mi * c1) / (float32(math.Sqrt(float64(vi*c2))) + eps)
-			}
+			ap.Decay = d
+			kernel.Adam(w, g, m, v, &ap)
 		} else {
 			// PyTorch SGD with momentum: buf = mu*buf + g; w -= lr*buf.
 			for i, gi := range g {

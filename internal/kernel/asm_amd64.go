@@ -216,6 +216,11 @@ func sumDot64AVX(x, y *float32, n int, out *[2]float64)
 //go:noescape
 func axpbyAVX(dst, x, y *float32, n int, a, b, c float32)
 
+// adamAVX is Adam for n values, n a multiple of 8.
+//
+//go:noescape
+func adamAVX(w, grad, m, v *float32, n int, p *AdamParams)
+
 // addAVX sets dst[i] = x[i] + y[i] for n values, n a multiple of 8.
 //
 //go:noescape

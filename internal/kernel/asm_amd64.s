@@ -683,6 +683,56 @@ abloop:
 	VZEROUPPER
 	RET
 
+// func adamAVX(w, grad, m, v *float32, n int, p *AdamParams)
+//
+// Every product and sum rounded separately, in the order of Adam's scalar loop.
+TEXT ·adamAVX(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), DI
+	MOVQ grad+8(FP), SI
+	MOVQ m+16(FP), DX
+	MOVQ v+24(FP), R8
+	MOVQ n+32(FP), CX
+	MOVQ p+40(FP), AX
+	VBROADCASTSS 0(AX), Y8   // B1
+	VBROADCASTSS 4(AX), Y9   // NB1
+	VBROADCASTSS 8(AX), Y10  // B2
+	VBROADCASTSS 12(AX), Y11 // NB2
+	VBROADCASTSS 16(AX), Y12 // LR
+	VBROADCASTSS 20(AX), Y13 // Decay
+	VBROADCASTSS 24(AX), Y14 // C1
+	VBROADCASTSS 28(AX), Y15 // C2
+	VBROADCASTSS 32(AX), Y7  // Eps
+
+adloop:
+	VMOVUPS (DI), Y0
+	VMULPS Y0, Y13, Y1
+	VADDPS (SI), Y1, Y1     // g' = g + Decay*w
+	VMULPS (DX), Y8, Y2
+	VMULPS Y1, Y9, Y3
+	VADDPS Y3, Y2, Y2       // m
+	VMULPS (R8), Y10, Y3
+	VMULPS Y1, Y11, Y4
+	VMULPS Y1, Y4, Y4
+	VADDPS Y4, Y3, Y3       // v
+	VMOVUPS Y2, (DX)
+	VMOVUPS Y3, (R8)
+	VMULPS Y14, Y2, Y4
+	VMULPS Y4, Y12, Y4      // LR*(m*C1)
+	VMULPS Y15, Y3, Y5
+	VSQRTPS Y5, Y5
+	VADDPS Y7, Y5, Y5       // sqrt(v*C2) + Eps
+	VDIVPS Y5, Y4, Y4
+	VSUBPS Y4, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, R8
+	SUBQ $8, CX
+	JNZ adloop
+	VZEROUPPER
+	RET
+
 // func kern6x16Rows(kc int, a, b *float32, offs *int, c *float32, ldc int, load bool)
 //
 // kern6x16 with row p of b at b+offs[p] (in values) instead of b+p*ldb.

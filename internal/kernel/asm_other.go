@@ -19,8 +19,9 @@ func maxPool2x2AVX(dst, r0, r1 *float32, n int)            { panic("unreachable"
 func sumDev64AVX(x *float32, n int, c float64, out *[2]float64) {
 	panic("unreachable")
 }
-func sumDot64AVX(x, y *float32, n int, out *[2]float64)   { panic("unreachable") }
-func axpbyAVX(dst, x, y *float32, n int, a, b, c float32) { panic("unreachable") }
+func sumDot64AVX(x, y *float32, n int, out *[2]float64)    { panic("unreachable") }
+func axpbyAVX(dst, x, y *float32, n int, a, b, c float32)  { panic("unreachable") }
+func adamAVX(w, grad, m, v *float32, n int, p *AdamParams) { panic("unreachable") }
 func transpose8x8AVX(dst *float32, ldd int, src *float32, lds int, blocks int) {
 	panic("unreachable")
 }

@@ -115,6 +115,38 @@ func Axpby(dst, x, y []float32, a, b, c float32) {
 	}
 }
 
+// AdamParams are the constants of one Adam step: the moment decays B1 and B2 with their
+// complements NB1 = 1-B1 and NB2 = 1-B2 (given, not computed in float32), the learning
+// rate, the L2 weight decay added to the gradient, the bias corrections C1 = 1/(1-B1^t)
+// and C2 = 1/(1-B2^t), and Eps. The field order is the assembly's.
+type AdamParams struct {
+	B1, NB1, B2, NB2, LR, Decay, C1, C2, Eps float32
+}
+
+// Adam applies one step of Adam (PyTorch's, with L2 decay) to the weights w, with gradient
+// g and moments m and v, all of equal length:
+//
+//	g' = g + Decay·w;  m = B1·m + NB1·g';  v = B2·v + NB2·g'·g'
+//	w -= LR·(m·C1) / (sqrt(v·C2) + Eps)
+//
+// every operation rounded to float32 in that order (no fused multiply-add), so the vector
+// and scalar paths agree bit for bit.
+func Adam(w, g, m, v []float32, p *AdamParams) {
+	g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
+	n := 0
+	if hasAVX2FMA && len(w) >= 8 {
+		n = len(w) &^ 7
+		adamAVX(&w[0], &g[0], &m[0], &v[0], n, p)
+	}
+	for i := n; i < len(w); i++ {
+		gi := g[i] + p.Decay*w[i]
+		mi := p.B1*m[i] + p.NB1*gi
+		vi := p.B2*v[i] + p.NB2*gi*gi
+		m[i], v[i] = mi, vi
+		w[i] -= p.LR * (mi * p.C1) / (float32(math.Sqrt(float64(vi*p.C2))) + p.Eps)
+	}
+}
+
 // Add sets dst[i] = x[i] + y[i]. dst and y must be at least as long as x.
 func Add(dst, x, y []float32) {
 	dst = dst[:len(x)]

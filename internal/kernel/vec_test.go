@@ -345,3 +345,29 @@ func TestAddStrided(t *testing.T) {
 		}
 	}
 }
+
+// TestAdam checks the Adam step against the scalar formula, bit for bit, on lengths around
+// the vector width.
+func TestAdam(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	p := &AdamParams{B1: 0.9, NB1: 0.1, B2: 0.999, NB2: 0.001, LR: 1e-3, Decay: 1e-4, C1: 1 / (1 - 0.9*0.9), C2: 1 / (1 - 0.999*0.999), Eps: 1e-8}
+	for _, n := range []int{0, 1, 7, 8, 9, 17, 33, 64} {
+		w, g, m, v := randSlice(rng, n), randSlice(rng, n), randSlice(rng, n), randSlice(rng, n)
+		for i := range v {
+			v[i] *= v[i] // a second moment is not negative
+		}
+		ww, wm, wv := append([]float32(nil), w...), append([]float32(nil), m...), append([]float32(nil), v...)
+		for i := range ww {
+			gi := g[i] + p.Decay*ww[i]
+			wm[i] = p.B1*wm[i] + p.NB1*gi
+			wv[i] = p.B2*wv[i] + p.NB2*gi*gi
+			ww[i] -= p.LR * (wm[i] * p.C1) / (float32(math.Sqrt(float64(wv[i]*p.C2))) + p.Eps)
+		}
+		Adam(w, g, m, v, p)
+		for i := range w {
+			if math.Float32bits(w[i]) != math.Float32bits(ww[i]) || m[i] != wm[i] || v[i] != wv[i] {
+				t.Fatalf("n=%d [%d]: w, m, v = %v, %v, %v, want %v, %v, %v", n, i, w[i], m[i], v[i], ww[i], wm[i], wv[i])
+			}
+		}
+	}
+}
