@@ -100,8 +100,7 @@ func (op *bnOp) Do(vals ...G.Value) (G.Value, error) {
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
 				xh := op.xhat[off : off+hw]
-				kernel.ScaleShift(xh, x[off:off+hw], invf, -mf*invf)
-				kernel.ScaleShift(y[off:off+hw], xh, g, b)
+				kernel.ScaleShift2(xh, y[off:off+hw], x[off:off+hw], invf, -mf*invf, g, b)
 			}
 			unbiased := variance
 			if m > 1 {

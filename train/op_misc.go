@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/autoprune/autoprune/internal/kernel"
 	"github.com/autoprune/autoprune/nn"
 )
 
@@ -135,29 +136,51 @@ func maxPool2x2(xp, yp []float32, ap []int32, w, oh, ow int) {
 		r1 := xp[i0+w : i0+w+2*ow]
 		yr := yp[oy*ow : oy*ow+ow]
 		ar := ap[oy*ow : oy*ow+ow]
-		for ox := range yr {
-			j := 2 * ox
-			a, b, c, d := r0[j], r0[j+1], r1[j], r1[j+1]
-			m := max(max(a, b), max(c, d))
-			if m != m {
-				best, bi := a, i0+j
-				if b > best || b != b {
-					best, bi = b, i0+j+1
-				}
-				if c > best || c != c {
-					best, bi = c, i0+w+j
-				}
-				if d > best || d != d {
-					best, bi = d, i0+w+j+1
-				}
-				yr[ox], ar[ox] = best, int32(bi)
-				continue
+		ox := 0
+		for {
+			// Vector groups of 8 windows, up to one holding a NaN, which goes here.
+			ox += kernel.MaxPool2x2Arg(yr[ox:], ar[ox:], r0[2*ox:], r1[2*ox:], i0+2*ox, w)
+			if ox+8 > ow {
+				break
 			}
-			// Offsets of a, b, c and d: 0, 1, w and w+1; the first equal to m wins.
-			na, nb, nc := 1-b2i(a == m), 1-b2i(b == m), 1-b2i(c == m)
-			at := int32(i0+j) + na*(1+nb*(int32(w)-1+nc))
-			yr[ox], ar[ox] = xp[at], at // xp[at], not m: -0 and +0 tie, and a keeps its sign
+			maxPoolWindows(xp, yr, ar, i0, w, ox, ox+8)
+			ox += 8
 		}
+		if t := ow - 8; ox < ow && t >= 0 {
+			// The last windows as the group ending the row, overlapping done ones.
+			if kernel.MaxPool2x2Arg(yr[t:], ar[t:], r0[2*t:], r1[2*t:], i0+2*t, w) == 8 {
+				ox = ow
+			}
+		}
+		maxPoolWindows(xp, yr, ar, i0, w, ox, ow)
+	}
+}
+
+// maxPoolWindows is maxPool2x2 for the windows [lo, hi) of one output row, whose first
+// input row starts at i0.
+func maxPoolWindows(xp, yr []float32, ar []int32, i0, w, lo, hi int) {
+	for ox := lo; ox < hi; ox++ {
+		j := i0 + 2*ox
+		a, b, c, d := xp[j], xp[j+1], xp[j+w], xp[j+w+1]
+		m := max(max(a, b), max(c, d))
+		if m != m {
+			best, bi := a, j
+			if b > best || b != b {
+				best, bi = b, j+1
+			}
+			if c > best || c != c {
+				best, bi = c, j+w
+			}
+			if d > best || d != d {
+				best, bi = d, j+w+1
+			}
+			yr[ox], ar[ox] = best, int32(bi)
+			continue
+		}
+		// Offsets of a, b, c and d: 0, 1, w and w+1; the first equal to m wins.
+		na, nb, nc := 1-b2i(a == m), 1-b2i(b == m), 1-b2i(c == m)
+		at := int32(j) + na*(1+nb*(int32(w)-1+nc))
+		yr[ox], ar[ox] = xp[at], at // xp[at], not m: -0 and +0 tie, and a keeps its sign
 	}
 }
 

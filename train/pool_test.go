@@ -12,7 +12,7 @@ import (
 func TestMaxPool2x2(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	nan, negz := float32(math.NaN()), float32(math.Copysign(0, -1))
-	for _, hw := range [][2]int{{2, 2}, {5, 7}, {8, 8}, {24, 24}} {
+	for _, hw := range [][2]int{{2, 2}, {5, 7}, {8, 8}, {24, 24}, {6, 40}, {9, 35}, {4, 64}} {
 		h, w := hw[0], hw[1]
 		oh, ow := h/2, w/2
 		x := make([]float32, h*w)
@@ -22,7 +22,7 @@ func TestMaxPool2x2(t *testing.T) {
 				x[i] = 0 // ties, as after a ReLU
 			case r == 3:
 				x[i] = negz
-			case r == 4 && i%5 == 0:
+			case r == 4 && i%5 == 0 && h != 4: // 4 x 64: no NaN, every window on vector registers
 				x[i] = nan
 			default:
 				x[i] = rng.Float32()*2 - 1

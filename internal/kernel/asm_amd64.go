@@ -216,6 +216,17 @@ func sumDot64AVX(x, y *float32, n int, out *[2]float64)
 //go:noescape
 func axpbyAVX(dst, x, y *float32, n int, a, b, c float32)
 
+// scaleShift2AVX is ScaleShift2 for n values, n a multiple of 8.
+//
+//go:noescape
+func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c float32)
+
+// maxPoolArgAVX is MaxPool2x2Arg for n outputs, n a multiple of 8; iota holds 2x for each
+// lane x.
+//
+//go:noescape
+func maxPoolArgAVX(dst *float32, idx *int32, r0, r1 *float32, n int, start, w int32, iota *[8]int32) int
+
 // adamAVX is Adam for n values, n a multiple of 8.
 //
 //go:noescape

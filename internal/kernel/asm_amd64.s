@@ -189,6 +189,110 @@ ssloop:
 	VZEROUPPER
 	RET
 
+// func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c float32)
+TEXT ·scaleShift2AVX(SB), NOSPLIT, $0-48
+	MOVQ xh+0(FP), DI
+	MOVQ y+8(FP), DX
+	MOVQ x+16(FP), SI
+	MOVQ n+24(FP), CX
+	VBROADCASTSS a+32(FP), Y0
+	VBROADCASTSS b+36(FP), Y1
+	VBROADCASTSS gm+40(FP), Y3
+	VBROADCASTSS c+44(FP), Y4
+
+ss2loop:
+	VMOVUPS (SI), Y2
+	VFMADD213PS Y1, Y0, Y2
+	VMOVUPS Y2, (DI)
+	VFMADD213PS Y4, Y3, Y2
+	VMOVUPS Y2, (DX)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JNZ ss2loop
+	VZEROUPPER
+	RET
+
+// func maxPoolArgAVX(dst *float32, idx *int32, r0, r1 *float32, n int, start, w int32, iota *[8]int32) int
+//
+// Per group of 8 windows: the even and odd columns of both rows (a, b, c, d), their
+// maximum m, then the first of a, b, c, d equal to m by three blends, for the value and for
+// its offset (0, 1, w, w+1). A group holding a NaN ends the run.
+TEXT ·maxPoolArgAVX(SB), NOSPLIT, $0-64
+	MOVQ dst+0(FP), DI
+	MOVQ idx+8(FP), R8
+	MOVQ r0+16(FP), SI
+	MOVQ r1+24(FP), DX
+	MOVQ n+32(FP), CX
+	MOVQ iota+48(FP), AX
+	VMOVDQU (AX), Y15
+	MOVL start+40(FP), AX
+	VMOVD AX, X9
+	VPBROADCASTD X9, Y9
+	VPADDD Y9, Y15, Y15     // start + 2x
+	MOVL $16, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14   // 16: the next group
+	MOVL w+44(FP), AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	MOVL $1, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11   // 1
+	VPADDD Y11, Y13, Y12    // w+1
+	VPXOR Y10, Y10, Y10     // 0
+	XORQ BX, BX
+
+mploop:
+	CMPQ BX, CX
+	JGE mpdone
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VSHUFPS $0x88, Y1, Y0, Y2
+	VSHUFPS $0xDD, Y1, Y0, Y3
+	VPERMPD $0xD8, Y2, Y2   // a
+	VPERMPD $0xD8, Y3, Y3   // b
+	VMOVUPS (DX), Y0
+	VMOVUPS 32(DX), Y1
+	VSHUFPS $0x88, Y1, Y0, Y4
+	VSHUFPS $0xDD, Y1, Y0, Y5
+	VPERMPD $0xD8, Y4, Y4   // c
+	VPERMPD $0xD8, Y5, Y5   // d
+	VCMPPS $3, Y3, Y2, Y6
+	VCMPPS $3, Y5, Y4, Y7
+	VORPS Y7, Y6, Y6
+	VMOVMSKPS Y6, AX
+	TESTL AX, AX
+	JNZ mpdone
+	VMAXPS Y3, Y2, Y6
+	VMAXPS Y5, Y4, Y7
+	VMAXPS Y7, Y6, Y6       // m
+	VCMPPS $0, Y6, Y2, Y7   // a == m
+	VCMPPS $0, Y6, Y3, Y8   // b == m
+	VCMPPS $0, Y6, Y4, Y9   // c == m
+	VBLENDVPS Y9, Y4, Y5, Y0
+	VBLENDVPS Y8, Y3, Y0, Y0
+	VBLENDVPS Y7, Y2, Y0, Y0
+	VMOVUPS Y0, (DI)
+	VBLENDVPS Y9, Y13, Y12, Y1
+	VBLENDVPS Y8, Y11, Y1, Y1
+	VBLENDVPS Y7, Y10, Y1, Y1
+	VPADDD Y15, Y1, Y1
+	VMOVDQU Y1, (R8)
+	VPADDD Y14, Y15, Y15
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $32, DI
+	ADDQ $32, R8
+	ADDQ $8, BX
+	JMP mploop
+
+mpdone:
+	MOVQ BX, ret+56(FP)
+	VZEROUPPER
+	RET
+
 // func clampAVX(dst, src *float32, n int, lo, hi float32)
 //
 // VMAXPS and VMINPS return their second source when either is NaN: with the data as second

@@ -15,6 +15,23 @@ func ScaleShift(dst, src []float32, a, b float32) {
 	}
 }
 
+// ScaleShift2 is two ScaleShifts in one pass, the normalisation of a training batch norm:
+// xh[i] = x[i]*a + b and y[i] = xh[i]*g + c, with the same bits as the two calls. xh and y
+// must be at least as long as x.
+func ScaleShift2(xh, y, x []float32, a, b, g, c float32) {
+	xh, y = xh[:len(x)], y[:len(x)]
+	n := 0
+	if hasAVX2FMA && len(x) >= 8 {
+		n = len(x) &^ 7
+		scaleShift2AVX(&xh[0], &y[0], &x[0], n, a, b, g, c)
+	}
+	for i := n; i < len(x); i++ {
+		h := x[i]*a + b
+		xh[i] = h
+		y[i] = h*g + c
+	}
+}
+
 // Clamp sets dst[i] = min(max(src[i], lo), hi), keeping NaN. Pass hi = +Inf for a ReLU.
 // dst must be at least as long as src.
 func Clamp(dst, src []float32, lo, hi float32) {
@@ -64,6 +81,25 @@ func MaxPool2x2(dst, r0, r1 []float32) {
 		dst[x] = max(max(r0[2*x], r0[2*x+1]), max(r1[2*x], r1[2*x+1]))
 	}
 }
+
+// MaxPool2x2Arg is one output row of a training 2 x 2 max pool with stride 2 that also
+// records where each maximum is: for x from 0, dst[x] is the first of r0[2x], r0[2x+1],
+// r1[2x], r1[2x+1] (in that order) equal to their maximum and idx[x] its position in the
+// input plane, start+2x plus 0, 1, w or w+1 (r1 is r0's next row, w values on). It does
+// what it can on vector registers, groups of 8 outputs without NaN, and returns how many
+// outputs it wrote (a multiple of 8, possibly 0); the caller does the rest, a window with a
+// NaN first. r0 and r1 must hold 2*len(dst) values and idx len(dst).
+func MaxPool2x2Arg(dst []float32, idx []int32, r0, r1 []float32, start, w int) int {
+	n := len(dst) &^ 7
+	if !hasAVX2FMA || n == 0 {
+		return 0
+	}
+	_, _, _ = idx[n-1], r0[2*n-1], r1[2*n-1]
+	return maxPoolArgAVX(&dst[0], &idx[0], &r0[0], &r1[0], n, int32(start), int32(w), &iota2)
+}
+
+// iota2 holds 2x for the lanes x of an AVX register.
+var iota2 = [8]int32{0, 2, 4, 6, 8, 10, 12, 14}
 
 // SumDev64 returns the sums of x[i]-c and of (x[i]-c)², accumulated in float64: the mean
 // (c = 0) and the variance (c = the mean) of a batch-norm channel.
