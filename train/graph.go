@@ -6,6 +6,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/autoprune/autoprune/internal/kernel"
 	"github.com/autoprune/autoprune/nn"
 )
 
@@ -89,10 +90,23 @@ func build(m *nn.Model, n int, o buildOptions) (gr *graph, err error) {
 		return node
 	}
 
+	// A training batch norm whose only reader is a ReLU or ReLU6 applies it itself (one pass
+	// over the activations less each way); the activation's node is the batch norm's.
+	readers := map[string]int{}
+	for _, l := range mc.Layers {
+		for _, in := range l.Inputs {
+			readers[in]++
+		}
+	}
+	fused := map[string]bool{} // activations applied by their batch norm
 	for i, l := range mc.Layers {
 		src := nodes[l.Inputs[0]]
 		s := dims[l.Inputs[0]]
 		needDX := learned[l.Inputs[0]]
+		if fused[l.Name] {
+			nodes[l.Name], dims[l.Name], learned[l.Name] = src, shapes[i], learned[l.Inputs[0]]
+			continue
+		}
 		var node *G.Node
 		hasParams := false
 		switch l.Kind {
@@ -118,6 +132,16 @@ func build(m *nn.Model, n int, o buildOptions) (gr *graph, err error) {
 			hasParams = true
 		case nn.BatchNorm:
 			op := newBNOp(l.Name, n, s.C, s.H, s.W, float64(l.EpsOrDefault()), o.bnMomentum, o.training, l.Mean, l.Var)
+			if next := i + 1; o.training && next < len(mc.Layers) && readers[l.Name] == 1 {
+				if a := mc.Layers[next]; len(a.Inputs) == 1 && a.Inputs[0] == l.Name && (a.Kind == nn.ReLU || a.Kind == nn.ReLU6) {
+					top := kernel.Inf
+					if a.Kind == nn.ReLU6 {
+						top = 6
+					}
+					op.fuse(top)
+					fused[a.Name] = true
+				}
+			}
 			gr.bns[l] = op
 			gamma := newParam(l, "gamma", l.Gamma, nil, false, s.C)
 			beta := newParam(l, "beta", l.Beta, nil, false, s.C)

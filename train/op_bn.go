@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -33,6 +34,21 @@ type bnOp struct {
 	xhat   []float32 // normalised input of the last training forward pass
 	invstd []float64 // per channel 1/sqrt(batchVar+eps) of that pass
 	out    outBuf
+
+	// top, when not zero, is the ReLU (+Inf) or ReLU6 (6) fused after the normalisation
+	// (training mode): the output is clamped to [0, top], the incoming gradient is that of
+	// the activation's output, and dy, the normalisation's own output gradient, is kept for
+	// the input gradient; z is scratch per worker for the pre-activation values of a plane.
+	top float32
+	dy  []float32
+	z   [][]float32
+}
+
+// fuse makes the op apply a ReLU clamped at top (+Inf for a ReLU, 6 for a ReLU6) to its
+// output, in training mode.
+func (op *bnOp) fuse(top float32) {
+	op.top = top
+	op.dy = make([]float32, op.n*op.c*op.hw)
 }
 
 func newBNOp(name string, n, c, h, w int, eps, momentum float64, training bool, mean, variance []float32) *bnOp {
@@ -70,8 +86,12 @@ func (op *bnOp) Do(vals ...G.Value) (G.Value, error) {
 	}
 	y := op.out.data
 	n, c, hw := op.n, op.c, op.hw
-	parallel(c, n*hw*4, func(lo, hi int) {
-		for ch := lo; ch < hi; ch++ {
+	lo, hi := -kernel.Inf, kernel.Inf
+	if op.top != 0 {
+		lo, hi = 0, op.top
+	}
+	parallel(c, n*hw*4, func(c0, c1 int) {
+		for ch := c0; ch < c1; ch++ {
 			if !op.training {
 				scale := float64(gamma[ch]) / math.Sqrt(float64(op.variance[ch])+op.eps)
 				s, t := float32(scale), float32(float64(beta[ch])-float64(op.mean[ch])*scale)
@@ -100,7 +120,7 @@ func (op *bnOp) Do(vals ...G.Value) (G.Value, error) {
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
 				xh := op.xhat[off : off+hw]
-				kernel.ScaleShift2(xh, y[off:off+hw], x[off:off+hw], invf, -mf*invf, g, b)
+				kernel.ScaleShift2(xh, y[off:off+hw], x[off:off+hw], invf, -mf*invf, g, b, lo, hi)
 			}
 			unbiased := variance
 			if m > 1 {
@@ -123,7 +143,11 @@ func (op *bnOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if !op.training {
 		return nil, fmt.Errorf("train: %s: batch norm in inference mode is not differentiable", op.id)
 	}
-	sums, err := G.ApplyOp(&bnSumsOp{opBase: newBase("batchnorm.sums", op.id), b: op}, grad)
+	sumsIn := G.Nodes{grad}
+	if op.top != 0 {
+		sumsIn = append(sumsIn, inputs[1], inputs[2])
+	}
+	sums, err := G.ApplyOp(&bnSumsOp{opBase: newBase("batchnorm.sums", op.id), b: op}, sumsIn...)
 	if err != nil {
 		return nil, err
 	}
@@ -142,14 +166,27 @@ func (op *bnOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 
 // bnSumsOp computes, from dy, the per-channel sums Σ dy·x̂ (row 0: the gamma gradient)
 // and Σ dy (row 1: the beta gradient) of a training-mode bnOp, accumulated in float64.
+// With a fused activation its inputs are (grad, gamma, beta): dy is grad where the
+// pre-activation value x̂·gamma+beta, computed again, lies in (0, top), and zero elsewhere.
 type bnSumsOp struct {
 	opBase
 	b   *bnOp
 	out outBuf
 }
 
-func (op *bnSumsOp) Arity() int    { return 1 }
-func (op *bnSumsOp) Type() hm.Type { return fnType(4, 2) }
+func (op *bnSumsOp) Arity() int {
+	if op.b.top != 0 {
+		return 3
+	}
+	return 1
+}
+
+func (op *bnSumsOp) Type() hm.Type {
+	if op.b.top != 0 {
+		return fnType(4, 1, 1, 2)
+	}
+	return fnType(4, 2)
+}
 func (op *bnSumsOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{2, op.b.c}, nil
 }
@@ -161,16 +198,35 @@ func (op *bnSumsOp) Do(vals ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	var gamma, beta []float32
+	if b.top != 0 {
+		if gamma, err = f32(vals[1], c, op.id+" gamma"); err != nil {
+			return nil, err
+		}
+		if beta, err = f32(vals[2], c, op.id+" beta"); err != nil {
+			return nil, err
+		}
+		for len(b.z) < runtime.GOMAXPROCS(0) {
+			b.z = append(b.z, make([]float32, hw))
+		}
+	}
 	if op.out.t == nil {
 		op.out = newOutBuf(2, c)
 	}
 	dst := op.out.data
-	parallel(c, n*hw*2, func(lo, hi int) {
+	parallelW(c, n*hw*2, func(wk, lo, hi int) {
 		for ch := lo; ch < hi; ch++ {
 			var sg, sgx float64
 			for i := 0; i < n; i++ {
 				off := (i*c + ch) * hw
-				s, sx := kernel.SumDot64(dy[off:off+hw], b.xhat[off:off+hw])
+				g, xh := dy[off:off+hw], b.xhat[off:off+hw]
+				if b.top != 0 {
+					z := b.z[wk]
+					kernel.ScaleShift(z, xh, gamma[ch], beta[ch])
+					kernel.ReLUGrad(b.dy[off:off+hw], z, g, b.top)
+					g = b.dy[off : off+hw]
+				}
+				s, sx := kernel.SumDot64(g, xh)
 				sg, sgx = sg+s, sgx+sx
 			}
 			dst[ch], dst[c+ch] = float32(sgx), float32(sg)
@@ -234,6 +290,9 @@ func (op *bnGradXOp) Do(vals ...G.Value) (G.Value, error) {
 	sums, err := f32(vals[2], 2*c, op.id+" sums")
 	if err != nil {
 		return nil, err
+	}
+	if b.top != 0 {
+		dy = b.dy // the normalisation's output gradient, from bnSumsOp
 	}
 	if op.out.t == nil {
 		op.out = newOutBuf(b.out.shape...)

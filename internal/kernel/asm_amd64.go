@@ -219,7 +219,7 @@ func axpbyAVX(dst, x, y *float32, n int, a, b, c float32)
 // scaleShift2AVX is ScaleShift2 for n values, n a multiple of 8.
 //
 //go:noescape
-func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c float32)
+func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c, lo, hi float32)
 
 // maxPoolArgAVX is MaxPool2x2Arg for n outputs, n a multiple of 8; iota holds 2x for each
 // lane x.

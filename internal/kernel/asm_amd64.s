@@ -189,8 +189,8 @@ ssloop:
 	VZEROUPPER
 	RET
 
-// func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c float32)
-TEXT ·scaleShift2AVX(SB), NOSPLIT, $0-48
+// func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c, lo, hi float32)
+TEXT ·scaleShift2AVX(SB), NOSPLIT, $0-56
 	MOVQ xh+0(FP), DI
 	MOVQ y+8(FP), DX
 	MOVQ x+16(FP), SI
@@ -199,12 +199,16 @@ TEXT ·scaleShift2AVX(SB), NOSPLIT, $0-48
 	VBROADCASTSS b+36(FP), Y1
 	VBROADCASTSS gm+40(FP), Y3
 	VBROADCASTSS c+44(FP), Y4
+	VBROADCASTSS lo+48(FP), Y5
+	VBROADCASTSS hi+52(FP), Y6
 
 ss2loop:
 	VMOVUPS (SI), Y2
 	VFMADD213PS Y1, Y0, Y2
 	VMOVUPS Y2, (DI)
 	VFMADD213PS Y4, Y3, Y2
+	VMAXPS Y2, Y5, Y2
+	VMINPS Y2, Y6, Y2
 	VMOVUPS Y2, (DX)
 	ADDQ $32, SI
 	ADDQ $32, DI

@@ -13,12 +13,15 @@ var asmMicro, avx512Micro = goMicro, goMicro
 
 func scaleShiftAVX(dst, src *float32, n int, a, b float32) { panic("unreachable") }
 func clampAVX(dst, src *float32, n int, lo, hi float32)    { panic("unreachable") }
-func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c float32) {
+func scaleShift2AVX(xh, y, x *float32, n int, a, b, gm, c, lo, hi float32) {
 	panic("unreachable")
 }
 func addAVX(dst, x, y *float32, n int)                   { panic("unreachable") }
 func reluGradAVX(dx, x, dy *float32, n int, top float32) { panic("unreachable") }
 func maxPool2x2AVX(dst, r0, r1 *float32, n int)          { panic("unreachable") }
+func maxPoolArgAVX(dst *float32, idx *int32, r0, r1 *float32, n int, start, w int32, iota *[8]int32) int {
+	panic("unreachable")
+}
 func sumDev64AVX(x *float32, n int, c float64, out *[2]float64) {
 	panic("unreachable")
 }

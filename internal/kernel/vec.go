@@ -15,20 +15,21 @@ func ScaleShift(dst, src []float32, a, b float32) {
 	}
 }
 
-// ScaleShift2 is two ScaleShifts in one pass, the normalisation of a training batch norm:
-// xh[i] = x[i]*a + b and y[i] = xh[i]*g + c, with the same bits as the two calls. xh and y
-// must be at least as long as x.
-func ScaleShift2(xh, y, x []float32, a, b, g, c float32) {
+// ScaleShift2 is two ScaleShifts and a Clamp in one pass, the normalisation of a training
+// batch norm and its activation: xh[i] = x[i]*a + b and y[i] = min(max(xh[i]*g + c, lo), hi),
+// with the same bits as the three calls (lo = -Inf and hi = +Inf for none). xh and y must
+// be at least as long as x.
+func ScaleShift2(xh, y, x []float32, a, b, g, c, lo, hi float32) {
 	xh, y = xh[:len(x)], y[:len(x)]
 	n := 0
 	if hasAVX2FMA && len(x) >= 8 {
 		n = len(x) &^ 7
-		scaleShift2AVX(&xh[0], &y[0], &x[0], n, a, b, g, c)
+		scaleShift2AVX(&xh[0], &y[0], &x[0], n, a, b, g, c, lo, hi)
 	}
 	for i := n; i < len(x); i++ {
 		h := x[i]*a + b
 		xh[i] = h
-		y[i] = h*g + c
+		y[i] = min(max(h*g+c, lo), hi)
 	}
 }
 

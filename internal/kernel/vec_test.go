@@ -372,19 +372,25 @@ func TestAdam(t *testing.T) {
 	}
 }
 
-// TestScaleShift2 checks the fused pass against two ScaleShifts, bit for bit.
+// TestScaleShift2 checks the fused pass against two ScaleShifts and a Clamp, bit for bit.
 func TestScaleShift2(t *testing.T) {
 	rng := rand.New(rand.NewSource(4))
 	for _, n := range []int{0, 1, 7, 8, 9, 17, 33} {
 		x := randSlice(rng, n)
-		xh, y := make([]float32, n), make([]float32, n)
-		wh, wy := make([]float32, n), make([]float32, n)
-		ScaleShift2(xh, y, x, 1.7, -0.3, 0.6, 0.25)
-		ScaleShift(wh, x, 1.7, -0.3)
-		ScaleShift(wy, wh, 0.6, 0.25)
-		for i := range x {
-			if math.Float32bits(xh[i]) != math.Float32bits(wh[i]) || math.Float32bits(y[i]) != math.Float32bits(wy[i]) {
-				t.Fatalf("n=%d [%d]: %v, %v, want %v, %v", n, i, xh[i], y[i], wh[i], wy[i])
+		if n > 5 {
+			x[5] = float32(math.NaN())
+		}
+		for _, c := range [][2]float32{{-Inf, Inf}, {0, Inf}, {0, 0.5}} {
+			xh, y := make([]float32, n), make([]float32, n)
+			wh, wy := make([]float32, n), make([]float32, n)
+			ScaleShift2(xh, y, x, 1.7, -0.3, 0.6, 0.25, c[0], c[1])
+			ScaleShift(wh, x, 1.7, -0.3)
+			ScaleShift(wy, wh, 0.6, 0.25)
+			Clamp(wy, wy, c[0], c[1])
+			for i := range x {
+				if math.Float32bits(xh[i]) != math.Float32bits(wh[i]) || math.Float32bits(y[i]) != math.Float32bits(wy[i]) {
+					t.Fatalf("n=%d clamp %v [%d]: %v, %v, want %v, %v", n, c, i, xh[i], y[i], wh[i], wy[i])
+				}
 			}
 		}
 	}
