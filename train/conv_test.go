@@ -48,9 +48,44 @@ func convPasses(t *testing.T, q convGeom, per int) [4][]float32 {
 	for i, v := range []any{y, dx, dw, db} {
 		out[i] = append([]float32(nil), v.(*tensor.Dense).Float32s()...)
 	}
-	// The weight gradient against direct loops.
-	xs, dys := x.Float32s(), dy.Float32s()
+	// The output, the input gradient and the weight gradient against direct loops.
+	xs, dys, ws, bs := x.Float32s(), dy.Float32s(), w.Float32s(), b.Float32s()
 	icg, ocg := q.icg(), q.ocg()
+	wantY := make([]float64, len(out[0]))
+	wantDX := make([]float64, len(out[1]))
+	for n := 0; n < q.n; n++ {
+		for o := 0; o < q.oc; o++ {
+			for oy := 0; oy < q.oh; oy++ {
+				for ox := 0; ox < q.ow; ox++ {
+					yi := ((n*q.oc+o)*q.oh+oy)*q.ow + ox
+					wantY[yi] = float64(bs[o])
+					for ci := 0; ci < icg; ci++ {
+						c := o/ocg*icg + ci
+						for ky := 0; ky < q.k; ky++ {
+							for kx := 0; kx < q.k; kx++ {
+								iy, ix := oy*q.s-q.p+ky, ox*q.s-q.p+kx
+								if iy < 0 || iy >= q.h || ix < 0 || ix >= q.w {
+									continue
+								}
+								xi := ((n*q.c+c)*q.h+iy)*q.w + ix
+								wv := float64(ws[((o*icg+ci)*q.k+ky)*q.k+kx])
+								wantY[yi] += wv * float64(xs[xi])
+								wantDX[xi] += wv * float64(dys[yi])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	for i, name := range []string{"y", "dx"} {
+		want := [][]float64{wantY, wantDX}[i]
+		for j, v := range out[i] {
+			if math.Abs(float64(v)-want[j]) > 1e-4*math.Max(1, math.Abs(want[j])) {
+				t.Fatalf("%d per chunk: %s[%d] = %v, direct loops %v", per, name, j, v, want[j])
+			}
+		}
+	}
 	for o := 0; o < q.oc; o++ {
 		for ci := 0; ci < icg; ci++ {
 			for ky := 0; ky < q.k; ky++ {

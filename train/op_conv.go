@@ -283,6 +283,148 @@ type convOp struct {
 	weff []float32 // masked weight (nil without a mask)
 	out  outBuf
 	ws   *workspace
+
+	fwd, bwd inPlace // the forward product and the input gradient of a padded() convolution
+}
+
+// inPlace is the state of a product that reads zero-padded planes where they lie
+// (kernel.Rows): one sample's planes per worker, padded once (their borders stay zero),
+// the offsets of the product's rows in them, and the packed left operand of each group.
+type inPlace struct {
+	pads [][]float32
+	rows []kernel.Rows
+	offs []int
+	a    []*kernel.PackedA
+}
+
+// padded tells whether the forward pass and the input gradient read zero-padded planes in
+// place instead of building columns: a stride-1 convolution with a padding of 1 to k-1
+// (the input gradient is then a stride-1 convolution of the output gradient padded by
+// k-1-p, with the weights flipped and transposed).
+func (q *convGeom) padded() bool { return q.s == 1 && q.p > 0 && q.p < q.k }
+
+// planeOffsets returns the offsets, in planes of pl values and rows wp apart, of the kernel
+// taps (ci, ky, kx) for ci < planes, in the order of a weight row.
+func planeOffsets(planes, k, pl, wp int) []int {
+	offs := make([]int, 0, planes*k*k)
+	for ci := 0; ci < planes; ci++ {
+		for ky := 0; ky < k; ky++ {
+			for kx := 0; kx < k; kx++ {
+				offs = append(offs, ci*pl+ky*wp+kx)
+			}
+		}
+	}
+	return offs
+}
+
+// product computes, for sample planes src (planes of h x w values, pad each side), the
+// grid product of each group into dst: group g's rows of the packed operand times the
+// Rows over its planes, gm columns (rows of width wp = w+2*pad) per output row. ip.offs
+// and ip.a must be set; worker wk's planes are padded once, then only their inside is
+// written.
+func (ip *inPlace) product(gm kernel.SourceGemm, wk int, src []float32, planes, h, w, pad, groups, ng int, dst []float32) {
+	wp, pl := w+2*pad, (h+2*pad)*(w+2*pad)
+	for len(ip.pads) <= wk {
+		ip.pads = append(ip.pads, nil)
+		ip.rows = append(ip.rows, kernel.Rows{})
+	}
+	if ip.pads[wk] == nil {
+		// Slack past the last plane: the grid's last row reads up to k-1 values further.
+		ip.pads[wk] = make([]float32, planes*pl+wp)
+	}
+	buf := ip.pads[wk]
+	for ci := 0; ci < planes; ci++ {
+		kernel.CopyStrided(buf[ci*pl+pad*wp+pad:], wp, src[ci*h*w:], w, h, w)
+	}
+	per := planes / groups
+	m := ip.a[0].M
+	r := &ip.rows[wk]
+	for g := 0; g < groups; g++ {
+		*r = kernel.Rows{B: buf[g*per*pl:], Offs: ip.offs}
+		gm.SgemmSource(ip.a[g], ng, r, 0, dst[g*m*ng:], ng)
+	}
+}
+
+// pack packs each group's m x k block of a (groups stacked by rows) for product.
+func (ip *inPlace) pack(a []float32, groups, m, k int) {
+	g0 := kernels.Get().(kernel.SourceGemm)
+	for len(ip.a) < groups {
+		ip.a = append(ip.a, nil)
+	}
+	for g := 0; g < groups; g++ {
+		ip.a[g] = g0.RepackA(ip.a[g], m, k, a[g*m*k:], k)
+	}
+	kernels.Put(g0)
+}
+
+// forwardPadded is the forward pass of a padded() convolution, sample by sample.
+func (op *convOp) forwardPadded(x, w, bias, y []float32) {
+	q := &op.q
+	wp := q.w + 2*q.p
+	ng := q.oh * wp
+	if op.fwd.offs == nil {
+		op.fwd.offs = planeOffsets(q.icg(), q.k, (q.h+2*q.p)*wp, wp)
+	}
+	op.fwd.pack(w, q.g, q.ocg(), q.kg())
+	in, out, P := q.c*q.h*q.w, q.oc*q.pixels(), q.pixels()
+	parallelW(q.n, out*q.kg(), func(wk, lo, hi int) {
+		gm := kernels.Get().(kernel.SourceGemm)
+		defer kernels.Put(gm)
+		_, yt := op.ws.scratch(wk, 0, q.oc*ng)
+		for s := lo; s < hi; s++ {
+			op.fwd.product(gm, wk, x[s*in:], q.c, q.h, q.w, q.p, q.g, ng, yt)
+			ys := y[s*out:]
+			for o := 0; o < q.oc; o++ {
+				if bias == nil {
+					kernel.CopyStrided(ys[o*P:], q.ow, yt[o*ng:], wp, q.oh, q.ow)
+				} else {
+					kernel.StridedRows(ys[o*P:], q.ow, yt[o*ng:], wp, q.oh, q.ow, bias[o], -kernel.Inf, kernel.Inf)
+				}
+			}
+		}
+	})
+}
+
+// inputGradPadded is the input gradient of a padded() convolution, sample by sample: the
+// output gradient padded by k-1-p, convolved at stride 1 with the weights flipped in both
+// directions and with input and output channels swapped.
+func (op *convGradXOp) inputGradPadded(w, dy, dx []float32) {
+	c := op.c
+	q := &c.q
+	k, kk := q.k, q.k*q.k
+	p2 := k - 1 - q.p
+	wd := q.ow + 2*p2
+	ng := q.h * wd
+	icg, ocg := q.icg(), q.ocg()
+	if c.bwd.offs == nil {
+		c.bwd.offs = planeOffsets(ocg, k, (q.oh+2*p2)*wd, wd)
+	}
+	// wf_g[ci][(o, ky, kx)] = w[g*ocg+o][ci][k-1-ky][k-1-kx]
+	wf := grow(&op.wf, q.oc*icg*kk)
+	for g := 0; g < q.g; g++ {
+		for ci := 0; ci < icg; ci++ {
+			row := wf[(g*icg+ci)*ocg*kk:][:ocg*kk]
+			for o := 0; o < ocg; o++ {
+				src := w[((g*ocg+o)*icg+ci)*kk:][:kk]
+				for t, v := range src {
+					row[o*kk+kk-1-t] = v
+				}
+			}
+		}
+	}
+	c.bwd.pack(wf, q.g, icg, ocg*kk)
+	in, out, hw := q.c*q.h*q.w, q.oc*q.pixels(), q.h*q.w
+	parallelW(q.n, out*q.kg(), func(wk, lo, hi int) {
+		gm := kernels.Get().(kernel.SourceGemm)
+		defer kernels.Put(gm)
+		_, dxt := c.ws.scratch(wk, 0, q.c*ng)
+		for s := lo; s < hi; s++ {
+			c.bwd.product(gm, wk, dy[s*out:], q.oc, q.oh, q.ow, p2, q.g, ng, dxt)
+			for ci := 0; ci < q.c; ci++ {
+				kernel.CopyStrided(dx[s*in+ci*hw:], q.w, dxt[ci*ng:], wd, q.h, q.w)
+			}
+		}
+	})
 }
 
 // workspace holds scratch memory shared by the Ops of one graph (the tape machine runs one
@@ -430,6 +572,10 @@ func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 		q.depthwise(x, w, bias, y)
 		return op.out.get(), nil
 	}
+	if q.padded() {
+		op.forwardPadded(x, w, bias, y)
+		return op.out.get(), nil
+	}
 	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
 	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
 		for c := lo; c < hi; c++ {
@@ -489,6 +635,7 @@ type convGradXOp struct {
 	opBase
 	c   *convOp
 	out outBuf
+	wf  []float32 // flipped, transposed weights (padded convolutions)
 }
 
 func (op *convGradXOp) Arity() int    { return 2 }
@@ -516,6 +663,10 @@ func (op *convGradXOp) Do(vals ...G.Value) (G.Value, error) {
 		op.out = newOutBuf(q.n, q.c, q.h, q.w)
 	}
 	dx := op.out.data
+	if q.padded() {
+		op.inputGradPadded(w, dy, dx)
+		return op.out.get(), nil
+	}
 	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
 	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
 		for ch := lo; ch < hi; ch++ {

@@ -86,6 +86,10 @@ type SourceGemm interface {
 	Gemm
 	// PackA packs the m x k row-major matrix a (row stride lda) for SgemmSource.
 	PackA(m, k int, a []float32, lda int) *PackedA
+	// RepackA is PackA reusing the memory of p (which may be nil), when p was packed by a
+	// SourceGemm of the same kind and is large enough: for weights that change at every
+	// training step. It returns the packed matrix, p or a new one.
+	RepackA(p *PackedA, m, k int, a []float32, lda int) *PackedA
 	// SgemmSource computes C = A*B + beta*C, where A (m x k) was packed by PackA of a
 	// SourceGemm of the same kind and B (k x n) is given by src.
 	SgemmSource(a *PackedA, n int, src PanelSource, beta float32, c []float32, ldc int)
@@ -108,6 +112,17 @@ type sourceAdapter struct {
 
 func (s *sourceAdapter) PackA(m, k int, a []float32, lda int) *PackedA {
 	return &PackedA{M: m, K: k, plain: plainCopy(m, k, a, lda)}
+}
+
+func (s *sourceAdapter) RepackA(p *PackedA, m, k int, a []float32, lda int) *PackedA {
+	if p == nil || p.data != nil || len(p.plain) != m*k {
+		return s.PackA(m, k, a, lda)
+	}
+	p.M, p.K = m, k
+	for i := 0; i < m; i++ {
+		copy(p.plain[i*k:(i+1)*k], a[i*lda:i*lda+k])
+	}
+	return p
 }
 
 func (s *sourceAdapter) SgemmSource(a *PackedA, n int, src PanelSource, beta float32, c []float32, ldc int) {
@@ -244,12 +259,23 @@ func (g *blocked) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []flo
 
 // PackA implements SourceGemm.
 func (g *blocked) PackA(m, k int, a []float32, lda int) *PackedA {
-	p := &PackedA{M: m, K: k, mr: g.mr}
+	return g.RepackA(nil, m, k, a, lda)
+}
+
+// RepackA implements SourceGemm.
+func (g *blocked) RepackA(p *PackedA, m, k int, a []float32, lda int) *PackedA {
+	mp := roundUp(max(m, 0), g.mr)
+	if p == nil || p.mr != g.mr || p.plain != nil || cap(p.data) < mp*max(k, 0) {
+		p = &PackedA{}
+	}
+	*p = PackedA{M: m, K: k, mr: g.mr, data: p.data}
 	if m <= 0 || k <= 0 {
 		return p
 	}
-	mp := roundUp(m, g.mr)
-	p.data = make([]float32, mp*k)
+	if cap(p.data) < mp*k {
+		p.data = make([]float32, mp*k)
+	}
+	p.data = p.data[:mp*k]
 	for pc := 0; pc < k; pc += blockK {
 		kc := min(blockK, k-pc)
 		for ic := 0; ic < m; ic += blockM {

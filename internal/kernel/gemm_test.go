@@ -389,3 +389,39 @@ func BenchmarkSgemmRows(b *testing.B) {
 		}
 	}
 }
+
+// TestRepackA checks that RepackA packs like PackA, into the memory it is given when that
+// fits (a smaller matrix, then the same size again) and into new memory when it does not.
+func TestRepackA(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	for name, g := range map[string]SourceGemm{"default": New(), "portable": NewPortable(), "gonum": WithSource(Gonum{})} {
+		var p *PackedA
+		for _, d := range []struct{ m, k int }{{17, 300}, {9, 33}, {17, 300}, {40, 600}} {
+			a := randSlice(rng, d.m*d.k)
+			old := p
+			p = g.RepackA(p, d.m, d.k, a, d.k)
+			if name != "gonum" && old != nil && d.m*d.k <= 17*300 && p != old {
+				t.Errorf("%s %v: a new PackedA, though the old one was large enough", name, d)
+			}
+			const n = 40
+			b := randSlice(rng, d.k*n)
+			got, want := make([]float32, d.m*n), make([]float32, d.m*n)
+			g.SgemmSource(p, n, packedOnly{&Rows{B: b, Offs: rowOffsets(d.k, n)}}, 0, got, n)
+			g.SgemmSource(g.PackA(d.m, d.k, a, d.k), n, packedOnly{&Rows{B: b, Offs: rowOffsets(d.k, n)}}, 0, want, n)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s %v: C[%d] = %v repacked, %v packed", name, d, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// rowOffsets returns the offsets of the k rows of a k x n row-major matrix.
+func rowOffsets(k, n int) []int {
+	offs := make([]int, k)
+	for p := range offs {
+		offs[p] = p * n
+	}
+	return offs
+}
