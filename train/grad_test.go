@@ -131,7 +131,16 @@ func gradModels() map[string]*nn.Model {
 		layer("fl", nn.Flatten),
 		linear("fc", 48, 3, true),
 	)
-	return map[string]*nn.Model{"valid": valid, "inception": inception, "strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
+	// Depthwise 3x3 at stride 2 and 1 (the vector passes), on an odd height and even width.
+	depthwise2 := seq("depthwise2", nn.Shape{C: 4, H: 7, W: 6},
+		conv("dw1", 4, 4, 3, 2, 1, 4, true),
+		layer("bn", nn.BatchNorm),
+		layer("r1", nn.ReLU6),
+		conv("dw2", 4, 4, 3, 1, 1, 4, false),
+		layer("fl", nn.Flatten),
+		linear("fc", 48, 3, true),
+	)
+	return map[string]*nn.Model{"valid": valid, "depthwise2": depthwise2, "inception": inception, "strided": strided, "convnet": convnet, "resnet": resnet, "mlp": mlp, "depthwise": depthwise, "activations": acts}
 }
 
 // addMasks gives the named layers random masks keeping about half of the weights.
@@ -163,6 +172,9 @@ func TestGradientsMatchFiniteDifferences(t *testing.T) {
 			}
 			if name == "depthwise" {
 				addMasks(m, 4, "dw1")
+			}
+			if name == "depthwise2" {
+				addMasks(m, 5, "dw1")
 			}
 			classes := m.Output().Out
 			x, labels := randomInput(m, n, classes, 11)

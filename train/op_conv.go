@@ -285,6 +285,8 @@ type convOp struct {
 	ws   *workspace
 
 	fwd, bwd inPlace // the forward product and the input gradient of a padded() convolution
+
+	dwPads, dwGrids, dwFull dwPlanes // per worker, for the passes of a dw3 depthwise convolution
 }
 
 // inPlace is the state of a product that reads zero-padded planes where they lie
@@ -568,6 +570,10 @@ func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 	}
 	w = op.weight(w)
 	y := op.out.data
+	if op.direct && q.dw3() {
+		q.depthwise3(x, w, bias, y, &op.dwPads, &op.dwFull)
+		return op.out.get(), nil
+	}
 	if op.direct {
 		q.depthwise(x, w, bias, y)
 		return op.out.get(), nil

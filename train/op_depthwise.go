@@ -32,6 +32,78 @@ func (q *convGeom) taps(fn func(ky, kx, oy, iy, x0, x1, ix int)) {
 	}
 }
 
+// dw3 tells whether a depthwise convolution is 3x3 with padding 1, stride 1 or 2, one
+// output channel per input channel: its passes then run on the engine's vector kernel over
+// a zero-padded plane (kernel.Depthwise3x3), the input gradient with the kernel flipped.
+// Stride 2 is stride 1 on the full plane: the forward pass keeps every other row and
+// column, and the gradients spread the output gradient at stride 2 with zeros between,
+// output pixel (oy, ox) at (2oy, 2ox) of the input plane.
+func (q *convGeom) dw3() bool {
+	return q.k == 3 && q.p == 1 && (q.s == 1 || q.s == 2) && q.ocg() == 1
+}
+
+// spread writes the output gradient plane g (oh x ow) at stride 2 into the plane dst of
+// row stride ld (rows h), zero elsewhere: what a stride-1 pass reads as a stride-2 one.
+func (q *convGeom) spread(dst []float32, ld int, g []float32) {
+	for y := 0; y < q.h; y++ {
+		clear(dst[y*ld : y*ld+q.w])
+	}
+	for oy := 0; oy < q.oh; oy++ {
+		row := dst[2*oy*ld:]
+		for ox, v := range g[oy*q.ow : (oy+1)*q.ow] {
+			row[2*ox] = v
+		}
+	}
+}
+
+// dwPlanes holds, per worker, a buffer the size of a zero-padded plane for dw3 (rows w+2
+// apart, h+2 rows and kernel.DepthwiseSlack more values), zero when made: as a padded
+// plane (fill, spread) its border is never written, as a grid (rows w+2 apart from the
+// start) neither are its last two columns.
+type dwPlanes [][]float32
+
+func (d *dwPlanes) get(wk int, q *convGeom) []float32 {
+	for len(*d) <= wk {
+		*d = append(*d, make([]float32, (q.h+2)*(q.w+2)+kernel.DepthwiseSlack))
+	}
+	return (*d)[wk]
+}
+
+// fill copies plane src (h x w) inside the padded plane buf.
+func (q *convGeom) fill(buf, src []float32) {
+	kernel.CopyStrided(buf[q.w+3:], q.w+2, src, q.w, q.h, q.w)
+}
+
+// depthwise3 is depthwise for dw3 geometries; full is scratch for a stride-2 pass's
+// full-resolution plane.
+func (q *convGeom) depthwise3(x, w, bias, y []float32, pads, full *dwPlanes) {
+	hw, P := q.h*q.w, q.pixels()
+	parallelW(q.n*q.oc, hw*9, func(wk, lo, hi int) {
+		buf := pads.get(wk, q)
+		for pl := lo; pl < hi; pl++ {
+			var b float32
+			if bias != nil {
+				b = bias[pl%q.oc]
+			}
+			q.fill(buf, x[pl*hw:][:hw])
+			wt := (*[9]float32)(w[pl%q.oc*9:])
+			if q.s == 1 {
+				kernel.Depthwise3x3(y[pl*P:][:P], buf, wt, b, q.oh, q.ow, q.w+2, -kernel.Inf, kernel.Inf)
+				continue
+			}
+			f := full.get(wk, q)[:hw]
+			kernel.Depthwise3x3(f, buf, wt, b, q.h, q.w, q.w+2, -kernel.Inf, kernel.Inf)
+			yp := y[pl*P:][:P]
+			for oy := 0; oy < q.oh; oy++ {
+				row := f[2*oy*q.w:]
+				for ox := range yp[oy*q.ow : (oy+1)*q.ow] {
+					yp[oy*q.ow+ox] = row[2*ox]
+				}
+			}
+		}
+	})
+}
+
 // depthwise computes y = conv(x, w) + b for a geometry with one input channel per group.
 func (q *convGeom) depthwise(x, w, bias, y []float32) {
 	hw, P, ocg, k := q.h*q.w, q.pixels(), q.ocg(), q.k
@@ -139,6 +211,25 @@ func (op *dwGradOp) Do(vals ...G.Value) (G.Value, error) {
 		if c.mask != nil {
 			w = c.weff
 		}
+		if q.dw3() {
+			// The full correlation of the padded output gradient with the flipped kernel.
+			parallelW(q.n*q.c, P*9, func(wk, lo, hi int) {
+				buf := c.dwPads.get(wk, q)
+				var f [9]float32
+				for pl := lo; pl < hi; pl++ {
+					for t, v := range w[pl%q.oc*9:][:9] {
+						f[8-t] = v
+					}
+					if q.s == 1 {
+						q.fill(buf, dy[pl*P:][:P])
+					} else {
+						q.spread(buf[q.w+3:], q.w+2, dy[pl*P:][:P])
+					}
+					kernel.Depthwise3x3(dst[pl*hw:][:hw], buf, &f, 0, q.h, q.w, q.w+2, -kernel.Inf, kernel.Inf)
+				}
+			})
+			break
+		}
 		// Each input plane (n, ci) gathers from the ocg output planes that read it.
 		parallel(q.n*q.c, ocg*P*k*k, func(lo, hi int) {
 			for pl := lo; pl < hi; pl++ {
@@ -167,6 +258,10 @@ func (op *dwGradOp) Do(vals ...G.Value) (G.Value, error) {
 		x, err := f32(vals[0], q.n*q.c*hw, op.id+" input")
 		if err != nil {
 			return nil, err
+		}
+		if q.dw3() {
+			op.weightGrad3(x, dy, dst)
+			break
 		}
 		// Each output channel's kernel sums over the batch and the output pixels.
 		parallel(q.oc, q.n*P*k*k, func(lo, hi int) {
@@ -214,4 +309,41 @@ func (op *dwGradOp) Do(vals ...G.Value) (G.Value, error) {
 		}
 	}
 	return op.out.get(), nil
+}
+
+// weightGrad3 is the weight gradient of a dw3 convolution: for each tap, the dot product of
+// the output gradient laid on a grid as wide as the padded plane (zero in the grid's extra
+// columns) with the padded input shifted by the tap, one call per plane and tap.
+func (op *dwGradOp) weightGrad3(x, dy, dw []float32) {
+	c := op.c
+	q := &c.q
+	hw, P, pw := q.h*q.w, q.pixels(), q.w+2
+	parallelW(q.oc, q.n*hw*9, func(wk, lo, hi int) {
+		buf := c.dwPads.get(wk, q)
+		grid := c.dwGrids.get(wk, q)
+		var acc [9]float64
+		for o := lo; o < hi; o++ {
+			acc = [9]float64{}
+			for n := 0; n < q.n; n++ {
+				pl := n*q.oc + o
+				q.fill(buf, x[pl*hw:][:hw])
+				if q.s == 1 {
+					kernel.CopyStrided(grid, pw, dy[pl*P:], q.w, q.h, q.w)
+				} else {
+					q.spread(grid, pw, dy[pl*P:][:P])
+				}
+				g := grid[:q.h*pw]
+				for t := range acc {
+					_, s := kernel.SumDot64(g, buf[t/3*pw+t%3:])
+					acc[t] += s
+				}
+			}
+			for t, v := range acc {
+				dw[o*9+t] = float32(v)
+				if c.mask != nil {
+					dw[o*9+t] *= c.mask[o*9+t]
+				}
+			}
+		}
+	})
 }
