@@ -152,8 +152,17 @@ func parallel(n, cost int, fn func(lo, hi int)) {
 	parallelW(n, cost, func(_, lo, hi int) { fn(lo, hi) })
 }
 
+// perWorker grows s to one entry per possible worker of parallelW (GOMAXPROCS). Call it in
+// the calling goroutine before parallelW: each worker then touches only its own entry.
+func perWorker[T any](s *[]T) {
+	for n := runtime.GOMAXPROCS(0); len(*s) < n; {
+		var zero T
+		*s = append(*s, zero)
+	}
+}
+
 // parallelW is parallel that also tells fn which worker it is, in [0, GOMAXPROCS): a
-// worker's scratch memory is its own.
+// worker's scratch memory is its own (see perWorker).
 func parallelW(n, cost int, fn func(worker, lo, hi int)) {
 	w := runtime.GOMAXPROCS(0)
 	if w > n {

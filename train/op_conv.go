@@ -326,10 +326,6 @@ func planeOffsets(planes, k, pl, wp int) []int {
 // written.
 func (ip *inPlace) product(gm kernel.SourceGemm, wk int, src []float32, planes, h, w, pad, groups, ng int, dst []float32) {
 	wp, pl := w+2*pad, (h+2*pad)*(w+2*pad)
-	for len(ip.pads) <= wk {
-		ip.pads = append(ip.pads, nil)
-		ip.rows = append(ip.rows, kernel.Rows{})
-	}
 	if ip.pads[wk] == nil {
 		// Slack past the last plane: the grid's last row reads up to k-1 values further.
 		ip.pads[wk] = make([]float32, planes*pl+wp)
@@ -347,8 +343,11 @@ func (ip *inPlace) product(gm kernel.SourceGemm, wk int, src []float32, planes, 
 	}
 }
 
-// pack packs each group's m x k block of a (groups stacked by rows) for product.
+// pack packs each group's m x k block of a (groups stacked by rows) for product, and
+// readies the workers' entries.
 func (ip *inPlace) pack(a []float32, groups, m, k int) {
+	perWorker(&ip.pads)
+	perWorker(&ip.rows)
 	g0 := kernels.Get().(kernel.SourceGemm)
 	for len(ip.a) < groups {
 		ip.a = append(ip.a, nil)
@@ -368,6 +367,7 @@ func (op *convOp) forwardPadded(x, w, bias, y []float32) {
 		op.fwd.offs = planeOffsets(q.icg(), q.k, (q.h+2*q.p)*wp, wp)
 	}
 	op.fwd.pack(w, q.g, q.ocg(), q.kg())
+	op.ws.ready()
 	in, out, P := q.c*q.h*q.w, q.oc*q.pixels(), q.pixels()
 	parallelW(q.n, out*q.kg(), func(wk, lo, hi int) {
 		gm := kernels.Get().(kernel.SourceGemm)
@@ -415,6 +415,7 @@ func (op *convGradXOp) inputGradPadded(w, dy, dx []float32) {
 		}
 	}
 	c.bwd.pack(wf, q.g, icg, ocg*kk)
+	c.ws.ready()
 	in, out, hw := q.c*q.h*q.w, q.oc*q.pixels(), q.h*q.w
 	parallelW(q.n, out*q.kg(), func(wk, lo, hi int) {
 		gm := kernels.Get().(kernel.SourceGemm)
@@ -437,12 +438,14 @@ type workspace struct {
 	slots   []float32
 }
 
+// ready gives every possible worker its entries; call it before parallelW.
+func (ws *workspace) ready() {
+	perWorker(&ws.col)
+	perWorker(&ws.yt)
+}
+
 // scratch returns worker w's column matrix (cols floats) and chunk buffer (yt floats).
 func (ws *workspace) scratch(w, cols, yt int) (col, y []float32) {
-	for len(ws.col) <= w {
-		ws.col = append(ws.col, nil)
-		ws.yt = append(ws.yt, nil)
-	}
 	return grow(&ws.col[w], cols), grow(&ws.yt[w], yt)
 }
 
@@ -583,6 +586,7 @@ func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 		return op.out.get(), nil
 	}
 	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
+	op.ws.ready()
 	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
 		for c := lo; c < hi; c++ {
 			n0, qc := q.part(c)
@@ -674,6 +678,7 @@ func (op *convGradXOp) Do(vals ...G.Value) (G.Value, error) {
 		return op.out.get(), nil
 	}
 	in, out, kg, ocg := q.c*q.h*q.w, q.oc*q.pixels(), q.kg(), q.ocg()
+	c.ws.ready()
 	parallelW(q.chunks(), q.chunk()*out*kg, func(wk, lo, hi int) {
 		for ch := lo; ch < hi; ch++ {
 			n0, qc := q.part(ch)
@@ -732,6 +737,7 @@ func (op *convGradWOp) Do(vals ...G.Value) (G.Value, error) {
 	if lanes > 1 || trans {
 		slots = grow(&c.ws.slots, lanes*len(dw))
 	}
+	c.ws.ready()
 	parallelW(lanes, chunks/lanes*q.chunk()*out*kg, func(wk, lo, hi int) {
 		for l := lo; l < hi; l++ {
 			sum := slots[l*len(dw):][:len(dw)]

@@ -62,11 +62,12 @@ func (q *convGeom) spread(dst []float32, ld int, g []float32) {
 // start) neither are its last two columns.
 type dwPlanes [][]float32
 
-func (d *dwPlanes) get(wk int, q *convGeom) []float32 {
-	for len(*d) <= wk {
-		*d = append(*d, make([]float32, (q.h+2)*(q.w+2)+kernel.DepthwiseSlack))
+// get returns worker wk's buffer, made on first use; call perWorker(d) before parallelW.
+func (d dwPlanes) get(wk int, q *convGeom) []float32 {
+	if d[wk] == nil {
+		d[wk] = make([]float32, (q.h+2)*(q.w+2)+kernel.DepthwiseSlack)
 	}
-	return (*d)[wk]
+	return d[wk]
 }
 
 // fill copies plane src (h x w) inside the padded plane buf.
@@ -78,6 +79,8 @@ func (q *convGeom) fill(buf, src []float32) {
 // full-resolution plane.
 func (q *convGeom) depthwise3(x, w, bias, y []float32, pads, full *dwPlanes) {
 	hw, P := q.h*q.w, q.pixels()
+	perWorker((*[][]float32)(pads))
+	perWorker((*[][]float32)(full))
 	parallelW(q.n*q.oc, hw*9, func(wk, lo, hi int) {
 		buf := pads.get(wk, q)
 		for pl := lo; pl < hi; pl++ {
@@ -213,6 +216,7 @@ func (op *dwGradOp) Do(vals ...G.Value) (G.Value, error) {
 		}
 		if q.dw3() {
 			// The full correlation of the padded output gradient with the flipped kernel.
+			perWorker((*[][]float32)(&c.dwPads))
 			parallelW(q.n*q.c, P*9, func(wk, lo, hi int) {
 				buf := c.dwPads.get(wk, q)
 				var f [9]float32
@@ -318,6 +322,8 @@ func (op *dwGradOp) weightGrad3(x, dy, dw []float32) {
 	c := op.c
 	q := &c.q
 	hw, P, pw := q.h*q.w, q.pixels(), q.w+2
+	perWorker((*[][]float32)(&c.dwPads))
+	perWorker((*[][]float32)(&c.dwGrids))
 	parallelW(q.oc, q.n*hw*9, func(wk, lo, hi int) {
 		buf := c.dwPads.get(wk, q)
 		grid := c.dwGrids.get(wk, q)
