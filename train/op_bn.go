@@ -3,7 +3,6 @@ package train
 import (
 	"fmt"
 	"math"
-	"runtime"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -206,9 +205,7 @@ func (op *bnSumsOp) Do(vals ...G.Value) (G.Value, error) {
 		if beta, err = f32(vals[2], c, op.id+" beta"); err != nil {
 			return nil, err
 		}
-		for len(b.z) < runtime.GOMAXPROCS(0) {
-			b.z = append(b.z, make([]float32, hw))
-		}
+		perWorker(&b.z)
 	}
 	if op.out.t == nil {
 		op.out = newOutBuf(2, c)
@@ -221,7 +218,7 @@ func (op *bnSumsOp) Do(vals ...G.Value) (G.Value, error) {
 				off := (i*c + ch) * hw
 				g, xh := dy[off:off+hw], b.xhat[off:off+hw]
 				if b.top != 0 {
-					z := b.z[wk]
+					z := grow(&b.z[wk], hw)
 					kernel.ScaleShift(z, xh, gamma[ch], beta[ch])
 					kernel.ReLUGrad(b.dy[off:off+hw], z, g, b.top)
 					g = b.dy[off : off+hw]

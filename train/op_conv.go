@@ -368,21 +368,14 @@ func (op *convOp) forwardPadded(x, w, bias, y []float32) {
 	}
 	op.fwd.pack(w, q.g, q.ocg(), q.kg())
 	op.ws.ready()
-	in, out, P := q.c*q.h*q.w, q.oc*q.pixels(), q.pixels()
+	in, out := q.c*q.h*q.w, q.oc*q.pixels()
 	parallelW(q.n, out*q.kg(), func(wk, lo, hi int) {
 		gm := kernels.Get().(kernel.SourceGemm)
 		defer kernels.Put(gm)
 		_, yt := op.ws.scratch(wk, 0, q.oc*ng)
 		for s := lo; s < hi; s++ {
 			op.fwd.product(gm, wk, x[s*in:], q.c, q.h, q.w, q.p, q.g, ng, yt)
-			ys := y[s*out:]
-			for o := 0; o < q.oc; o++ {
-				if bias == nil {
-					kernel.CopyStrided(ys[o*P:], q.ow, yt[o*ng:], wp, q.oh, q.ow)
-				} else {
-					kernel.StridedRows(ys[o*P:], q.ow, yt[o*ng:], wp, q.oh, q.ow, bias[o], -kernel.Inf, kernel.Inf)
-				}
-			}
+			fromGrid(y[s*out:], yt, bias, q.oc, ng, wp, q.oh, q.ow)
 		}
 	})
 }
@@ -416,16 +409,14 @@ func (op *convGradXOp) inputGradPadded(w, dy, dx []float32) {
 	}
 	c.bwd.pack(wf, q.g, icg, ocg*kk)
 	c.ws.ready()
-	in, out, hw := q.c*q.h*q.w, q.oc*q.pixels(), q.h*q.w
+	in, out := q.c*q.h*q.w, q.oc*q.pixels()
 	parallelW(q.n, out*q.kg(), func(wk, lo, hi int) {
 		gm := kernels.Get().(kernel.SourceGemm)
 		defer kernels.Put(gm)
 		_, dxt := c.ws.scratch(wk, 0, q.c*ng)
 		for s := lo; s < hi; s++ {
 			c.bwd.product(gm, wk, dy[s*out:], q.oc, q.oh, q.ow, p2, q.g, ng, dxt)
-			for ci := 0; ci < q.c; ci++ {
-				kernel.CopyStrided(dx[s*in+ci*hw:], q.w, dxt[ci*ng:], wd, q.h, q.w)
-			}
+			fromGrid(dx[s*in:], dxt, nil, q.c, ng, wd, q.h, q.w)
 		}
 	})
 }
@@ -519,6 +510,20 @@ func (qc *convGeom) gather(dy, buf []float32) []float32 {
 	return buf
 }
 
+// fromGrid moves the planes of one sample from a grid product to y (planes of oh x ow):
+// plane o starts at grid[o*ld0], its rows ld values apart (ld >= ow, the grid's columns past
+// ow are dropped). It adds bias[o] to plane o (nil: no bias).
+func fromGrid(y, grid, bias []float32, planes, ld0, ld, oh, ow int) {
+	P := oh * ow
+	for o := 0; o < planes; o++ {
+		if bias == nil {
+			kernel.CopyStrided(y[o*P:], ow, grid[o*ld0:], ld, oh, ow)
+		} else {
+			kernel.StridedRows(y[o*P:], ow, grid[o*ld0:], ld, oh, ow, bias[o], -kernel.Inf, kernel.Inf)
+		}
+	}
+}
+
 // scatter moves the product yt (OC, crows) of chunk qc to its output planes y, adding the
 // bias (nil: none).
 func (qc *convGeom) scatter(y, yt, bias []float32) {
@@ -527,14 +532,7 @@ func (qc *convGeom) scatter(y, yt, bias []float32) {
 	switch {
 	case qc.gridded():
 		for n := 0; n < qc.n; n++ {
-			for o := 0; o < qc.oc; o++ {
-				dst, src := y[n*out+o*P:], yt[o*NP+n*cp:]
-				if bias == nil {
-					kernel.CopyStrided(dst, qc.ow, src, qc.w, qc.oh, qc.ow)
-				} else {
-					kernel.StridedRows(dst, qc.ow, src, qc.w, qc.oh, qc.ow, bias[o], -kernel.Inf, kernel.Inf)
-				}
-			}
+			fromGrid(y[n*out:], yt[n*cp:], bias, qc.oc, NP, qc.w, qc.oh, qc.ow)
 		}
 	case qc.n > 1 && bias != nil:
 		for n := 0; n < qc.n; n++ {
