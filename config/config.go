@@ -212,6 +212,12 @@ type Final struct {
 	// again; fewer steps rank more cheaply, then the winner is tuned again; 0 re-ranks by
 	// the trials' own scores with the re-measured latency.
 	RerankSteps *int `toml:"rerank_steps"`
+	// UniformMargin guards the delivery against choosing by noise: the best uniform trial
+	// that meets the target (the warm start fitted to it) is always among the re-ranked
+	// candidates, and a searched plan is delivered instead of it only when its validation
+	// accuracy after the re-ranking fine-tune is higher by at least this many standard
+	// errors of the paired difference (default 1; 0 delivers whichever is more accurate).
+	UniformMargin float64 `toml:"uniform_margin"`
 }
 
 // Default returns the config an empty file gives: every default filled in, a study named
@@ -337,6 +343,7 @@ func (c *Config) explicitZeros(md toml.MetaData) []func() {
 		"prune.max_ratio": &c.Prune.MaxRatio, "prune.step": &c.Prune.Step,
 		"prune.max_drop": &c.Prune.MaxDrop, "finetune.lr": &c.Finetune.LR,
 		"finetune.temperature": &c.Finetune.Temperature, "latency.max_spread": &c.Latency.MaxSpread,
+		"final.uniform_margin": &c.Final.UniformMargin,
 	}
 	int64s := map[string]*int64{"study.seed": &c.Study.Seed, "data.split_seed": &c.Data.SplitSeed,
 		"study.stale_after": (*int64)(&c.Study.StaleAfter.Duration), "latency.timeout": (*int64)(&c.Latency.Timeout.Duration)}
@@ -607,6 +614,9 @@ func (c *Config) defaults() {
 	if fi.Candidates == 0 {
 		fi.Candidates = 3
 	}
+	if fi.UniformMargin == 0 {
+		fi.UniformMargin = 1
+	}
 	if fi.RerankSteps == nil {
 		n := fi.Steps
 		fi.RerankSteps = &n
@@ -821,6 +831,9 @@ func (c *Config) validate() error {
 	}
 	if *c.Final.RerankSteps < 0 {
 		return bad("final.rerank_steps", "%d must not be negative", *c.Final.RerankSteps)
+	}
+	if m := c.Final.UniformMargin; !(m >= 0 && m <= 10) {
+		return bad("final.uniform_margin", "%v: want 0..10 standard errors", m)
 	}
 	return nil
 }

@@ -127,6 +127,8 @@ func TestBadConfigs(t *testing.T) {
 		{"max rounds", "[latency]\nmax_rounds = -1\n", "latency.max_rounds: -1"},
 		{"candidates", "[final]\ncandidates = -3\n", "final.candidates: -3"},
 		{"rerank steps", "[final]\nrerank_steps = -1\n", "final.rerank_steps: -1"},
+		{"uniform margin", "[final]\nuniform_margin = -1\n", "final.uniform_margin: -1"},
+		{"uniform margin nan", "[final]\nuniform_margin = nan\n", "final.uniform_margin: NaN"},
 		{"command meter", "[latency]\nmeter = \"command\"\n", "latency.command: meter = \"command\" needs the runner"},
 		{"command without meter", "[latency]\ncommand = [\"node\", \"r.js\"]\n", "latency.command: is the runner of meter = \"command\", not of meter = \"local\""},
 		{"folder without dir", "[data]\ndataset = \"folder\"\n", "s.toml:1: invalid config: data.dir: missing"},

@@ -16,6 +16,35 @@ type Score struct {
 	Accuracy float64 // fraction of samples whose arg-max logit is the label
 	Loss     float64 // mean softmax cross-entropy
 	N        int     // samples evaluated
+	// Hits says, in dataset order, which samples the arg-max logit got right: two models
+	// scored on one dataset compare sample by sample (PairedGap).
+	Hits []bool
+}
+
+// PairedGap is how much more accurate a is than b on the dataset both were scored on,
+// with the standard error of that difference from their sample-by-sample agreement: two
+// models that err on the same samples differ by less noise than two independent
+// accuracies would (the paired test behind McNemar's). It fails when the two were not
+// scored on one dataset.
+func PairedGap(a, b Score) (gap, se float64, err error) {
+	if len(a.Hits) != len(b.Hits) || len(a.Hits) == 0 {
+		return 0, 0, fmt.Errorf("eval: paired gap of scores over %d and %d samples", len(a.Hits), len(b.Hits))
+	}
+	var win, lose int
+	for i, h := range a.Hits {
+		switch {
+		case h && !b.Hits[i]:
+			win++
+		case !h && b.Hits[i]:
+			lose++
+		}
+	}
+	n := float64(len(a.Hits))
+	gap = float64(win-lose) / n
+	// The per-sample differences are +1, -1 or 0: their variance over the samples, and the
+	// standard error of their mean.
+	v := float64(win+lose)/n - gap*gap
+	return gap, math.Sqrt(math.Max(v, 0) / n), nil
 }
 
 // Accuracy runs the pure-Go forward pass over the whole dataset in batches of batch samples
@@ -53,6 +82,7 @@ func Accuracy(ctx context.Context, m *nn.Model, ds *data.Dataset, batch, threads
 	per := ds.C * ds.H * ds.W
 	var correct int
 	var loss float64
+	hits := make([]bool, ds.N)
 	for start := 0; start < ds.N; start += batch {
 		if err := ctx.Err(); err != nil {
 			return Score{}, fmt.Errorf("eval: %w", err)
@@ -77,11 +107,12 @@ func Accuracy(ctx context.Context, m *nn.Model, ds *data.Dataset, batch, threads
 			}
 			if best == label {
 				correct++
+				hits[start+i] = true
 			}
 			loss += crossEntropy(logits, label)
 		}
 	}
-	return Score{Accuracy: float64(correct) / float64(ds.N), Loss: loss / float64(ds.N), N: ds.N}, nil
+	return Score{Accuracy: float64(correct) / float64(ds.N), Loss: loss / float64(ds.N), N: ds.N, Hits: hits}, nil
 }
 
 func crossEntropy(logits []float32, label int) float64 {

@@ -38,6 +38,10 @@ type Result struct {
 	// among them (without the re-ranking fine-tune).
 	Candidates []Candidate
 	Unranked   int
+	// Kept says why the uniform plan was delivered although a searched candidate was more
+	// accurate on validation (by less than final.uniform_margin standard errors); "" when
+	// the ranking alone chose.
+	Kept string
 	// Front holds the other trials of the accuracy-vs-latency Pareto front, fine-tuned and
 	// saved the same way, when [final] pareto is set.
 	Front []*Result
@@ -58,6 +62,8 @@ type Candidate struct {
 	// the final one (what the trial would deliver), else 0. It is reported, never used
 	// to choose.
 	TestAcc float64
+	// Uniform says the trial's plan prunes every group by one ratio (a uniform warm start).
+	Uniform bool
 }
 
 // Finalize chooses the winner and makes it: among the complete trials that meet the
@@ -96,6 +102,7 @@ func (s *Search) Finalize(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		r.Kept = p.kept
 		if best == nil || r.Miss == "" {
 			best = r
 		}
@@ -194,6 +201,7 @@ type tuned struct {
 type pick struct {
 	t     TrialResult
 	tuned *tuned
+	kept  string // why the uniform plan was delivered over a searched one, when it was
 }
 
 // choose measures the best feasible trials again and re-ranks them; see Finalize. It
@@ -222,45 +230,72 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 		c     Candidate
 		cand  *nn.Model
 		tuned *tuned
+		val   eval.Score // validation after the re-ranking fine-tune
 	}
 	var pool []entry
 	seen := map[string]bool{} // architectures already among the candidates
-	for _, t := range feasible {
-		if len(pool) == k {
-			break
-		}
+	// consider measures a trial again and adds it to the pool when it still meets the
+	// constraint; it says whether it did.
+	consider := func(t TrialResult) (bool, error) {
 		cand, err := prune.Structured(s.base, t.Plan, s.crit)
 		if err != nil {
-			return nil, nil, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
+			return false, fmt.Errorf("re-pruning trial %d: %w", t.Number, err)
 		}
 		h := cand.Hash()
 		if seen[h] {
-			continue // the same model as a better-scored candidate
+			return false, nil // the same model as a better-scored candidate
 		}
 		seen[h] = true
 		e, err := s.verdict(ctx, cand, cons, *t.Metric)
 		if err != nil {
-			return nil, nil, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
+			return false, fmt.Errorf("measuring trial %d again: %w", t.Number, err)
 		}
 		m := *t.Metric
 		m.Latency, m.RelLatency, m.RelSpread = e.lat, e.rel, e.spread
 		c := Candidate{Trial: t.Number, StoredScore: t.Value, StoredRel: t.Metric.RelLatency, Rel: e.rel,
-			Spread: e.spread, Miss: cons.Miss(m, e.spread), Accuracy: m.Accuracy}
+			Spread: e.spread, Miss: cons.Miss(m, e.spread), Accuracy: m.Accuracy, Uniform: s.uniform(t.Params)}
 		if c.Score, err = s.obj.Score(m); err != nil {
-			return nil, nil, err
+			return false, err
 		}
 		s.logf("trial %d measured again: %.3fx the dense latency (stored %.3fx)", t.Number, e.rel, t.Metric.RelLatency)
 		if c.Miss != "" {
 			s.logf("  trial %d is no longer a candidate: %s", t.Number, c.Miss)
-			continue
+			return false, nil
 		}
 		pool = append(pool, entry{t: t, m: m, c: c, cand: cand})
+		return true, nil
+	}
+	next := 0
+	for ; next < len(feasible) && len(pool) < k; next++ {
+		if _, err := consider(feasible[next]); err != nil {
+			return nil, nil, err
+		}
+	}
+	steps := *s.cfg.Final.RerankSteps
+	// The uniform plan is the baseline a searched plan must beat: when re-ranking, the
+	// best uniform trial that meets the constraint is a candidate too.
+	hasUniform := false
+	for _, e := range pool {
+		hasUniform = hasUniform || e.c.Uniform
+	}
+	for ; !hasUniform && k > 1 && steps > 0 && next < len(feasible); next++ {
+		t := feasible[next]
+		if !s.uniform(t.Params) {
+			continue
+		}
+		ok, err := consider(t)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			s.logf("trial %d, the best uniform plan that meets the constraint, joins the candidates as the baseline", t.Number)
+		}
+		hasUniform = ok
 	}
 	if len(pool) == 0 {
 		return nil, nil, fmt.Errorf("study %s: %w (%s): every trial that met it measured over it again; the machine may be busy (see latency.cpu) or the target too close to the trials' latencies",
 			s.cfg.Study.Name, ErrInfeasible, cons)
 	}
-	steps := *s.cfg.Final.RerankSteps
 	if len(pool) > 1 && steps > 0 {
 		final := steps == s.cfg.Final.Steps
 		how := fmt.Sprintf("a %d-step fine-tune", steps)
@@ -285,6 +320,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 			if err != nil {
 				return nil, nil, err
 			}
+			p.val = val
 			m := p.m
 			m.Accuracy, m.Loss = val.Accuracy, val.Loss
 			p.c.Accuracy = val.Accuracy
@@ -307,10 +343,32 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 		cands[i] = pool[i].c
 	}
 	sort.SliceStable(pool, func(i, j int) bool { return better(cons, pool[i].c, pool[j].c) })
+	// A searched plan ahead of the uniform one by less than the validation set's own
+	// error would be chosen by that noise: the uniform plan is delivered instead.
+	var kept string
+	for u := 1; u < len(pool); u++ {
+		if !pool[u].c.Uniform || pool[0].c.Uniform || pool[0].val.N == 0 {
+			continue
+		}
+		gap, se, err := eval.PairedGap(pool[0].val, pool[u].val)
+		if err != nil {
+			return nil, nil, err
+		}
+		if margin := s.cfg.Final.UniformMargin; gap < margin*se {
+			kept = fmt.Sprintf("the uniform plan (trial %d) is delivered: the best searched candidate, trial %d, is only %+.2f ± %.2f points ahead of it on validation (final.uniform_margin = %g standard errors)",
+				pool[u].t.Number, pool[0].t.Number, 100*gap, 100*se, margin)
+			s.logf("%s", kept)
+			u0 := pool[u]
+			copy(pool[1:u+1], pool[:u])
+			pool[0] = u0
+		}
+		break
+	}
 	picks := make([]pick, len(pool))
 	for i, e := range pool {
-		picks[i] = pick{e.t, e.tuned}
+		picks[i] = pick{e.t, e.tuned, ""}
 	}
+	picks[0].kept = kept
 	return picks, cands, nil
 }
 
@@ -488,9 +546,16 @@ func (r *Result) Write(w io.Writer) error {
 	if len(r.Candidates) > 1 {
 		fmt.Fprintf(w, "chosen among %d candidates measured again and re-ranked:", len(r.Candidates))
 		for _, c := range r.Candidates {
-			fmt.Fprintf(w, " trial %d (%.3fx, val %.2f %%)", c.Trial, c.Rel, 100*c.Accuracy)
+			u := ""
+			if c.Uniform {
+				u = ", uniform"
+			}
+			fmt.Fprintf(w, " trial %d (%.3fx, val %.2f %%%s)", c.Trial, c.Rel, 100*c.Accuracy, u)
 		}
 		fmt.Fprintln(w)
+	}
+	if r.Kept != "" {
+		fmt.Fprintf(w, "%s\n", r.Kept)
 	}
 	for _, x := range append([]*Result{r}, r.Front...) {
 		fmt.Fprintf(w, "saved %s and %s", x.ModelPath, x.PlanPath)

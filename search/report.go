@@ -17,16 +17,19 @@ import (
 
 // TrialResult is one stored trial, decoded.
 type TrialResult struct {
-	Number int           `json:"number"`
-	State  string        `json:"state"` // complete, pruned (stopped early), fail, running, waiting
-	Value  float64       `json:"value"`
-	Plan   prune.Plan    `json:"plan,omitempty"`
-	Metric *eval.Metrics `json:"metrics,omitempty"`
-	Steps  int           `json:"steps"`
-	Wall   time.Duration `json:"wall_ns"`
-	Worker string        `json:"worker,omitempty"`
-	Error  string        `json:"error,omitempty"`
-	Pareto bool          `json:"pareto,omitempty"` // on the accuracy-vs-latency front
+	Number int        `json:"number"`
+	State  string     `json:"state"` // complete, pruned (stopped early), fail, running, waiting
+	Value  float64    `json:"value"`
+	Plan   prune.Plan `json:"plan,omitempty"`
+	// Params is the plan as the sampler drew it (or the warm start gave it), before it was
+	// shaped and fitted to the target.
+	Params map[string]float64 `json:"params,omitempty"`
+	Metric *eval.Metrics      `json:"metrics,omitempty"`
+	Steps  int                `json:"steps"`
+	Wall   time.Duration      `json:"wall_ns"`
+	Worker string             `json:"worker,omitempty"`
+	Error  string             `json:"error,omitempty"`
+	Pareto bool               `json:"pareto,omitempty"` // on the accuracy-vs-latency front
 	// Miss says what the trial misses of the study's constraint (latency target, size
 	// budget); empty when it meets it.
 	Miss string `json:"miss,omitempty"`
@@ -122,6 +125,9 @@ func decodeTrial(t goptuna.FrozenTrial) TrialResult {
 	}
 	if p := t.UserAttrs[attrPlan]; p != "" {
 		_ = json.Unmarshal([]byte(p), &r.Plan)
+	}
+	if len(t.InternalParams) > 0 {
+		r.Params = t.InternalParams
 	}
 	if m := t.UserAttrs[attrMetrics]; m != "" {
 		var mm eval.Metrics

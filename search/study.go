@@ -424,3 +424,22 @@ func (s *Search) reapStale(ts []goptuna.FrozenTrial) (int, error) {
 	}
 	return n, nil
 }
+
+// uniform says whether a trial's drawn plan prunes every searched group by one ratio, as
+// the uniform warm starts do (each clamped to its group's range).
+func (s *Search) uniform(params map[string]float64) bool {
+	if len(params) == 0 || len(params) != len(s.space) {
+		return false
+	}
+	r := math.Inf(-1)
+	for _, v := range params {
+		r = math.Max(r, v)
+	}
+	for name, d := range s.space {
+		v, ok := params[name]
+		if !ok || math.Abs(v-clampToSpace(d, r)) > 1e-6 {
+			return false
+		}
+	}
+	return true
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c-bata/goptuna"
+
 	"github.com/autoprune/autoprune/config"
 	"github.com/autoprune/autoprune/eval"
 	"github.com/autoprune/autoprune/nn"
@@ -314,7 +316,7 @@ func TestRerankDeliversWhatItRanked(t *testing.T) {
 		t.Skip("fine-tunes models")
 	}
 	dir := t.TempDir()
-	path := writeConfig(t, dir, "rerank", "rerank.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n[final]\nsteps = 30\ncandidates = 3\n")
+	path := writeConfig(t, dir, "rerank", "rerank.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.6x\"\n[final]\nsteps = 30\ncandidates = 3\nuniform_margin = 0\n")
 	s := openWith(t, path, Options{Meter: &fakeDevice{}})
 	ctx := context.Background()
 	if err := s.Run(ctx); err != nil {
@@ -363,6 +365,82 @@ func TestRerankDeliversWhatItRanked(t *testing.T) {
 	}
 	if again.TestAcc != res.Candidates[0].TestAcc {
 		t.Errorf("trial %d delivered again: test %.4f, ranked with test %.4f", res.Unranked, again.TestAcc, res.Candidates[0].TestAcc)
+	}
+}
+
+// The uniform plan is always a re-ranked candidate, and a searched plan replaces it only
+// when it is ahead by final.uniform_margin standard errors of the paired validation
+// difference: at 10, a searched winner must be ahead by at least 100/(n+100) of the n
+// validation samples (the smallest gap that can be 10 standard errors), 9 points here.
+func TestUniformKeptWithinNoise(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fine-tunes models")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "keep", "keep.db", 8, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.4x\"\n[final]\nsteps = 30\ncandidates = 2\nuniform_margin = 10\n")
+	s := openWith(t, path, Options{Meter: &fakeDevice{}})
+	ctx := context.Background()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Finalize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uni, win *Candidate
+	best := 0.0
+	for i, c := range res.Candidates {
+		if c.Uniform {
+			uni = &res.Candidates[i]
+		}
+		if c.Trial == res.Trial {
+			win = &res.Candidates[i]
+		}
+		best = max(best, c.Accuracy)
+	}
+	if uni == nil || win == nil {
+		t.Fatalf("candidates %+v: no uniform plan among them, or not the winner (trial %d)", res.Candidates, res.Trial)
+	}
+	switch {
+	case win.Uniform && best > win.Accuracy && res.Kept == "":
+		t.Errorf("the uniform plan was delivered below a searched candidate (%.4f < %.4f) and nothing says why", win.Accuracy, best)
+	case win.Uniform && best == win.Accuracy && res.Kept != "":
+		t.Errorf("the uniform plan ranked first, yet the result says it was kept: %s", res.Kept)
+	case !win.Uniform && win.Accuracy-uni.Accuracy < 0.09:
+		t.Errorf("searched trial %d delivered at %.4f, only %.4f over the uniform plan", win.Trial, win.Accuracy, win.Accuracy-uni.Accuracy)
+	}
+	var out strings.Builder
+	if err := res.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "uniform") {
+		t.Errorf("the final table does not say which candidate is the uniform plan:\n%s", out.String())
+	}
+}
+
+// uniform recognises a drawn plan that prunes every group by one ratio, clamped to each
+// group's range, and nothing else.
+func TestUniformPlanRecognised(t *testing.T) {
+	s := &Search{space: map[string]interface{}{
+		"a": goptuna.DiscreteUniformDistribution{Low: 0, High: 0.8, Q: 0.1},
+		"b": goptuna.DiscreteUniformDistribution{Low: 0, High: 0.5, Q: 0.1},
+		"c": goptuna.UniformDistribution{Low: 0.1, High: 0.9},
+	}}
+	tests := []struct {
+		name   string
+		params map[string]float64
+		want   bool
+	}{
+		{"one ratio", map[string]float64{"a": 0.3, "b": 0.3, "c": 0.3}, true},
+		{"clamped to a group's top", map[string]float64{"a": 0.7, "b": 0.5, "c": 0.7}, true},
+		{"two ratios", map[string]float64{"a": 0.3, "b": 0.2, "c": 0.3}, false},
+		{"a group missing", map[string]float64{"a": 0.3, "b": 0.3}, false},
+		{"no plan", nil, false},
+	}
+	for _, tc := range tests {
+		if got := s.uniform(tc.params); got != tc.want {
+			t.Errorf("%s: uniform(%v) = %v, want %v", tc.name, tc.params, got, tc.want)
+		}
 	}
 }
 

@@ -39,9 +39,13 @@ latency.max_spread (default ±3 %), or whose reference drifted, is measured agai
 The latency target (objective.target) and the size budget (max_bytes with kind = "budget")
 are constraints: the winner is chosen among the trials that meet them. At the end the best
 few of those (final.candidates) are measured again in fresh rounds and each is given the
-final fine-tune (final.steps; final.rerank_steps sets a cheaper re-ranking fine-tune); the
-best by validation score is the winner: measured afresh against the dense model, compared
-with it on the test set, and saved with its plan
+final fine-tune (final.steps; final.rerank_steps sets a cheaper re-ranking fine-tune), and so
+is the best uniform plan that meets the target, the baseline. The best by validation score is
+the winner, except that a searched plan ahead of the uniform one by less than
+final.uniform_margin standard errors of the paired validation difference (default 1) is
+noise, and the uniform plan is delivered instead (the result says so). The winner is
+measured afresh against the dense model, compared with it on the test set, and saved with
+its plan
 (NAME-best.safetensors, NAME-best.plan.toml). When no trial meets the target the search
 says so, names the fastest trial, and exits with status 1.
 
