@@ -589,7 +589,7 @@ type convOp struct {
 	// pointwise convolution over a group of samples is shifted too: side by side, the
 	// samples' planes are rows the kernel reads in place.
 	shifted   bool
-	hq, wq    int   // shifted, or depthwise 3x3 stride 2: rows and columns of a phase plane (the padded plane for stride 1)
+	hq, wq    int   // shifted: rows and columns of a phase plane (the padded plane for stride 1); depthwise 3x3 stride 2: of the padded plane, made of even width
 	chunkRows int   // shifted: output rows per chunk
 	wideOff   []int // shifted group: the im2col row offsets in the group's side-by-side planes
 }
@@ -751,12 +751,12 @@ func planConv(l *Layer, batch, threads int, packer kernel.SourceGemm, in *tensor
 	// loop. A single-channel convolution with many filters is a better matrix product.
 	if o.icg == 1 && o.ocg <= 2 && g > 1 {
 		o.direct = true
-		sc := scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack, c: inS.W + 2*o.pad}
-		if o.k == 3 && o.s == 2 && inS.W%2 == 0 {
-			// The input's four phases (see Depthwise3x3S2), and room to split its columns
-			// (rows of odd length split slower than the plane is padded: see directPlane).
-			o.hq, o.wq = (inS.H+2*o.pad+1)/2, (inS.W+2*o.pad+1)/2
-			sc = scratch{pad: 4*o.hq*o.wq + kernel.DepthwiseSlack, c: inS.H * inS.W}
+		sc := scratch{pad: (inS.H+2*o.pad)*(inS.W+2*o.pad) + kernel.DepthwiseSlack}
+		if o.k == 3 && o.s == 2 {
+			// The padded plane made of even width (hq x wq), then its even and its odd
+			// columns: the input's four phases (see directPlane).
+			o.hq, o.wq = inS.H+2*o.pad, roundUp(inS.W+2*o.pad, 2)
+			sc = scratch{pad: 2*o.hq*o.wq + kernel.DepthwiseSlack}
 		}
 		return newStep(o, batch*l.Out, work, threads), sc
 	}
@@ -1101,27 +1101,17 @@ func (o *convOp) directPlane(wk *worker, n, oc int) []float32 {
 		kernel.Depthwise3x3(dst, xp, (*[9]float32)(wt), bv, oh, ow, pw, o.lo, o.hi)
 		return nil
 	}
-	if k == 3 && s == 2 && o.wq > 0 {
-		// Split into its phases (when its rows are of even length), the input is read by
-		// the vector kernel at stride 1.
-		x, pl := o.padBuf(wk), o.hq*o.wq
-		o.fillPhases(x, o.wq, pl, src, wk.cbuf)
-		kernel.Depthwise3x3S2(dst, x, pl, o.wq, (*[9]float32)(wt), bv, oh, ow, o.lo, o.hi)
-		return nil
-	}
 	if k == 3 && s == 2 {
-		// Each output row is every other value of the stride-1 row above it: the vector
-		// kernel computes that row at full resolution (twice the work, many times faster
-		// than the scalar loop below).
-		xp = o.padPlane(o.padBuf(wk), src)
-		full := wk.cbuf[:pw-2]
-		for y := 0; y < oh; y++ {
-			kernel.Depthwise3x3(full, xp[2*y*pw:], (*[9]float32)(wt), bv, 1, pw-2, pw, o.lo, o.hi)
-			row := dst[y*ow : (y+1)*ow]
-			for x := range row {
-				row[x] = full[2*x]
-			}
-		}
+		// The padded plane, made of even width, split into its even and its odd columns
+		// (each a whole plane of half the width) is the input's four phases, read by the
+		// vector kernel at stride 1: the even columns of the even rows, the odd columns of
+		// the even rows, then the same of the odd rows, half a padded row further on.
+		buf, hp, wp := o.padBuf(wk), o.hq, o.wq
+		kernel.CopyStrided(buf[pad*wp+pad:], wp, src, w, h, w)
+		half := hp * wp / 2
+		x := buf[2*half:]
+		kernel.Deinterleave(x[:half], x[half:2*half], buf[:2*half])
+		kernel.Depthwise3x3S2(dst, x, half, wp/2, wp, (*[9]float32)(wt), bv, oh, ow, o.lo, o.hi)
 		return nil
 	}
 	if pad > 0 {

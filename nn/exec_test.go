@@ -318,6 +318,7 @@ func TestExecConv(t *testing.T) {
 		{"depthwise-multiplier2-k3s1p1", nn.Shape{C: 2, H: 5, W: 17}, 4, 3, 1, 1, 2, false, false},
 		{"depthwise-k3s2p1", nn.Shape{C: 5, H: 10, W: 7}, 5, 3, 2, 1, 5, true, false},
 		{"depthwise-k3s2p0-odd", nn.Shape{C: 3, H: 9, W: 12}, 3, 3, 2, 0, 3, false, false},
+		{"depthwise-k3s2p0-odd-width", nn.Shape{C: 3, H: 8, W: 9}, 3, 3, 2, 0, 3, true, false},
 		{"depthwise-multiplier2-k3s2p1", nn.Shape{C: 2, H: 14, W: 14}, 4, 3, 2, 1, 2, true, false},
 		{"k3s1p1-wide-grid-partial-group", nn.Shape{C: 20, H: 7, W: 7}, 70, 3, 1, 1, 1, true, true},
 		{"k3s2p1-phases-small-plane", nn.Shape{C: 8, H: 14, W: 14}, 16, 3, 2, 1, 1, true, false},

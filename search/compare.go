@@ -170,6 +170,11 @@ type CompareRow struct {
 	// test accuracy after the same final fine-tune (null when it is the winner).
 	Unranked    int      `json:"unranked_trial"`
 	UnrankedAcc OptFloat `json:"unranked_test_acc"`
+	// Ranked is the searched candidate the re-ranking put first when the uniform plan was
+	// delivered instead (final.uniform_margin), and RankedAcc its test accuracy after the
+	// same final fine-tune: what the rule gave up or saved. -1 and null otherwise.
+	Ranked    int      `json:"ranked_trial"`
+	RankedAcc OptFloat `json:"ranked_test_acc"`
 	// Tau is Kendall's rank correlation between the trials' validation accuracy after their
 	// short fine-tune and their test accuracy after the final one, on TauN sampled trials.
 	Tau  OptFloat `json:"kendall_tau"`
@@ -220,8 +225,8 @@ type Comparison struct {
 // Comparison reports of it.
 func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, log *slog.Logger) (CompareRow, error) {
 	nan := OptFloat(math.NaN())
-	row := CompareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
-		UniformAt: nan, Gain: nan, UnrankedAcc: nan, Tau: nan, ZeroTau: nan}
+	row := CompareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, Ranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
+		UniformAt: nan, Gain: nan, UnrankedAcc: nan, RankedAcc: nan, Tau: nan, ZeroTau: nan}
 	log.Info(fmt.Sprintf("== %s", cfg.Study.Name))
 	start := time.Now()
 	s, err := Open(ctx, cfg, Options{Logger: log})
@@ -279,6 +284,21 @@ func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][
 			return row, err
 		}
 		row.UnrankedAcc = OptFloat(acc)
+	}
+	if res.Kept != "" {
+		top := -1
+		for i, c := range res.Candidates {
+			if !c.Uniform && (top < 0 || c.Accuracy > res.Candidates[top].Accuracy) {
+				top = i
+			}
+		}
+		if top >= 0 {
+			acc, err := deliver(res.Candidates[top].Trial)
+			if err != nil {
+				return row, err
+			}
+			row.Ranked, row.RankedAcc = res.Candidates[top].Trial, OptFloat(acc)
+		}
 	}
 	if tauN > 0 {
 		// Trials evenly spread over the ranks of the stored validation accuracy, among the
@@ -428,7 +448,11 @@ func (c *Comparison) Write(w io.Writer) {
 		if !math.IsNaN(float64(r.Gain)) {
 			gain = fmt.Sprintf("%+.2f", 100*float64(r.Gain))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, r.Winner, pct(r.TestAcc), lat,
+		winner := fmt.Sprint(r.Winner)
+		if r.Ranked >= 0 {
+			winner = fmt.Sprintf("%d, uniform kept (ranked first: trial %d, %s)", r.Winner, r.Ranked, pct(r.RankedAcc))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, winner, pct(r.TestAcc), lat,
 			pct(r.UniformAt), gain, unr, tau, r.Trials, r.Wall)
 		a, ok := by[r.Method]
 		if !ok {

@@ -2,6 +2,7 @@ package search
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +38,26 @@ func TestKendallTau(t *testing.T) {
 		if math.IsNaN(tc.want) != math.IsNaN(got) || (!math.IsNaN(got) && math.Abs(got-tc.want) > 1e-12) {
 			t.Errorf("kendallTau(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
 		}
+	}
+}
+
+// The table says when the uniform plan was kept over the re-ranking's first choice, and
+// what that choice would have delivered.
+func TestCompareWriteKeptUniform(t *testing.T) {
+	nan := OptFloat(math.NaN())
+	c := Comparison{Target: 0.25, DenseTest: nan, Rows: []CompareRow{
+		{Method: "tpe", Seed: 1, Winner: 0, Unranked: 0, Ranked: 31, RankedAcc: 0.7960, TestAcc: 0.8041, Rel: 0.24, Meets: true,
+			UniformAt: 0.8040, Gain: 0.0001, UnrankedAcc: nan, Tau: nan, ZeroTau: nan},
+		{Method: "tpe", Seed: 2, Winner: 7, Unranked: 7, Ranked: -1, RankedAcc: nan, TestAcc: 0.81, Rel: 0.24, Meets: true,
+			UniformAt: 0.80, Gain: 0.01, UnrankedAcc: nan, Tau: nan, ZeroTau: nan},
+	}}
+	var out strings.Builder
+	c.Write(&out)
+	text := out.String()
+	if !strings.Contains(text, "0, uniform kept (ranked first: trial 31, 79.60") {
+		t.Errorf("the kept uniform plan is not reported:\n%s", text)
+	}
+	if strings.Count(text, "uniform kept") != 1 {
+		t.Errorf("want one row with the uniform kept:\n%s", text)
 	}
 }

@@ -272,9 +272,10 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 		}
 	}
 	steps := *s.cfg.Final.RerankSteps
-	// The uniform plan is the baseline a searched plan must beat: when re-ranking, the
-	// best uniform trial that meets the constraint is a candidate too.
-	hasUniform := false
+	// Under a constraint the uniform plan is the baseline a searched plan must beat: when
+	// re-ranking, the best uniform trial that meets it is a candidate too. (Without one,
+	// plans at different latencies rank by the objective's score, not by accuracy.)
+	hasUniform := !cons.any()
 	for _, e := range pool {
 		hasUniform = hasUniform || e.c.Uniform
 	}
@@ -347,7 +348,7 @@ func (s *Search) choose(ctx context.Context, sum *Summary, cons Constraint) ([]p
 	// error would be chosen by that noise: the uniform plan is delivered instead.
 	var kept string
 	for u := 1; u < len(pool); u++ {
-		if !pool[u].c.Uniform || pool[0].c.Uniform || pool[0].val.N == 0 {
+		if !cons.any() || !pool[u].c.Uniform || pool[0].c.Uniform || pool[0].val.N == 0 {
 			continue
 		}
 		gap, se, err := eval.PairedGap(pool[0].val, pool[u].val)

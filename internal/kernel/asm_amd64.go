@@ -263,7 +263,7 @@ func addRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int)
 // depthwise3x3s2AVX is Depthwise3x3S2 without the checks.
 //
 //go:noescape
-func depthwise3x3s2AVX(dst, x *float32, pl, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32)
+func depthwise3x3s2AVX(dst, x *float32, pl, q, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32)
 
 // depthwise3x3AVX is Depthwise3x3 without the checks.
 //

@@ -451,9 +451,48 @@ dwstep:
 	JMP dwnext
 
 dwtail:
-	LEAQ lanes<>(SB), AX
+	// CX < 8 outputs left in the row. A masked store is slow on some cores (AMD's take tens
+	// of cycles): when the rows below hold the 8-CX values past the row's end, the full
+	// vector is stored (those rows are written after this one); on the last row, a row of
+	// 8 or more stores its last 8 outputs again, overlapping the ones before; only a short
+	// last row is stored through the mask.
 	MOVQ $8, DX
-	SUBQ CX, DX
+	SUBQ CX, DX       // lanes past the row's end
+	MOVQ R8, AX
+	DECQ AX
+	IMULQ R9, AX      // values in the rows below
+	CMPQ AX, DX
+	JLT dwlast
+	VMOVUPS Y10, (DI)
+	LEAQ (DI)(CX*4), DI
+	JMP dwnext
+
+dwlast:
+	CMPQ R9, $8
+	JLT dwmask
+	SHLQ $2, DX
+	SUBQ DX, DI
+	SUBQ DX, R11
+	SUBQ DX, R12
+	SUBQ DX, R13
+	VMOVAPS Y9, Y10
+	VFMADD231PS (R11), Y0, Y10
+	VFMADD231PS 4(R11), Y1, Y10
+	VFMADD231PS 8(R11), Y2, Y10
+	VFMADD231PS (R12), Y3, Y10
+	VFMADD231PS 4(R12), Y4, Y10
+	VFMADD231PS 8(R12), Y5, Y10
+	VFMADD231PS (R13), Y6, Y10
+	VFMADD231PS 4(R13), Y7, Y10
+	VFMADD231PS 8(R13), Y8, Y10
+	VMAXPS Y10, Y12, Y10
+	VMINPS Y10, Y13, Y10
+	VMOVUPS Y10, (DI)
+	ADDQ $32, DI
+	JMP dwnext
+
+dwmask:
+	LEAQ lanes<>(SB), AX
 	VMOVUPS (AX)(DX*4), Y11
 	VMASKMOVPS Y10, Y11, (DI)
 	LEAQ (DI)(CX*4), DI
@@ -1239,20 +1278,21 @@ kern8x32Rowsstore:
 	VZEROUPPER
 	RET
 
-// func depthwise3x3s2AVX(dst, x *float32, pl, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32)
+// func depthwise3x3s2AVX(dst, x *float32, pl, q, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32)
 //
-// depthwise3x3AVX over the four phases of the input: output row y reads phases 0 and 1 at
-// row y (kernel row 0), phases 2 and 3 at row y (kernel row 1) and phases 0 and 1 at row
-// y+1 (kernel row 2); in each, kernel columns 0, 1 and 2 are the even phase at x, the odd
-// phase at x and the even phase at x+1. R11-R14, AX and DX point at those six rows.
-TEXT ·depthwise3x3s2AVX(SB), NOSPLIT, $0-72
+// depthwise3x3AVX over the four phases of the input, at x, x+pl, x+q and x+pl+q: output
+// row y reads phases 0 and 1 at row y (kernel row 0), phases 2 and 3 at row y (kernel row
+// 1) and phases 0 and 1 at row y+1 (kernel row 2); in each, kernel columns 0, 1 and 2 are
+// the even phase at x, the odd phase at x and the even phase at x+1. R11-R14, AX and DX
+// point at those six rows.
+TEXT ·depthwise3x3s2AVX(SB), NOSPLIT, $0-80
 	MOVQ dst+0(FP), DI
 	MOVQ x+8(FP), SI
 	MOVQ pl+16(FP), BX
 	SHLQ $2, BX
-	MOVQ ld+24(FP), R10
+	MOVQ ld+32(FP), R10
 	SHLQ $2, R10
-	MOVQ w+32(FP), AX
+	MOVQ w+40(FP), AX
 	VBROADCASTSS 0(AX), Y0
 	VBROADCASTSS 4(AX), Y1
 	VBROADCASTSS 8(AX), Y2
@@ -1262,16 +1302,17 @@ TEXT ·depthwise3x3s2AVX(SB), NOSPLIT, $0-72
 	VBROADCASTSS 24(AX), Y6
 	VBROADCASTSS 28(AX), Y7
 	VBROADCASTSS 32(AX), Y8
-	VBROADCASTSS bias+40(FP), Y9
-	VBROADCASTSS lo+64(FP), Y12
-	VBROADCASTSS hi+68(FP), Y13
-	MOVQ oh+48(FP), R8
-	MOVQ ow+56(FP), R9
+	VBROADCASTSS bias+48(FP), Y9
+	VBROADCASTSS lo+72(FP), Y12
+	VBROADCASTSS hi+76(FP), Y13
+	MOVQ oh+56(FP), R8
+	MOVQ ow+64(FP), R9
 
 d2row:
 	MOVQ SI, R11
 	LEAQ (SI)(BX*1), R12
-	LEAQ (R12)(BX*1), R13
+	MOVQ q+24(FP), R13
+	LEAQ (SI)(R13*4), R13
 	LEAQ (R13)(BX*1), R14
 	LEAQ (SI)(R10*1), AX
 	LEAQ (R12)(R10*1), DX
@@ -1305,9 +1346,49 @@ d2step:
 	JMP d2next
 
 d2tail:
-	LEAQ lanes<>(SB), R11
+	// As in depthwise3x3AVX: a full store when the rows below hold the lanes past the
+	// row's end, the last 8 outputs again on the last row of 8 or more, the mask only for
+	// a short last row. The row pointers are free once the row's vector is made.
 	MOVQ $8, R12
-	SUBQ CX, R12
+	SUBQ CX, R12      // lanes past the row's end
+	MOVQ R8, R11
+	DECQ R11
+	IMULQ R9, R11     // values in the rows below
+	CMPQ R11, R12
+	JLT d2last
+	VMOVUPS Y10, (DI)
+	LEAQ (DI)(CX*4), DI
+	JMP d2next
+
+d2last:
+	CMPQ R9, $8
+	JLT d2mask
+	// The row's last 8 outputs: the rows from their start, 4*(ow-8) bytes in.
+	SUBQ $32, DI
+	LEAQ (DI)(CX*4), DI
+	LEAQ -32(R9*4), R12
+	LEAQ (SI)(R12*1), R11 // phase 0
+	LEAQ (R11)(BX*1), R13 // phase 1
+	MOVQ q+24(FP), R14
+	SHLQ $2, R14          // phases 2 and 3, from 0 and 1
+	VMOVAPS Y9, Y10
+	VFMADD231PS (R11), Y0, Y10
+	VFMADD231PS (R13), Y1, Y10
+	VFMADD231PS 4(R11), Y2, Y10
+	VFMADD231PS (R11)(R14*1), Y3, Y10
+	VFMADD231PS (R13)(R14*1), Y4, Y10
+	VFMADD231PS 4(R11)(R14*1), Y5, Y10
+	VFMADD231PS (R11)(R10*1), Y6, Y10
+	VFMADD231PS (R13)(R10*1), Y7, Y10
+	VFMADD231PS 4(R11)(R10*1), Y8, Y10
+	VMAXPS Y10, Y12, Y10
+	VMINPS Y10, Y13, Y10
+	VMOVUPS Y10, (DI)
+	ADDQ $32, DI
+	JMP d2next
+
+d2mask:
+	LEAQ lanes<>(SB), R11
 	VMOVUPS (R11)(R12*4), Y11
 	VMASKMOVPS Y10, Y11, (DI)
 	LEAQ (DI)(CX*4), DI

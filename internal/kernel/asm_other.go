@@ -43,7 +43,7 @@ func deinterleaveAVX(even, odd, src *float32, n int) { panic("unreachable") }
 
 func addRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int) { panic("unreachable") }
 
-func depthwise3x3s2AVX(dst, x *float32, pl, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32) {
+func depthwise3x3s2AVX(dst, x *float32, pl, q, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32) {
 	panic("unreachable")
 }
 

@@ -311,27 +311,32 @@ func Deinterleave(even, odd, src []float32) {
 }
 
 // Depthwise3x3S2 computes one output plane (oh x ow) of a 3x3 convolution with stride 2 from
-// the four phases of a zero-padded input plane: x holds phase p (padded rows 2i+p/2, columns
-// 2j+p%2, for p < 4) at x[p*pl:], with rows ld values apart, so ld >= ow+1 and each phase
-// holds oh+1 rows. Like Depthwise3x3 it adds bias and clamps to [lo, hi]:
+// the four phases of a zero-padded input plane: phase p holds the padded rows 2i+p/2 and
+// columns 2j+p%2, with rows ld values apart (so ld >= ow+1, and each phase holds oh+1 rows),
+// phase 0 at x[0:], phase 1 at x[pl:], phase 2 at x[q:] and phase 3 at x[pl+q:]. Phases
+// stored one after another are q = 2*pl; the even and the odd columns of a padded plane of
+// even width wp, each taken as a whole (Deinterleave), are the phases with pl = half the
+// plane, ld = wp and q = wp/2. Like Depthwise3x3 it adds bias and clamps to [lo, hi]:
 // dst[y*ow+i] = bias + sum over kh, kw of w[kh*3+kw] * padded[2y+kh][2i+kw], summed in the
 // same order as Depthwise3x3's. x must extend DepthwiseSlack values past the last row of
 // phase 3.
-func Depthwise3x3S2(dst, x []float32, pl, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32) {
+func Depthwise3x3S2(dst, x []float32, pl, q, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32) {
 	if oh <= 0 || ow <= 0 {
 		return
 	}
-	if ld < ow+1 || pl < 0 || len(dst) < oh*ow || len(x) < max(3*pl+oh*ld, pl+(oh+1)*ld)+DepthwiseSlack {
+	// The last values read: row oh of phase 1, row oh-1 of phase 3 (ow of each), and their
+	// vectors' reach past them, within DepthwiseSlack.
+	if ld < ow+1 || pl < 0 || q < 0 || len(dst) < oh*ow || len(x) < pl+max(oh*ld, q+(oh-1)*ld)+ow+1+DepthwiseSlack {
 		panic("kernel: Depthwise3x3S2 out of range")
 	}
 	if hasAVX2FMA {
-		depthwise3x3s2AVX(&dst[0], &x[0], pl, ld, w, bias, oh, ow, lo, hi)
+		depthwise3x3s2AVX(&dst[0], &x[0], pl, q, ld, w, bias, oh, ow, lo, hi)
 		return
 	}
 	w0, w1, w2, w3, w4, w5, w6, w7, w8 := w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
 	for y := 0; y < oh; y++ {
 		e0, o0 := x[y*ld:], x[pl+y*ld:]
-		e1, o1 := x[2*pl+y*ld:], x[3*pl+y*ld:]
+		e1, o1 := x[q+y*ld:], x[pl+q+y*ld:]
 		e2, o2 := x[(y+1)*ld:], x[pl+(y+1)*ld:]
 		row := dst[y*ow : (y+1)*ow]
 		for i := range row {

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"testing"
@@ -106,12 +107,14 @@ func TestDepthwise3x3(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	var w [9]float32
 	copy(w[:], randSlice(rng, 9))
-	for oh := 1; oh < 6; oh++ {
+	for oh := 1; oh < 10; oh++ {
 		for ow := 1; ow < 30; ow++ {
 			pw := ow + 2 + oh%3
 			x := randSlice(rng, (oh+2)*pw+DepthwiseSlack)
-			dst := make([]float32, oh*ow+1)
-			dst[oh*ow] = 42
+			dst := make([]float32, oh*ow+8) // 8 guards: a full vector's store past the plane
+			for i := oh * ow; i < len(dst); i++ {
+				dst[i] = 42
+			}
 			// A ReLU6 clamp on odd planes, none on even ones.
 			lo, hi := float32(-Inf), float32(Inf)
 			if ow%2 == 1 {
@@ -132,8 +135,10 @@ func TestDepthwise3x3(t *testing.T) {
 					}
 				}
 			}
-			if dst[oh*ow] != 42 {
-				t.Fatalf("oh=%d ow=%d: wrote past the plane", oh, ow)
+			for i := oh * ow; i < len(dst); i++ {
+				if dst[i] != 42 {
+					t.Fatalf("oh=%d ow=%d: wrote past the plane at %d", oh, ow, i-oh*ow)
+				}
 			}
 		}
 	}
@@ -283,10 +288,11 @@ func TestDepthwise3x3S2(t *testing.T) {
 	rng := rand.New(rand.NewSource(14))
 	var w [9]float32
 	copy(w[:], randSlice(rng, 9))
-	for oh := 1; oh < 6; oh++ {
+	for oh := 1; oh < 10; oh++ {
 		for ow := 1; ow < 21; ow++ {
-			// A padded plane of 2*oh+1 rows and 2*ow+1 (+1 on odd sizes) columns, split
-			// into its four phases of oh+1 rows and ld columns.
+			// A padded plane of 2*oh+1 rows and 2*ow+1 (+1 on odd sizes) columns, laid out
+			// as its four phases one after another (oh+1 rows of ld columns each), and as
+			// the even and the odd columns of the plane made of even width.
 			hp, wp := 2*oh+1+ow%2, 2*ow+1+oh%2
 			plane := randSlice(rng, hp*wp)
 			ld := (wp + 1) / 2
@@ -297,29 +303,46 @@ func TestDepthwise3x3S2(t *testing.T) {
 					x[((r%2)*2+c%2)*pl+(r/2)*ld+c/2] = plane[r*wp+c]
 				}
 			}
+			we := wp + wp%2
+			even := make([]float32, hp*we+DepthwiseSlack)
+			for r := 0; r < hp; r++ {
+				for c := 0; c < wp; c++ {
+					even[(c%2)*(hp*we/2)+r*we/2+c/2] = plane[r*wp+c]
+				}
+			}
 			lo, hi := float32(-Inf), float32(Inf)
 			if ow%3 == 0 {
 				lo, hi = 0, 0.6
 			}
-			dst := make([]float32, oh*ow+1)
-			dst[oh*ow] = 42
-			Depthwise3x3S2(dst, x, pl, ld, &w, 0.25, oh, ow, lo, hi)
-			for y := 0; y < oh; y++ {
-				for i := 0; i < ow; i++ {
-					want := 0.25
-					for kh := 0; kh < 3; kh++ {
-						for kw := 0; kw < 3; kw++ {
-							want += float64(w[kh*3+kw]) * float64(plane[(2*y+kh)*wp+2*i+kw])
+			for _, layout := range []struct {
+				name      string
+				x         []float32
+				pl, q, ld int
+			}{{"phases", x, pl, 2 * pl, ld}, {"columns", even, hp * we / 2, we / 2, we}} {
+				dst := make([]float32, oh*ow+8) // 8 guards: a full vector's store past the plane
+				for i := oh * ow; i < len(dst); i++ {
+					dst[i] = 42
+				}
+				Depthwise3x3S2(dst, layout.x, layout.pl, layout.q, layout.ld, &w, 0.25, oh, ow, lo, hi)
+				for y := 0; y < oh; y++ {
+					for i := 0; i < ow; i++ {
+						want := 0.25
+						for kh := 0; kh < 3; kh++ {
+							for kw := 0; kw < 3; kw++ {
+								want += float64(w[kh*3+kw]) * float64(plane[(2*y+kh)*wp+2*i+kw])
+							}
+						}
+						want = min(max(want, float64(lo)), float64(hi))
+						if got := dst[y*ow+i]; math.Abs(float64(got)-want) > 1e-5 {
+							t.Fatalf("%s: oh=%d ow=%d (%d,%d): %v, want %v", layout.name, oh, ow, y, i, got, want)
 						}
 					}
-					want = min(max(want, float64(lo)), float64(hi))
-					if got := dst[y*ow+i]; math.Abs(float64(got)-want) > 1e-5 {
-						t.Fatalf("oh=%d ow=%d (%d,%d): %v, want %v", oh, ow, y, i, got, want)
+				}
+				for i := oh * ow; i < len(dst); i++ {
+					if dst[i] != 42 {
+						t.Fatalf("%s: oh=%d ow=%d: wrote past the plane at %d", layout.name, oh, ow, i-oh*ow)
 					}
 				}
-			}
-			if dst[oh*ow] != 42 {
-				t.Fatalf("oh=%d ow=%d: wrote past the plane", oh, ow)
 			}
 		}
 	}
@@ -393,5 +416,26 @@ func TestScaleShift2(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// BenchmarkDepthwise3x3 times one plane of the depthwise kernel at the plane sizes of the
+// zoo's small models: rows of 7 and 14 end in a partial vector, rows of 8 and 16 do not.
+func BenchmarkDepthwise3x3(b *testing.B) {
+	rng := rand.New(rand.NewSource(1))
+	w := [9]float32{}
+	for i := range w {
+		w[i] = rng.Float32()
+	}
+	for _, n := range []int{4, 7, 8, 14, 16} {
+		pw := n + 2
+		x := randSlice(rng, (n+2)*pw+DepthwiseSlack)
+		dst := make([]float32, n*n)
+		b.Run(fmt.Sprintf("%dx%d", n, n), func(b *testing.B) {
+			for b.Loop() {
+				Depthwise3x3(dst, x, &w, 0.5, n, n, pw, 0, 6)
+			}
+			b.ReportMetric(float64(n*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gpixel/s")
+		})
 	}
 }
