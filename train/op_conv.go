@@ -286,7 +286,7 @@ type convOp struct {
 
 	fwd, bwd inPlace // the forward product and the input gradient of a padded() convolution
 
-	dwPads, dwGrids, dwFull dwPlanes // per worker, for the passes of a dw3 depthwise convolution
+	dwPads, dwGrids, dwPhases dwPlanes // per worker, for the passes of a dw3 depthwise convolution
 }
 
 // inPlace is the state of a product that reads zero-padded planes where they lie
@@ -572,7 +572,7 @@ func (op *convOp) Do(vals ...G.Value) (G.Value, error) {
 	w = op.weight(w)
 	y := op.out.data
 	if op.direct && q.dw3() {
-		q.depthwise3(x, w, bias, y, &op.dwPads, &op.dwFull)
+		q.depthwise3(x, w, bias, y, &op.dwPads, &op.dwPhases)
 		return op.out.get(), nil
 	}
 	if op.direct {

@@ -35,9 +35,9 @@ func (q *convGeom) taps(fn func(ky, kx, oy, iy, x0, x1, ix int)) {
 // dw3 tells whether a depthwise convolution is 3x3 with padding 1, stride 1 or 2, one
 // output channel per input channel: its passes then run on the engine's vector kernel over
 // a zero-padded plane (kernel.Depthwise3x3), the input gradient with the kernel flipped.
-// Stride 2 is stride 1 on the full plane: the forward pass keeps every other row and
-// column, and the gradients spread the output gradient at stride 2 with zeros between,
-// output pixel (oy, ox) at (2oy, 2ox) of the input plane.
+// Stride 2 reads the padded plane's phases in the forward pass (see depthwise3); the
+// gradients run at stride 1 on the full plane, with the output gradient spread at stride 2
+// and zeros between, output pixel (oy, ox) at (2oy, 2ox) of the input plane.
 func (q *convGeom) dw3() bool {
 	return q.k == 3 && q.p == 1 && (q.s == 1 || q.s == 2) && q.ocg() == 1
 }
@@ -70,39 +70,52 @@ func (d dwPlanes) get(wk int, q *convGeom) []float32 {
 	return d[wk]
 }
 
+// sized returns worker wk's buffer of n values, zero when made on first use; call
+// perWorker(d) before parallelW.
+func (d dwPlanes) sized(wk, n int) []float32 {
+	if d[wk] == nil {
+		d[wk] = make([]float32, n)
+	}
+	return d[wk]
+}
+
 // fill copies plane src (h x w) inside the padded plane buf.
 func (q *convGeom) fill(buf, src []float32) {
 	kernel.CopyStrided(buf[q.w+3:], q.w+2, src, q.w, q.h, q.w)
 }
 
-// depthwise3 is depthwise for dw3 geometries; full is scratch for a stride-2 pass's
-// full-resolution plane.
-func (q *convGeom) depthwise3(x, w, bias, y []float32, pads, full *dwPlanes) {
+// depthwise3 is depthwise for dw3 geometries; phases is scratch for a stride-2 pass: the
+// padded plane made of even width, then its even and its odd columns, which are the
+// plane's four phases (kernel.Depthwise3x3S2 sums in Depthwise3x3's order, so the output
+// is the stride-1 pass's, every other row and column, bit for bit).
+func (q *convGeom) depthwise3(x, w, bias, y []float32, pads, phases *dwPlanes) {
 	hw, P := q.h*q.w, q.pixels()
 	perWorker((*[][]float32)(pads))
-	perWorker((*[][]float32)(full))
+	perWorker((*[][]float32)(phases))
+	hp, wp := q.h+2, (q.w+3)/2*2 // the padded plane, of even width
+	half := hp * wp / 2
 	parallelW(q.n*q.oc, hw*9, func(wk, lo, hi int) {
-		buf := pads.get(wk, q)
+		var buf []float32
+		if q.s == 1 {
+			buf = pads.get(wk, q)
+		} else {
+			buf = phases.sized(wk, 4*half+kernel.DepthwiseSlack)
+		}
 		for pl := lo; pl < hi; pl++ {
 			var b float32
 			if bias != nil {
 				b = bias[pl%q.oc]
 			}
-			q.fill(buf, x[pl*hw:][:hw])
 			wt := (*[9]float32)(w[pl%q.oc*9:])
 			if q.s == 1 {
+				q.fill(buf, x[pl*hw:][:hw])
 				kernel.Depthwise3x3(y[pl*P:][:P], buf, wt, b, q.oh, q.ow, q.w+2, -kernel.Inf, kernel.Inf)
 				continue
 			}
-			f := full.get(wk, q)[:hw]
-			kernel.Depthwise3x3(f, buf, wt, b, q.h, q.w, q.w+2, -kernel.Inf, kernel.Inf)
-			yp := y[pl*P:][:P]
-			for oy := 0; oy < q.oh; oy++ {
-				row := f[2*oy*q.w:]
-				for ox := range yp[oy*q.ow : (oy+1)*q.ow] {
-					yp[oy*q.ow+ox] = row[2*ox]
-				}
-			}
+			kernel.CopyStrided(buf[wp+1:], wp, x[pl*hw:][:hw], q.w, q.h, q.w)
+			ph := buf[2*half:]
+			kernel.Deinterleave(ph[:half], ph[half:2*half], buf[:2*half])
+			kernel.Depthwise3x3S2(y[pl*P:][:P], ph, half, wp/2, wp, wt, b, q.oh, q.ow, -kernel.Inf, kernel.Inf)
 		}
 	})
 }
