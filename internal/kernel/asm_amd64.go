@@ -187,6 +187,12 @@ func clampAVX(dst, src *float32, n int, lo, hi float32)
 //go:noescape
 func reluGradAVX(dx, x, dy *float32, n int, top float32)
 
+// transpose6x8AVX writes, for b < blocks, the transpose of the 6 x 8 block at src+8b
+// (rows lds values apart) to dst+48b: dst[48b+6p+i] = src[8b+i*lds+p].
+//
+//go:noescape
+func transpose6x8AVX(dst, src *float32, lds, blocks int)
+
 // transpose8x8AVX writes, for b < blocks, the transpose of the 8 x 8 block at src+8b (rows
 // lds values apart) to dst+8b*ldd (rows ldd values apart).
 //

@@ -504,6 +504,75 @@ dwnext:
 	VZEROUPPER
 	RET
 
+// func transpose6x8AVX(dst, src *float32, lds, blocks int)
+//
+// transpose8x8AVX's network over six rows and two zero ones. Column p of a block goes to
+// dst+6p as a full vector, whose last two lanes the next column's store overwrites; the
+// last column stores only its six values, so nothing is written past the block.
+TEXT ·transpose6x8AVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ lds+16(FP), R9
+	SHLQ $2, R9
+	MOVQ blocks+24(FP), CX
+	LEAQ (R9)(R9*2), R10 // 3 rows
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+t6loop:
+	MOVQ SI, DX
+	VMOVUPS (DX), Y0
+	VMOVUPS (DX)(R9*1), Y1
+	VMOVUPS (DX)(R9*2), Y2
+	VMOVUPS (DX)(R10*1), Y3
+	LEAQ (DX)(R9*4), DX
+	VMOVUPS (DX), Y4
+	VMOVUPS (DX)(R9*1), Y5
+
+	VUNPCKLPS Y1, Y0, Y8
+	VUNPCKHPS Y1, Y0, Y9
+	VUNPCKLPS Y3, Y2, Y10
+	VUNPCKHPS Y3, Y2, Y11
+	VUNPCKLPS Y5, Y4, Y12
+	VUNPCKHPS Y5, Y4, Y13
+	VUNPCKLPS Y7, Y6, Y14
+	VUNPCKHPS Y7, Y6, Y15
+
+	VSHUFPS $0x44, Y10, Y8, Y0
+	VSHUFPS $0xEE, Y10, Y8, Y1
+	VSHUFPS $0x44, Y11, Y9, Y2
+	VSHUFPS $0xEE, Y11, Y9, Y3
+	VSHUFPS $0x44, Y14, Y12, Y4
+	VSHUFPS $0xEE, Y14, Y12, Y5
+	VSHUFPS $0x44, Y15, Y13, Y8
+	VSHUFPS $0xEE, Y15, Y13, Y9
+
+	VPERM2F128 $0x20, Y4, Y0, Y10
+	VPERM2F128 $0x20, Y5, Y1, Y11
+	VPERM2F128 $0x20, Y8, Y2, Y12
+	VPERM2F128 $0x20, Y9, Y3, Y13
+	VMOVUPS Y10, (DI)
+	VMOVUPS Y11, 24(DI)
+	VMOVUPS Y12, 48(DI)
+	VMOVUPS Y13, 72(DI)
+	VPERM2F128 $0x31, Y4, Y0, Y10
+	VPERM2F128 $0x31, Y5, Y1, Y11
+	VPERM2F128 $0x31, Y8, Y2, Y12
+	VPERM2F128 $0x31, Y9, Y3, Y13
+	VMOVUPS Y10, 96(DI)
+	VMOVUPS Y11, 120(DI)
+	VMOVUPS Y12, 144(DI)
+	VMOVUPS X13, 168(DI)
+	VEXTRACTF128 $1, Y13, X13
+	MOVQ X13, 184(DI)
+
+	ADDQ $32, SI
+	ADDQ $192, DI
+	DECQ CX
+	JNZ t6loop
+	VZEROUPPER
+	RET
+
 // func dots2x4AVX(n int, a *float32, lda int, b *float32, ldb int, acc *[64]float32)
 //
 // Sets acc[8*(4i+j) : 8*(4i+j)+8] to the eight lane sums of a[i*lda+p]*b[j*ldb+p] over

@@ -41,6 +41,8 @@ func stridedRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int, b
 
 func deinterleaveAVX(even, odd, src *float32, n int) { panic("unreachable") }
 
+func transpose6x8AVX(dst, src *float32, lds, blocks int) { panic("unreachable") }
+
 func addRowsAVX(dst *float32, ldd int, src *float32, lds int, rows, n int) { panic("unreachable") }
 
 func depthwise3x3s2AVX(dst, x *float32, pl, q, ld int, w *[9]float32, bias float32, oh, ow int, lo, hi float32) {

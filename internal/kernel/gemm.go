@@ -563,8 +563,8 @@ func packA(dst []float32, trans bool, a []float32, lda, ic, mcb, pc, kc, mr int,
 }
 
 // packSliverA is packA for one full sliver of mr rows from row r0, without scaling: a
-// transposed A is a copy of mr contiguous values per column; a stored A, when mr is 8 on an
-// AVX CPU, is 8 x 8 block transposes, and else one value at a time.
+// transposed A is a copy of mr contiguous values per column; a stored A, when mr is 8 or 6
+// on an AVX CPU, is 8 x 8 or 6 x 8 block transposes, and else one value at a time.
 func packSliverA(d []float32, trans bool, a []float32, lda, r0, pc, kc, mr int) {
 	if trans {
 		switch mr {
@@ -584,12 +584,16 @@ func packSliverA(d []float32, trans bool, a []float32, lda, r0, pc, kc, mr int) 
 		return
 	}
 	p0 := 0
-	if hasAVX2FMA && mr == 8 && kc >= 8 {
+	if hasAVX2FMA && (mr == 8 || mr == 6) && kc >= 8 {
 		blocks := kc / 8
 		src := r0*lda + pc
-		_ = a[src+7*lda+kc-1]
-		_ = d[kc*8-1]
-		transpose8x8AVX(&d[0], 8, &a[src], lda, blocks)
+		_ = a[src+(mr-1)*lda+kc-1]
+		_ = d[kc*mr-1]
+		if mr == 8 {
+			transpose8x8AVX(&d[0], 8, &a[src], lda, blocks)
+		} else {
+			transpose6x8AVX(&d[0], &a[src], lda, blocks)
+		}
 		p0 = 8 * blocks
 	}
 	for i := 0; i < mr; i++ {
