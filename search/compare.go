@@ -142,6 +142,11 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 				return nil, err
 			}
 			row.Method, row.Seed = m, seed
+			for _, u := range cmp.Uniform {
+				if u.Fitted && (!o.Paired || u.Seed == seed) && !math.IsNaN(float64(row.TestAcc)) {
+					row.Fitted, row.FittedGain = OptFloat(u.TestAcc), row.TestAcc-OptFloat(u.TestAcc)
+				}
+			}
 			cmp.Rows = append(cmp.Rows, row)
 		}
 	}
@@ -165,6 +170,11 @@ type CompareRow struct {
 	// TestAcc - UniformAt.
 	UniformAt OptFloat `json:"uniform_test_acc_at_same_latency"`
 	Gain      OptFloat `json:"gain_over_uniform"`
+	// Fitted is the test accuracy of the uniform plan fitted to the target (the curve's
+	// point of the same seed), and FittedGain is TestAcc - Fitted: the gain at the target
+	// itself, both plans meeting it, which the latency measured on each does not move.
+	Fitted     OptFloat `json:"uniform_fitted_test_acc"`
+	FittedGain OptFloat `json:"gain_over_uniform_fitted"`
 	// Unranked is the trial the stored scores alone would have chosen among the candidates
 	// that stayed under the target when measured again, and UnrankedAcc its
 	// test accuracy after the same final fine-tune (null when it is the winner).
@@ -226,7 +236,7 @@ type Comparison struct {
 func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, log *slog.Logger) (CompareRow, error) {
 	nan := OptFloat(math.NaN())
 	row := CompareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, Ranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
-		UniformAt: nan, Gain: nan, UnrankedAcc: nan, RankedAcc: nan, Tau: nan, ZeroTau: nan}
+		UniformAt: nan, Gain: nan, Fitted: nan, FittedGain: nan, UnrankedAcc: nan, RankedAcc: nan, Tau: nan, ZeroTau: nan}
 	log.Info(fmt.Sprintf("== %s", cfg.Study.Name))
 	start := time.Now()
 	s, err := Open(ctx, cfg, Options{Logger: log})
@@ -419,9 +429,9 @@ func (c *Comparison) Write(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\tseed\twinner\ttest acc %%\tlatency (<= %.2fx?)\tuniform at same latency %%\tgain pt\tunranked choice %%\ttau\ttrials\ttime s\t\n", c.Target)
+	fmt.Fprintf(tw, "method\tseed\twinner\ttest acc %%\tlatency (<= %.2fx?)\tuniform at same latency %%\tgain pt\tover uniform fitted pt\tunranked choice %%\ttau\ttrials\ttime s\t\n", c.Target)
 	type agg struct {
-		gain, acc, tau []float64
+		gain, fitted, acc, tau []float64
 		meets, runs    int
 		worse          int
 	}
@@ -452,8 +462,12 @@ func (c *Comparison) Write(w io.Writer) {
 		if r.Ranked >= 0 {
 			winner = fmt.Sprintf("%d, uniform kept (ranked first: trial %d, %s)", r.Winner, r.Ranked, pct(r.RankedAcc))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, winner, pct(r.TestAcc), lat,
-			pct(r.UniformAt), gain, unr, tau, r.Trials, r.Wall)
+		fitted := "—"
+		if !math.IsNaN(float64(r.FittedGain)) {
+			fitted = fmt.Sprintf("%+.2f (%s)", 100*float64(r.FittedGain), pct(r.Fitted))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, winner, pct(r.TestAcc), lat,
+			pct(r.UniformAt), gain, fitted, unr, tau, r.Trials, r.Wall)
 		a, ok := by[r.Method]
 		if !ok {
 			a = &agg{}
@@ -462,6 +476,7 @@ func (c *Comparison) Write(w io.Writer) {
 		}
 		a.runs++
 		a.gain = append(a.gain, float64(r.Gain))
+		a.fitted = append(a.fitted, float64(r.FittedGain))
 		a.acc = append(a.acc, float64(r.TestAcc))
 		a.tau = append(a.tau, float64(r.Tau))
 		if r.Winner >= 0 && r.Meets {
@@ -474,13 +489,14 @@ func (c *Comparison) Write(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\truns\twinners at target\ttest acc %% (mean ± sd)\tgain over uniform, pt (mean ± sd)\tmean tau\tre-ranking worse than unranked\t\n")
+	fmt.Fprintf(tw, "method\truns\twinners at target\ttest acc %% (mean ± sd)\tgain over uniform, pt (mean ± sd)\tover uniform fitted, pt\tmean tau\tre-ranking worse than unranked\t\n")
 	for _, m := range order {
 		a := by[m]
 		am, as := meanSD(a.acc)
 		gm, gs := meanSD(a.gain)
+		fm, fs := meanSD(a.fitted)
 		tm, _ := meanSD(a.tau)
-		fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%s\t%s\t%s\t%d of %d\t\n", m, a.runs, a.meets, a.runs, pmSD(100*am, 100*as), pmSD(100*gm, 100*gs), fmtNaN(tm), a.worse, a.runs)
+		fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%s\t%s\t%s\t%s\t%d of %d\t\n", m, a.runs, a.meets, a.runs, pmSD(100*am, 100*as), pmSD(100*gm, 100*gs), pmSD(100*fm, 100*fs), fmtNaN(tm), a.worse, a.runs)
 	}
 	tw.Flush()
 }

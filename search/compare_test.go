@@ -42,14 +42,15 @@ func TestKendallTau(t *testing.T) {
 }
 
 // The table says when the uniform plan was kept over the re-ranking's first choice, and
-// what that choice would have delivered.
+// what that choice would have delivered, and the gain over the uniform plan fitted to the
+// target.
 func TestCompareWriteKeptUniform(t *testing.T) {
 	nan := OptFloat(math.NaN())
 	c := Comparison{Target: 0.25, DenseTest: nan, Rows: []CompareRow{
 		{Method: "tpe", Seed: 1, Winner: 0, Unranked: 0, Ranked: 31, RankedAcc: 0.7960, TestAcc: 0.8041, Rel: 0.24, Meets: true,
-			UniformAt: 0.8040, Gain: 0.0001, UnrankedAcc: nan, Tau: nan, ZeroTau: nan},
+			UniformAt: 0.8040, Gain: 0.0001, Fitted: 0.8041, FittedGain: 0, UnrankedAcc: nan, Tau: nan, ZeroTau: nan},
 		{Method: "tpe", Seed: 2, Winner: 7, Unranked: 7, Ranked: -1, RankedAcc: nan, TestAcc: 0.81, Rel: 0.24, Meets: true,
-			UniformAt: 0.80, Gain: 0.01, UnrankedAcc: nan, Tau: nan, ZeroTau: nan},
+			UniformAt: 0.80, Gain: 0.01, Fitted: 0.805, FittedGain: 0.005, UnrankedAcc: nan, Tau: nan, ZeroTau: nan},
 	}}
 	var out strings.Builder
 	c.Write(&out)
@@ -59,5 +60,11 @@ func TestCompareWriteKeptUniform(t *testing.T) {
 	}
 	if strings.Count(text, "uniform kept") != 1 {
 		t.Errorf("want one row with the uniform kept:\n%s", text)
+	}
+	// The gain at the target itself: per row, and its mean over the two.
+	for _, want := range []string{"+0.00 (80.41", "+0.50 (80.50", "0.25 ± 0.35"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in the table:\n%s", want, text)
+		}
 	}
 }

@@ -28,13 +28,17 @@ each study's winner is chosen, fine-tuned for final.steps and measured afresh, e
 "autoprune search" delivers it. The baseline is uniform pruning (the same ratio in every
 group) delivered the same way: the same final fine-tune, test accuracy, latency measured
 afresh. Each winner is compared with the uniform curve interpolated at the winner's own
-re-measured latency. The curve is delivered once per seed, with the final fine-tune seed of
-that seed's studies (--paired), so that the luck of one fine-tune seed is not read as a
-gain: at aggressive targets two seeds of the same plan differ by a point. The comparison also reports Kendall's tau between the trials'
+re-measured latency ("gain"), and with the uniform plan fitted to the target, both meeting
+it ("over uniform fitted"): where the curve is steep, the first moves with the latency
+measurement's own noise, the second does not. The curve is delivered once per seed, with
+the final fine-tune seed of that seed's studies (--paired), so that the luck of one
+fine-tune seed is not read as a gain: at aggressive targets two seeds of the same plan
+differ by a point. The comparison also reports Kendall's tau between the trials'
 validation accuracy after their short fine-tune and their test accuracy after the final
 one (--tau trials sampled per study), the same for the screening's score (accuracy
-without fine-tuning, "zero-shot"), and what the stored scores alone would have chosen
-(before re-ranking).
+without fine-tuning, "zero-shot"), what the stored scores alone would have chosen
+(before re-ranking), and when the uniform plan was delivered over a searched one ahead by
+less than final.uniform_margin ("uniform kept").
 
 All studies go into one database beside the config (NAME-compare.db), so an interrupted
 comparison resumes where it stopped; winners are saved as NAME-TARGET-METHOD-sSEED-best.safetensors.
