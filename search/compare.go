@@ -432,8 +432,8 @@ func (c *Comparison) Write(w io.Writer) {
 	fmt.Fprintf(tw, "method\tseed\twinner\ttest acc %%\tlatency (<= %.2fx?)\tuniform at same latency %%\tgain pt\tover uniform fitted pt\tunranked choice %%\ttau\ttrials\ttime s\t\n", c.Target)
 	type agg struct {
 		gain, fitted, acc, tau []float64
-		meets, runs    int
-		worse          int
+		meets, runs            int
+		worse                  int
 	}
 	by := map[string]*agg{}
 	var order []string
