@@ -92,7 +92,7 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 			}
 			log.Info(fmt.Sprintf("uniform %.2f: test acc %.2f %%, %.3fx the dense latency", r, 100*res.TestAcc, res.Metrics.RelLatency))
 			cmp.DenseTest = OptFloat(res.DenseTest)
-			pts = append(pts, UniformPoint{Seed: seed, Ratio: r, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy})
+			pts = append(pts, UniformPoint{Seed: seed, Ratio: r, Rel: res.Metrics.RelLatency, Joint: OptFloat(math.NaN()), TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, plan: res.Plan})
 		}
 		// The uniform plan fitted to the target, as every study's first trial is.
 		plan, err := s.UniformAtTarget(ctx)
@@ -109,7 +109,7 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 				mean += r / float64(len(plan))
 			}
 			log.Info(fmt.Sprintf("uniform %.3f (fitted to %gx): test acc %.2f %%, %.3fx the dense latency", mean, target, 100*res.TestAcc, res.Metrics.RelLatency))
-			pts = append(pts, UniformPoint{Seed: seed, Ratio: mean, Rel: res.Metrics.RelLatency, TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, Fitted: true})
+			pts = append(pts, UniformPoint{Seed: seed, Ratio: mean, Rel: res.Metrics.RelLatency, Joint: OptFloat(math.NaN()), TestAcc: res.TestAcc, ValAcc: res.Metrics.Accuracy, Fitted: true, plan: res.Plan})
 		}
 		return pts, nil
 	}
@@ -126,18 +126,9 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 			cmp.Uniform = append(cmp.Uniform, pts...)
 		}
 	}
-	curve := func(seed int64) [][2]float64 {
-		var c [][2]float64
-		for _, u := range cmp.Uniform {
-			if !o.Paired || u.Seed == seed {
-				c = append(c, [2]float64{u.Rel, u.TestAcc})
-			}
-		}
-		return c
-	}
 	for _, m := range o.Samplers {
 		for _, seed := range o.Seeds {
-			row, err := compareStudy(ctx, study(m, seed), o.Tau, curve(seed), log)
+			row, err := compareStudy(ctx, study(m, seed), o.Tau, log)
 			if err != nil {
 				return nil, err
 			}
@@ -150,7 +141,79 @@ func Compare(ctx context.Context, base *config.Config, o CompareOptions) (*Compa
 			cmp.Rows = append(cmp.Rows, row)
 		}
 	}
+	if len(cmp.Uniform) == 0 {
+		return &cmp, nil
+	}
+	// The winners and the curve were measured minutes apart, each in its own rounds: measure
+	// them again side by side, so that the curve is read at a latency measured in the same
+	// rounds as its points.
+	seed := base.Study.Seed
+	if o.Paired {
+		seed = o.Seeds[0]
+	}
+	cfg := study("random", seed)
+	cfg.Study.Name = base.Study.Name + "-" + base.Objective.Target + "-uniform"
+	if o.Paired {
+		cfg.Study.Name += fmt.Sprintf("-s%d", seed)
+	}
+	cfg.Study.Screen = 0
+	if err := cmp.remeasure(ctx, cfg, log); err != nil {
+		return nil, err
+	}
+	for i := range cmp.Rows {
+		r := &cmp.Rows[i]
+		if math.IsNaN(float64(r.TestAcc)) {
+			continue
+		}
+		var c [][2]float64
+		for _, u := range cmp.Uniform {
+			if !o.Paired || u.Seed == r.Seed {
+				c = append(c, [2]float64{u.at(), u.TestAcc})
+			}
+		}
+		r.UniformAt = OptFloat(interpolateAt(c, r.at()))
+		r.Gain = r.TestAcc - r.UniformAt
+	}
 	return &cmp, nil
+}
+
+// jointRounds is how many rounds Comparison.remeasure measures each plan in.
+const jointRounds = 5
+
+// remeasure measures the delivered winners and the uniform curve again side by side
+// (Search.Remeasure, with the study cfg's meter) and keeps the ratios in Joint.
+func (c *Comparison) remeasure(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	var plans []prune.Plan
+	for _, u := range c.Uniform {
+		plans = append(plans, u.plan)
+	}
+	for _, r := range c.Rows {
+		if r.plan != nil {
+			plans = append(plans, r.plan)
+		}
+	}
+	log.Info(fmt.Sprintf("== the winners and the uniform curve measured again side by side (%d plans, %d rounds)", len(plans), jointRounds))
+	s, err := Open(ctx, cfg, Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	rel, spread, err := s.Remeasure(ctx, plans, jointRounds)
+	if err != nil || rel == nil {
+		return err
+	}
+	k := 0
+	for i := range c.Uniform {
+		c.Uniform[i].Joint = OptFloat(rel[k])
+		k++
+	}
+	for i := range c.Rows {
+		if c.Rows[i].plan != nil {
+			c.Rows[i].Joint, c.Rows[i].JointSpread = OptFloat(rel[k]), OptFloat(spread[k])
+			k++
+		}
+	}
+	return nil
 }
 
 // CompareRow is one study of a Comparison, judged by what a user gets: its winner after
@@ -166,8 +229,15 @@ type CompareRow struct {
 	Rel      OptFloat `json:"rel_latency"`  // the winner's latency re-measured against the dense model
 	Spread   OptFloat `json:"rel_spread"`
 	Meets    bool     `json:"meets_target"`
-	// UniformAt is the uniform curve's test accuracy interpolated at Rel; Gain is
-	// TestAcc - UniformAt.
+	// Joint is the winner's latency ratio measured again at the end of the comparison, in
+	// the same rounds as the uniform curve's points (UniformPoint.Joint), and JointSpread
+	// the relative half-width of its 95 % interval; null when the meter times candidates
+	// alone.
+	Joint       OptFloat `json:"rel_latency_joint"`
+	JointSpread OptFloat `json:"rel_spread_joint"`
+	// UniformAt is the uniform curve's test accuracy interpolated at the winner's latency
+	// (Joint on the curve of the joint latencies, else Rel on the curve as delivered); Gain
+	// is TestAcc - UniformAt.
 	UniformAt OptFloat `json:"uniform_test_acc_at_same_latency"`
 	Gain      OptFloat `json:"gain_over_uniform"`
 	// Fitted is the test accuracy of the uniform plan fitted to the target (the curve's
@@ -193,19 +263,41 @@ type CompareRow struct {
 	// fine-tuning, batch norms recalibrated) on the same trials.
 	ZeroTau OptFloat `json:"kendall_tau_zero_shot"`
 	Wall    float64  `json:"wall_s"`
+
+	plan prune.Plan // the winner's plan
+}
+
+// at is the latency the curve is read at: the joint measurement when there is one.
+func (r CompareRow) at() float64 {
+	if !math.IsNaN(float64(r.Joint)) {
+		return float64(r.Joint)
+	}
+	return float64(r.Rel)
 }
 
 // UniformPoint is one plan of the uniform baseline, delivered like a winner.
 type UniformPoint struct {
-	Seed    int64   `json:"seed"` // the study seed whose final fine-tune seed it was delivered with
-	Ratio   float64 `json:"ratio"`
-	Rel     float64 `json:"rel_latency"`
-	TestAcc float64 `json:"test_acc"`
-	ValAcc  float64 `json:"val_acc"`
+	Seed  int64   `json:"seed"` // the study seed whose final fine-tune seed it was delivered with
+	Ratio float64 `json:"ratio"`
+	Rel   float64 `json:"rel_latency"` // measured when the plan was delivered
+	// Joint is the latency ratio measured again beside the winners (CompareRow.Joint).
+	Joint   OptFloat `json:"rel_latency_joint"`
+	TestAcc float64  `json:"test_acc"`
+	ValAcc  float64  `json:"val_acc"`
 	// Fitted marks the uniform plan fitted to the target (Ratio is then its mean ratio):
 	// the point of the curve where the winners are, so that the curve is not read by a
 	// straight line between two distant ratios.
 	Fitted bool `json:"fitted_to_target,omitempty"`
+
+	plan prune.Plan
+}
+
+// at is the latency the curve places the point at: the joint measurement when there is one.
+func (u UniformPoint) at() float64 {
+	if !math.IsNaN(float64(u.Joint)) {
+		return float64(u.Joint)
+	}
+	return u.Rel
 }
 
 // OptFloat is a number that may be missing (NaN), written as null in JSON.
@@ -233,9 +325,9 @@ type Comparison struct {
 
 // compareStudy runs (or resumes) one study, delivers its winner, and measures what the
 // Comparison reports of it.
-func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][2]float64, log *slog.Logger) (CompareRow, error) {
+func compareStudy(ctx context.Context, cfg *config.Config, tauN int, log *slog.Logger) (CompareRow, error) {
 	nan := OptFloat(math.NaN())
-	row := CompareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, Ranked: -1, TestAcc: nan, Rel: nan, Spread: nan,
+	row := CompareRow{Study: cfg.Study.Name, Winner: -1, Unranked: -1, Ranked: -1, TestAcc: nan, Rel: nan, Spread: nan, Joint: nan, JointSpread: nan,
 		UniformAt: nan, Gain: nan, Fitted: nan, FittedGain: nan, UnrankedAcc: nan, RankedAcc: nan, Tau: nan, ZeroTau: nan}
 	log.Info(fmt.Sprintf("== %s", cfg.Study.Name))
 	start := time.Now()
@@ -264,8 +356,7 @@ func compareStudy(ctx context.Context, cfg *config.Config, tauN int, uniform [][
 	row.Winner, row.Unranked = res.Trial, res.Unranked
 	row.TestAcc, row.Rel, row.Spread = OptFloat(res.TestAcc), OptFloat(res.Metrics.RelLatency), OptFloat(res.Metrics.RelSpread)
 	row.Meets = res.Miss == ""
-	row.UniformAt = OptFloat(interpolateAt(uniform, res.Metrics.RelLatency))
-	row.Gain = row.TestAcc - row.UniformAt
+	row.plan = res.Plan
 	final := map[int]float64{res.Trial: res.TestAcc}
 	for _, c := range res.Candidates {
 		if c.TestAcc > 0 { // delivered by the re-ranking itself
@@ -402,13 +493,13 @@ func (c *Comparison) Write(w io.Writer) {
 	if len(c.Uniform) > 0 {
 		fmt.Fprintf(w, "uniform pruning, each plan fine-tuned for %d steps:\n", c.Steps)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "seed\tratio\tlatency\ttest acc %%\t\n")
+		fmt.Fprintf(tw, "seed\tratio\tlatency\tagain, beside the winners\ttest acc %%\t\n")
 		for _, u := range c.Uniform {
 			ratio := fmt.Sprintf("%.2f", u.Ratio)
 			if u.Fitted {
 				ratio = fmt.Sprintf("%.3f (fitted to the target)", u.Ratio)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.3fx\t%.2f\t\n", u.Seed, ratio, u.Rel, 100*u.TestAcc)
+			fmt.Fprintf(tw, "%d\t%s\t%.3fx\t%s\t%.2f\t\n", u.Seed, ratio, u.Rel, times(u.Joint), 100*u.TestAcc)
 		}
 		tw.Flush()
 		if dense := float64(c.DenseTest); !math.IsNaN(dense) {
@@ -429,7 +520,7 @@ func (c *Comparison) Write(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "method\tseed\twinner\ttest acc %%\tlatency (<= %.2fx?)\tuniform at same latency %%\tgain pt\tover uniform fitted pt\tunranked choice %%\ttau\ttrials\ttime s\t\n", c.Target)
+	fmt.Fprintf(tw, "method\tseed\twinner\ttest acc %%\tlatency (<= %.2fx?)\tagain, beside the curve\tuniform at same latency %%\tgain pt\tover uniform fitted pt\tunranked choice %%\ttau\ttrials\ttime s\t\n", c.Target)
 	type agg struct {
 		gain, fitted, acc, tau []float64
 		meets, runs            int
@@ -466,8 +557,8 @@ func (c *Comparison) Write(w io.Writer) {
 		if !math.IsNaN(float64(r.FittedGain)) {
 			fitted = fmt.Sprintf("%+.2f (%s)", 100*float64(r.FittedGain), pct(r.Fitted))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, winner, pct(r.TestAcc), lat,
-			pct(r.UniformAt), gain, fitted, unr, tau, r.Trials, r.Wall)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, winner, pct(r.TestAcc), lat,
+			times(r.Joint), pct(r.UniformAt), gain, fitted, unr, tau, r.Trials, r.Wall)
 		a, ok := by[r.Method]
 		if !ok {
 			a = &agg{}
@@ -499,6 +590,14 @@ func (c *Comparison) Write(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%s\t%s\t%s\t%s\t%d of %d\t\n", m, a.runs, a.meets, a.runs, pmSD(100*am, 100*as), pmSD(100*gm, 100*gs), pmSD(100*fm, 100*fs), fmtNaN(tm), a.worse, a.runs)
 	}
 	tw.Flush()
+}
+
+// times writes a latency ratio, or a dash when it is missing.
+func times(v OptFloat) string {
+	if math.IsNaN(float64(v)) {
+		return "—"
+	}
+	return fmt.Sprintf("%.3fx", float64(v))
 }
 
 func pmSD(m, sd float64) string {

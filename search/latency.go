@@ -354,3 +354,51 @@ func (s *Search) verdict(ctx context.Context, m *nn.Model, cons Constraint, base
 	s.logf("  over the target at %.3fx: measured twice more, %.3fx and %.3fx; the median %.3fx decides", first.rel, es[0].rel, es[2].rel, es[1].rel)
 	return es[1], nil
 }
+
+// Remeasure times several plans side by side: rounds rounds, each measuring every distinct
+// architecture once against the dense model (in an order that turns from round to round),
+// so that a busy spell of the machine falls on all of them alike. Plans that prune to the
+// same architecture share one measurement. It returns each plan's latency ratio and the
+// relative half-width of its 95 % interval, or nil slices when the configured meter times
+// candidates alone (its answers do not drift between calls). The cache is not touched.
+func (s *Search) Remeasure(ctx context.Context, plans []prune.Plan, rounds int) (rel, spread []float64, err error) {
+	pm := s.pairMeter()
+	if pm == nil || len(plans) == 0 {
+		return nil, nil, nil
+	}
+	var models []*nn.Model
+	of := make([]int, len(plans)) // plan -> index into models
+	seen := map[string]int{}
+	for i, p := range plans {
+		m, err := prune.Structured(s.base, p, s.crit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("latency: plan %d: %w", i, err)
+		}
+		k, ok := seen[m.Hash()]
+		if !ok {
+			k = len(models)
+			seen[m.Hash()] = k
+			models = append(models, m)
+		}
+		of[i] = k
+	}
+	pairs := make([]eval.Pairs, len(models))
+	for r := 0; r < rounds; r++ {
+		for j := range models {
+			k := (j + r) % len(models)
+			q, err := pm.MeasurePair(ctx, s.base, models[k])
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := q.Check(); err != nil {
+				return nil, nil, err
+			}
+			pairs[k] = pairs[k].Merge(q)
+		}
+	}
+	rel, spread = make([]float64, len(plans)), make([]float64, len(plans))
+	for i, k := range of {
+		rel[i], spread[i] = pairs[k].Ratio(), pairs[k].Spread()
+	}
+	return rel, spread, nil
+}

@@ -792,3 +792,44 @@ func TestScreenedPlansStartTheStudy(t *testing.T) {
 		t.Errorf("screen without a fitted target = %v, %v", got, err)
 	}
 }
+
+// Plans measured side by side: every distinct architecture is measured once per round
+// (plans that prune alike share the measurement), the ratios are those of the device, and
+// the cache is left as it was.
+func TestRemeasureSideBySide(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads data")
+	}
+	dir := t.TempDir()
+	path := writeConfig(t, dir, "joint", "joint.db", 1, "[objective]\nkind = \"mnas-hard\"\ntarget = \"0.5x\"\n")
+	dev := &fakeDevice{drift: true}
+	s := openWith(t, path, Options{Meter: dev})
+	half, heavy := prune.Uniform(s.Groups(), 0.5), prune.Uniform(s.Groups(), 0.8)
+	cached := len(s.latCache)
+	before := dev.pairs
+	rel, spread, err := s.Remeasure(context.Background(), []prune.Plan{half, heavy, half}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dev.pairs - before; got != 3*2*20 {
+		t.Errorf("%d pairs timed, want 3 rounds of 2 architectures of 20 pairs", got)
+	}
+	if len(rel) != 3 || rel[0] != rel[2] || spread[0] != spread[2] {
+		t.Fatalf("ratios %v ± %v: the same architecture measured apart", rel, spread)
+	}
+	for i, p := range []prune.Plan{half, heavy} {
+		m, err := prune.Structured(s.base, p, s.crit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := macsOf(m) / macsOf(s.base); math.Abs(rel[i]-want) > 1e-6 {
+			t.Errorf("plan %d: ratio %.4f, want the device's %.4f", i, rel[i], want)
+		}
+	}
+	if len(s.latCache) != cached {
+		t.Errorf("the cache grew from %d to %d entries", cached, len(s.latCache))
+	}
+	if _, _, err := s.Remeasure(context.Background(), []prune.Plan{{"no-such-group": 0.5}}, 1); err == nil {
+		t.Error("a plan naming no group of the model was measured")
+	}
+}

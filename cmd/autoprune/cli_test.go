@@ -269,10 +269,12 @@ steps = 20
 			Method  string   `json:"method"`
 			Winner  int      `json:"winner_trial"`
 			TestAcc *float64 `json:"test_acc"`
+			Joint   *float64 `json:"rel_latency_joint"`
 		} `json:"rows"`
 		Uniform []struct {
 			Seed    int64   `json:"seed"`
 			Rel     float64 `json:"rel_latency"`
+			Joint   float64 `json:"rel_latency_joint"`
 			TestAcc float64 `json:"test_acc"`
 			Fitted  bool    `json:"fitted_to_target"`
 		} `json:"uniform"`
@@ -286,6 +288,21 @@ steps = 20
 		cmp.Uniform[1].Fitted || !cmp.Uniform[2].Fitted || cmp.Uniform[0].Seed != 1 || cmp.Uniform[3].Seed != 2 ||
 		cmp.DenseTest == nil || *cmp.DenseTest <= 0.5 {
 		t.Errorf("compare --json: %d rows, %d uniform points (want three per seed)\n%s", len(cmp.Rows), len(cmp.Uniform), b)
+	} else {
+		// The winners and the curve measured again side by side.
+		for i, r := range cmp.Rows {
+			if (r.Winner >= 0) != (r.Joint != nil && *r.Joint > 0) {
+				t.Errorf("compare --json: row %d, winner %d, latency measured beside the curve %v", i, r.Winner, r.Joint)
+			}
+		}
+		for i, u := range cmp.Uniform {
+			if !(u.Joint > 0) {
+				t.Errorf("compare --json: uniform point %d not measured again beside the winners", i)
+			}
+		}
+		if !strings.Contains(out, "again, beside the curve") || !strings.Contains(errs, "measured again side by side") {
+			t.Errorf("compare: the joint measurement is neither shown nor logged\n%s\n%s", out, errs)
+		}
 	}
 }
 

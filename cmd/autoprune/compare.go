@@ -33,7 +33,11 @@ it ("over uniform fitted"): where the curve is steep, the first moves with the l
 measurement's own noise, the second does not. The curve is delivered once per seed, with
 the final fine-tune seed of that seed's studies (--paired), so that the luck of one
 fine-tune seed is not read as a gain: at aggressive targets two seeds of the same plan
-differ by a point. The comparison also reports Kendall's tau between the trials'
+differ by a point. At the end the winners and every point of the curve are measured again
+side by side, in the same rounds (5 rounds, each architecture against the dense model in
+turn): the gain reads the curve at the winner's latency from those rounds ("again, beside
+the curve"), since a latency measured minutes apart on a shared machine moves by more
+than the curve's spacing. The comparison also reports Kendall's tau between the trials'
 validation accuracy after their short fine-tune and their test accuracy after the final
 one (--tau trials sampled per study), the same for the screening's score (accuracy
 without fine-tuning, "zero-shot"), what the stored scores alone would have chosen
