@@ -524,6 +524,7 @@ func (c *Comparison) Write(w io.Writer) {
 	type agg struct {
 		gain, fitted, acc, tau []float64
 		meets, runs            int
+		joint, jointMeets      int
 		worse                  int
 	}
 	by := map[string]*agg{}
@@ -558,7 +559,7 @@ func (c *Comparison) Write(w io.Writer) {
 			fitted = fmt.Sprintf("%+.2f (%s)", 100*float64(r.FittedGain), pct(r.Fitted))
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t\n", r.Method, r.Seed, winner, pct(r.TestAcc), lat,
-			times(r.Joint), pct(r.UniformAt), gain, fitted, unr, tau, r.Trials, r.Wall)
+			r.jointVerdict(c.Target), pct(r.UniformAt), gain, fitted, unr, tau, r.Trials, r.Wall)
 		a, ok := by[r.Method]
 		if !ok {
 			a = &agg{}
@@ -572,6 +573,12 @@ func (c *Comparison) Write(w io.Writer) {
 		a.tau = append(a.tau, float64(r.Tau))
 		if r.Winner >= 0 && r.Meets {
 			a.meets++
+		}
+		if !math.IsNaN(float64(r.Joint)) {
+			a.joint++
+			if float64(r.Joint) <= c.Target*(1+r.jointSpread()) {
+				a.jointMeets++
+			}
 		}
 		if r.Unranked != r.Winner && float64(r.UnrankedAcc) > float64(r.TestAcc) {
 			a.worse++
@@ -587,9 +594,42 @@ func (c *Comparison) Write(w io.Writer) {
 		gm, gs := meanSD(a.gain)
 		fm, fs := meanSD(a.fitted)
 		tm, _ := meanSD(a.tau)
-		fmt.Fprintf(tw, "%s\t%d\t%d of %d\t%s\t%s\t%s\t%s\t%d of %d\t\n", m, a.runs, a.meets, a.runs, pmSD(100*am, 100*as), pmSD(100*gm, 100*gs), pmSD(100*fm, 100*fs), fmtNaN(tm), a.worse, a.runs)
+		at := fmt.Sprintf("%d of %d", a.meets, a.runs)
+		if a.joint > 0 {
+			at += fmt.Sprintf("; again: %d of %d", a.jointMeets, a.joint)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d of %d\t\n", m, a.runs, at, pmSD(100*am, 100*as), pmSD(100*gm, 100*gs), pmSD(100*fm, 100*fs), fmtNaN(tm), a.worse, a.runs)
 	}
 	tw.Flush()
+}
+
+// jointVerdict writes the winner's joint latency with its spread, and whether it meets
+// target: "yes" at or under it, "within spread" over it by less than the measurement's
+// own 95 % interval, "NO" beyond; a dash when there is no joint measurement.
+func (r CompareRow) jointVerdict(target float64) string {
+	j := float64(r.Joint)
+	if math.IsNaN(j) {
+		return "—"
+	}
+	sp := r.jointSpread()
+	ok := "NO"
+	if j <= target {
+		ok = "yes"
+	} else if j <= target*(1+sp) {
+		ok = "within spread"
+	}
+	if math.IsNaN(float64(r.JointSpread)) {
+		return fmt.Sprintf("%.3fx %s", j, ok)
+	}
+	return fmt.Sprintf("%.3fx ±%.1f%% %s", j, 100*sp, ok)
+}
+
+// jointSpread is JointSpread, or 0 when it is missing.
+func (r CompareRow) jointSpread() float64 {
+	if sp := float64(r.JointSpread); sp > 0 {
+		return sp
+	}
+	return 0
 }
 
 // times writes a latency ratio, or a dash when it is missing.

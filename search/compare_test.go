@@ -68,3 +68,33 @@ func TestCompareWriteKeptUniform(t *testing.T) {
 		}
 	}
 }
+
+func TestJointVerdict(t *testing.T) {
+	nan := OptFloat(math.NaN())
+	for _, tc := range []struct {
+		joint, spread OptFloat
+		want          string
+	}{
+		{0.39, 0.02, "0.390x ±2.0% yes"},
+		{0.40, 0.02, "0.400x ±2.0% yes"},
+		{0.405, 0.02, "0.405x ±2.0% within spread"},
+		{0.41, 0.02, "0.410x ±2.0% NO"},
+		{0.401, nan, "0.401x NO"},
+		{nan, 0.02, "—"},
+	} {
+		r := CompareRow{Joint: tc.joint, JointSpread: tc.spread}
+		if got := r.jointVerdict(0.4); got != tc.want {
+			t.Errorf("joint %v spread %v: %q, want %q", tc.joint, tc.spread, got, tc.want)
+		}
+	}
+	// The summary counts the winners that meet the target again, within the spread.
+	c := Comparison{Target: 0.4, DenseTest: nan, Rows: []CompareRow{
+		{Method: "tpe", Seed: 1, Winner: 3, Unranked: 3, Ranked: -1, TestAcc: 0.84, Rel: 0.39, Meets: true, Joint: 0.405, JointSpread: 0.02},
+		{Method: "tpe", Seed: 2, Winner: 4, Unranked: 4, Ranked: -1, TestAcc: 0.84, Rel: 0.39, Meets: true, Joint: 0.42, JointSpread: 0.02},
+	}}
+	var out strings.Builder
+	c.Write(&out)
+	if !strings.Contains(out.String(), "2 of 2; again: 1 of 2") {
+		t.Errorf("the summary does not count the winners meeting the target again:\n%s", out.String())
+	}
+}
